@@ -1,0 +1,47 @@
+# deltaedit: `make demo` and `make test` do all set-up on a fresh Debian 12 machine.
+JOBS ?= 2
+BUILD ?= build
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test demo sanitize fuzz ci bench format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+
+build: deps $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+demo: build
+	@scripts/demo.sh $(BUILD)/deltaedit
+
+# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (clang, without libtorch).
+sanitize: deps
+	@CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDELTAEDIT_SANITIZE=ON \
+	  -DDELTAEDIT_WITH_TORCH=OFF -DDELTAEDIT_BENCH=OFF >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j$(JOBS)
+
+# libFuzzer targets on their seed corpora, FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELTAEDIT_SANITIZE=ON \
+	  -DDELTAEDIT_FUZZ=ON -DDELTAEDIT_WITH_TORCH=OFF -DDELTAEDIT_TESTS=OFF -DDELTAEDIT_BENCH=OFF >/dev/null
+	@cmake --build build-fuzz -j$(JOBS)
+	@scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
+
+bench: build
+	@bench/run.sh $(BUILD)
+
+format:
+	@clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -1,0 +1,77 @@
+// The edit-operation interface. An op turns the running delta Δ (f32, one tensor) into Δ' in place.
+// Ops never do I/O; the engine streams tensors through them. See SPEC.md §2–§3.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace deltaedit::edit {
+
+// "name:key=value,key=value" as written on the command line.
+struct OpSpec {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> params;  // in written order
+  std::string text;                                          // the original spec
+};
+// Throws deltaedit::Error(Usage) on malformed syntax (empty name, missing '=', duplicate key).
+OpSpec parse_op_spec(std::string_view text);
+
+// Low-rank factors U (rows×r, row-major), S (r), V (cols×r, row-major) with Δ' = U·diag(S)·Vᵀ.
+struct LowRankFactors {
+  int64_t rows = 0, cols = 0, rank = 0;
+  std::vector<float> u, s, v;
+};
+
+// Everything an op may need to know about the tensor it edits.
+struct TensorContext {
+  std::string_view name;
+  std::span<const int64_t> shape;     // row-major; rows = shape[0], cols = product of the rest
+  uint64_t seed = 0;                   // the run's seed
+  uint32_t op_index = 0;               // position of this op in the --op sequence
+  std::span<const float> grad;         // ∇L(W_post) for this tensor (empty unless needs_grad())
+};
+
+// What an op leaves besides the edited values.
+struct OpOutcome {
+  // Set by ops whose result is exactly reconstructible from factors (lowrank); the engine
+  // stores them in packs. The values written to `delta` must equal reconstruct_lowrank(factors).
+  std::optional<LowRankFactors> factors;
+  bool touched = true;  // false when the op skipped this tensor (e.g. lowrank on a 1-D tensor)
+};
+
+class Op {
+ public:
+  virtual ~Op() = default;
+  virtual std::string_view name() const = 0;
+  // The canonical, fully-defaulted parameters (recorded in metadata and deltaedit.json).
+  virtual nlohmann::json params() const = 0;
+  virtual bool needs_grad() const { return false; }
+  virtual bool uses_rng() const { return false; }
+  // Whether this op edits a tensor of this shape at all (lowrank: 2-D only).
+  virtual bool applies_to(std::span<const int64_t> shape) const { return true; }
+  // Upper bound of extra bytes of workspace for a tensor of this shape (SVD, sort buffers).
+  virtual uint64_t workspace_bytes(std::span<const int64_t> shape) const { return 0; }
+  // Edit Δ in place. Deterministic: depends only on (delta, ctx), never on threads or globals.
+  virtual OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const = 0;
+};
+
+// Registry: builds an op from its spec, validating every key and range before any I/O.
+// Throws deltaedit::Error(Usage) naming the op, the key and the valid range.
+std::unique_ptr<Op> make_op(const OpSpec& spec);
+// Names of all registered ops with a one-line description and their keys (for --help).
+struct OpInfo {
+  std::string name, summary, keys;
+};
+std::vector<OpInfo> list_ops();
+
+// Δ' = U·diag(S)·Vᵀ in f32 by one fixed routine (so edit and pack-apply agree bit for bit).
+void reconstruct_lowrank(const LowRankFactors& f, std::span<float> out);
+
+}  // namespace deltaedit::edit
