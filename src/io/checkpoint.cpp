@@ -41,6 +41,32 @@ void check_shard_name(const std::string& name, const std::string& index_file) {
     bad("shards must end in .safetensors");
 }
 
+IndexFile parse_index(std::string_view text, const std::string& ifile) {
+  auto j = parse_json_strict(text, ifile);
+  if (!j.is_object()) throw Error(ErrorKind::Format, "index is not a JSON object", ifile);
+  IndexFile idx;
+  auto wm = j.find("weight_map");
+  if (wm == j.end() || !wm->is_object())
+    throw Error(ErrorKind::Format, "index lacks a 'weight_map' object", ifile);
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    if (!it.value().is_string())
+      throw Error(ErrorKind::Format, "weight_map value is not a file name", ifile, it.key());
+    const std::string f = it.value().get<std::string>();
+    check_shard_name(f, ifile);
+    idx.weight_map[it.key()] = f;
+  }
+  if (idx.weight_map.empty()) throw Error(ErrorKind::Format, "weight_map is empty", ifile);
+  if (auto md = j.find("metadata"); md != j.end() && !md->is_null()) {
+    if (!md->is_object()) throw Error(ErrorKind::Format, "'metadata' is not an object", ifile);
+    if (auto ts = md->find("total_size"); ts != md->end() && !ts->is_null()) {
+      if (!ts->is_number_unsigned())
+        throw Error(ErrorKind::Format, "metadata.total_size is not a non-negative integer", ifile);
+      idx.total_size = ts->get<uint64_t>();
+    }
+  }
+  return idx;
+}
+
 std::string shard_file_name(size_t i, size_t n) {
   return fmt::format("model-{:05d}-of-{:05d}.safetensors", i, n);
 }
@@ -63,20 +89,9 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     if (fs::exists(index)) {
       c.sharded_ = true;
       const std::string ifile = index.string();
-      auto j = parse_json_strict(read_text(index), ifile);
-      if (!j.is_object()) throw Error(ErrorKind::Format, "index is not a JSON object", ifile);
-      auto wm = j.find("weight_map");
-      if (wm == j.end() || !wm->is_object())
-        throw Error(ErrorKind::Format, "index lacks a 'weight_map' object", ifile);
+      IndexFile idx = parse_index(read_text(index), ifile);
       std::map<std::string, std::vector<std::string>> by_file;
-      for (auto it = wm->begin(); it != wm->end(); ++it) {
-        if (!it.value().is_string())
-          throw Error(ErrorKind::Format, "weight_map value is not a file name", ifile, it.key());
-        const std::string f = it.value().get<std::string>();
-        check_shard_name(f, ifile);
-        by_file[f].push_back(it.key());
-      }
-      if (by_file.empty()) throw Error(ErrorKind::Format, "weight_map is empty", ifile);
+      for (const auto& [tensor, f] : idx.weight_map) by_file[f].push_back(tensor);
       for (auto& [fname, tensors] : by_file) {
         const fs::path sp = path / fname;
         if (!fs::is_regular_file(sp))
@@ -96,16 +111,13 @@ Checkpoint Checkpoint::open(const fs::path& path) {
         c.file_names_.push_back(fname);
         referenced.insert(fname);
       }
-      if (auto md = j.find("metadata"); md != j.end() && md->is_object()) {
-        if (auto ts = md->find("total_size"); ts != md->end() && ts->is_number()) {
-          uint64_t want = ts->get<uint64_t>();
-          uint64_t have = 0;
-          for (const auto& f : c.files_)
-            for (const auto& t : f.header().tensors) have += t.nbytes();
-          if (want != have)
-            c.warnings_.push_back(fmt::format("{}: metadata.total_size is {} but the shards hold {} tensor bytes",
-                                              ifile, want, have));
-        }
+      if (idx.total_size) {
+        uint64_t have = 0;
+        for (const auto& f : c.files_)
+          for (const auto& t : f.header().tensors) have += t.nbytes();
+        if (*idx.total_size != have)
+          c.warnings_.push_back(fmt::format("{}: metadata.total_size is {} but the shards hold {} tensor bytes",
+                                            ifile, *idx.total_size, have));
       }
       if (fs::exists(single))
         c.warnings_.push_back(single.string() + " ignored: the directory has an index");

@@ -62,6 +62,13 @@ class Checkpoint {
   std::vector<std::string> warnings_;
 };
 
+// model.safetensors.index.json, validated: weight_map of tensor -> plain shard file name.
+struct IndexFile {
+  std::map<std::string, std::string> weight_map;
+  std::optional<uint64_t> total_size;
+};
+IndexFile parse_index(std::string_view text, const std::string& file);
+
 // Validates a shard name from an index: a plain `*.safetensors` file name in the same directory.
 void check_shard_name(const std::string& name, const std::string& index_file);
 
