@@ -1,0 +1,103 @@
+// Philox4x32-10 known-answer vectors (Random123 kat_vectors) and the keyed streams.
+#include "util/philox.h"
+
+#include <cmath>
+#include <set>
+
+#include <gtest/gtest.h>
+
+namespace deltaedit::util {
+namespace {
+
+TEST(Philox, KnownAnswerZero) {
+  const PhiloxCounter out = philox4x32_10({0, 0, 0, 0}, {0, 0});
+  EXPECT_EQ(out, (PhiloxCounter{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}));
+}
+
+TEST(Philox, KnownAnswerAllOnes) {
+  const PhiloxCounter out =
+      philox4x32_10({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu});
+  EXPECT_EQ(out, (PhiloxCounter{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}));
+}
+
+TEST(Philox, KnownAnswerPi) {
+  const PhiloxCounter out =
+      philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u});
+  EXPECT_EQ(out, (PhiloxCounter{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}));
+}
+
+TEST(Philox, CompileTimeEvaluable) {
+  static_assert(philox4x32_10({0, 0, 0, 0}, {0, 0})[0] == 0x6627e8d5u);
+  static_assert(fnv1a64("") == 0xCBF29CE484222325ull);
+  static_assert(fnv1a64("a") == 0xAF63DC4C8601EC8Cull);  // FNV-1a reference value
+}
+
+TEST(Philox, KeysDependOnEveryPart) {
+  const PhiloxKey base = rng_key(42, "model.layers.0.mlp.up_proj.weight", 0);
+  EXPECT_EQ(base, rng_key(42, "model.layers.0.mlp.up_proj.weight", 0));
+  EXPECT_NE(base, rng_key(43, "model.layers.0.mlp.up_proj.weight", 0));
+  EXPECT_NE(base, rng_key(42, "model.layers.1.mlp.up_proj.weight", 0));
+  EXPECT_NE(base, rng_key(42, "model.layers.0.mlp.up_proj.weight", 1));
+  std::set<PhiloxKey> keys;
+  for (uint32_t op = 0; op < 100; ++op) {
+    for (uint64_t seed = 0; seed < 100; ++seed) keys.insert(rng_key(seed, "w", op));
+  }
+  EXPECT_EQ(keys.size(), 10000u);
+}
+
+TEST(Philox, UniformRangeAndMoments) {
+  const KeyedRng rng(7, "t", 3);
+  const int n = 200000;
+  double sum = 0, sumf = 0;
+  for (int i = 0; i < n; ++i) {
+    const double u = rng.uniform(i);
+    const float uf = rng.uniform_float(i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    ASSERT_GE(uf, 0.0f);
+    ASSERT_LT(uf, 1.0f);
+    sum += u;
+    sumf += uf;
+  }
+  // Mean of U(0,1): sd of the sample mean = sqrt(1/12/n) ≈ 6.5e-4; 5 sd bound.
+  EXPECT_NEAR(sum / n, 0.5, 5 * std::sqrt(1.0 / 12 / n));
+  EXPECT_NEAR(sumf / n, 0.5, 5 * std::sqrt(1.0 / 12 / n));
+}
+
+TEST(Philox, NormalMoments) {
+  const KeyedRng rng(11, "t", 0);
+  const int n = 200000;
+  double s1 = 0, s2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const double z = rng.normal(i);
+    ASSERT_TRUE(std::isfinite(z));
+    s1 += z;
+    s2 += z * z;
+  }
+  // Sample mean sd = 1/sqrt(n); sample second moment sd = sqrt(2/n).
+  EXPECT_NEAR(s1 / n, 0.0, 5 / std::sqrt(double(n)));
+  EXPECT_NEAR(s2 / n, 1.0, 5 * std::sqrt(2.0 / n));
+}
+
+TEST(Philox, BelowIsInRangeAndCoversAll) {
+  const KeyedRng rng(1, "x", 0);
+  int counts[7] = {};
+  for (int i = 0; i < 70000; ++i) {
+    const uint64_t v = rng.below(i, 7);
+    ASSERT_LT(v, 7u);
+    ++counts[v];
+  }
+  // Each count ~ Binomial(70000, 1/7): mean 10000, sd ≈ 92.6; 5 sd bound.
+  for (int c : counts) EXPECT_NEAR(c, 10000, 5 * 92.6);
+  EXPECT_EQ(rng.below(5, 1), 0u);
+}
+
+TEST(Philox, DrawsArePureFunctionsOfIndex) {
+  const KeyedRng a(5, "w", 2), b(5, "w", 2);
+  // Any evaluation order gives the same values.
+  for (int i = 999; i >= 0; --i) EXPECT_EQ(a.uniform(i), b.uniform(i));
+  EXPECT_NE(a.words(0, 0), a.words(0, 1));
+}
+
+}  // namespace
+}  // namespace deltaedit::util
