@@ -1,0 +1,48 @@
+// Delta statistics of SPEC §4, accumulated in f64 in a fixed order (thread-count independent).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace deltaedit::analysis {
+
+// Running sums for Δ = post − base over one tensor (or a whole model, by merge()).
+struct DeltaAccum {
+  uint64_t n = 0, positive = 0, zero = 0, nonfinite = 0;
+  double sum = 0, sumsq = 0, sumabs = 0, maxabs = 0, base_sumsq = 0;
+  // Accumulate a chunk: base and post in f32, same length.
+  void add(std::span<const float> base, std::span<const float> post);
+  void merge(const DeltaAccum& o);
+};
+
+struct DeltaStats {
+  uint64_t n = 0;
+  double norm = 0, rel_norm = 0, mean = 0, std = 0, mean_abs = 0, max_abs = 0;
+  double frac_positive = 0, frac_zero = 0;
+  uint64_t nonfinite = 0;
+  static DeltaStats from(const DeltaAccum& a);
+  nlohmann::json to_json() const;
+};
+
+// Statistics of an edit: Δ (original delta) against Δ' (edited delta), D = Δ' − Δ.
+struct EditAccum {
+  uint64_t n = 0, sign_agree = 0, nonzero_pairs = 0, nonfinite = 0;
+  double delta_sumsq = 0, edited_sumsq = 0, d_sumsq = 0, dot = 0;
+  void add(std::span<const float> delta, std::span<const float> edited);
+  void merge(const EditAccum& o);
+};
+
+struct EditStats {
+  double d_over_delta = 0;   // ‖D‖/‖Δ‖
+  double intensity = 0;      // ‖D‖²/‖Δ‖²
+  double cosine = 0;         // cos(Δ', Δ)
+  double sign_agreement = 0; // fraction of entries where sign(Δ') == sign(Δ), over entries with Δ ≠ 0
+  uint64_t nonfinite = 0;
+  static EditStats from(const EditAccum& a);
+  nlohmann::json to_json() const;
+};
+
+}  // namespace deltaedit::analysis

@@ -1,0 +1,31 @@
+// `deltaedit stats`: per-tensor and total delta statistics, streaming over two checkpoints.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "analysis/delta_stats.h"
+#include "engine/pairing.h"
+#include "io/checkpoint.h"
+
+namespace deltaedit::analysis {
+
+struct TensorStats {
+  std::string name;
+  DeltaStats stats;
+};
+
+struct StatsReport {
+  std::vector<TensorStats> tensors;   // editable tensors, in post order
+  DeltaStats total;
+  std::vector<engine::TensorPair> skipped;  // everything not editable, with the reason
+  nlohmann::json to_json() const;
+};
+
+// Progress callback: (tensors done, tensors total, bytes done).
+using Progress = std::function<void(size_t, size_t, uint64_t)>;
+
+StatsReport compute_stats(const io::Checkpoint& base, const io::Checkpoint& post, unsigned threads,
+                          const Progress& progress = {});
+
+}  // namespace deltaedit::analysis

@@ -1,0 +1,313 @@
+#include "io/writer.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+
+namespace deltaedit::io {
+namespace {
+
+// Rank of a dtype in the reference writer's ordering (its enum order), used as a tie-breaker
+// between dtypes of equal width (BF16 before F16, U64 before I64 before F64, ...).
+int reference_rank(DType d) {
+  static constexpr DType order[] = {DType::BOOL,    DType::F4,          DType::F6_E2M3,     DType::F6_E3M2,
+                                    DType::U8,      DType::I8,          DType::F8_E5M2,     DType::F8_E4M3,
+                                    DType::F8_E8M0, DType::F8_E4M3FNUZ, DType::F8_E5M2FNUZ, DType::I16,
+                                    DType::U16,     DType::F16,         DType::BF16,        DType::I32,
+                                    DType::U32,     DType::F32,         DType::C64,         DType::F64,
+                                    DType::I64,     DType::U64};
+  for (int i = 0; i < int(std::size(order)); ++i)
+    if (order[i] == d) return i;
+  return 0;
+}
+
+[[noreturn]] void io_fail(const std::string& what, const fs::path& p, int err) {
+  std::string msg = what + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT) msg += " (disk full: free space or choose another --out)";
+  if (err == EFBIG) msg += " (file size limit reached)";
+  throw Error(ErrorKind::Io, msg, p.string());
+}
+
+void pwrite_all(int fd, const std::byte* p, uint64_t n, uint64_t off, const fs::path& path) {
+  while (n > 0) {
+    check_interrupted();
+    size_t chunk = size_t(std::min<uint64_t>(n, uint64_t(1) << 30));
+    ssize_t w = ::pwrite(fd, p, chunk, off_t(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      io_fail("write failed", path, errno);
+    }
+    if (w == 0) io_fail("write made no progress", path, ENOSPC);
+    p += w;
+    n -= uint64_t(w);
+    off += uint64_t(w);
+  }
+}
+
+std::atomic<int> g_signal{0};  // process-wide by nature: set from the signal handler only
+
+extern "C" void on_signal(int sig) {
+  if (g_signal.load() != 0) {  // second signal: give up at once, default action
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+  }
+  g_signal.store(sig);
+}
+
+}  // namespace
+
+uint64_t PlannedTensor::nbytes() const {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= uint64_t(d);
+  return n * dtype_bits(dtype) / 8;
+}
+
+uint64_t Layout::file_size() const {
+  return 8 + header_json.size() + (tensors.empty() ? 0 : tensors.back().end);
+}
+
+Layout plan_layout(std::vector<PlannedTensor> tensors, const std::map<std::string, std::string>& metadata) {
+  std::sort(tensors.begin(), tensors.end(), [](const PlannedTensor& a, const PlannedTensor& b) {
+    if (dtype_bits(a.dtype) != dtype_bits(b.dtype)) return dtype_bits(a.dtype) > dtype_bits(b.dtype);
+    if (a.dtype != b.dtype) return reference_rank(a.dtype) > reference_rank(b.dtype);
+    return a.name < b.name;
+  });
+  Layout L;
+  std::string h = "{";
+  std::map<std::string, std::string> md = metadata;
+  md["format"] = "pt";
+  h += "\"__metadata__\":{";
+  bool first = true;
+  for (const auto& [k, v] : md) {
+    if (!first) h += ",";
+    first = false;
+    h += nlohmann::json(k).dump() + ":" + nlohmann::json(v).dump();
+  }
+  h += "}";
+  uint64_t off = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    if (i > 0 && t.name == tensors[i - 1].name)
+      throw Error(ErrorKind::Usage, "tensor planned twice", "", t.name);
+    if (t.name == "__metadata__") throw Error(ErrorKind::Usage, "reserved tensor name", "", t.name);
+    uint64_t numel = 1;
+    for (int64_t d : t.shape) {
+      if (d < 0 || __builtin_mul_overflow(numel, uint64_t(d), &numel))
+        throw Error(ErrorKind::Usage, "invalid shape", "", t.name);
+    }
+    if ((numel * dtype_bits(t.dtype)) % 8 != 0)
+      throw Error(ErrorKind::Usage, "tensor size is not a whole number of bytes", "", t.name);
+    TensorInfo ti{t.name, t.dtype, t.shape, off, off + numel * dtype_bits(t.dtype) / 8};
+    off = ti.end;
+    h += "," + nlohmann::json(t.name).dump() + ":{\"dtype\":\"" + std::string(dtype_name(t.dtype)) +
+         "\",\"shape\":[";
+    for (size_t j = 0; j < t.shape.size(); ++j) h += (j ? "," : "") + std::to_string(t.shape[j]);
+    h += "],\"data_offsets\":[" + std::to_string(ti.begin) + "," + std::to_string(ti.end) + "]}";
+    L.tensors.push_back(std::move(ti));
+  }
+  h += "}";
+  while (h.size() % 8 != 0) h += ' ';
+  L.header_json = std::move(h);
+  return L;
+}
+
+SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<PlannedTensor> tensors,
+                                     std::map<std::string, std::string> metadata)
+    : path_(path), layout_(plan_layout(std::move(tensors), metadata)) {
+  for (size_t i = 0; i < layout_.tensors.size(); ++i) pos_[layout_.tensors[i].name] = i;
+  written_.assign(layout_.tensors.size(), 0);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) io_fail("cannot create", path, errno);
+  const uint64_t size = layout_.file_size();
+  if (size > 0) {
+    int r = ::posix_fallocate(fd_, 0, off_t(size));
+    if (r == ENOSPC || r == EDQUOT || r == EFBIG) io_fail("cannot reserve " + std::to_string(size) + " bytes", path, r);
+  }
+  std::byte len[8];
+  uint64_t n = layout_.header_json.size();
+  for (int i = 0; i < 8; ++i) len[i] = std::byte((n >> (8 * i)) & 0xFF);
+  pwrite_all(fd_, len, 8, 0, path_);
+  pwrite_all(fd_, reinterpret_cast<const std::byte*>(layout_.header_json.data()), n, 8, path_);
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+const TensorInfo& SafetensorsWriter::find(std::string_view name) const {
+  auto it = pos_.find(name);
+  if (it == pos_.end()) throw Error(ErrorKind::Usage, "tensor was not planned", path_.string(), std::string(name));
+  return layout_.tensors[it->second];
+}
+
+void SafetensorsWriter::write(std::string_view name, std::span<const std::byte> bytes, uint64_t offset_in_tensor) {
+  const TensorInfo& t = find(name);
+  if (offset_in_tensor + bytes.size() > t.nbytes())
+    throw Error(ErrorKind::Usage,
+                fmt::format("write of {} bytes at {} exceeds the planned {} bytes", bytes.size(), offset_in_tensor,
+                            t.nbytes()),
+                path_.string(), t.name);
+  pwrite_all(fd_, bytes.data(), bytes.size(), 8 + layout_.header_json.size() + t.begin + offset_in_tensor, path_);
+  written_[pos_.find(name)->second] += bytes.size();
+}
+
+void SafetensorsWriter::finish() {
+  for (size_t i = 0; i < layout_.tensors.size(); ++i)
+    if (written_[i] != layout_.tensors[i].nbytes())
+      throw Error(ErrorKind::Usage,
+                  fmt::format("{} of {} bytes written", written_[i], layout_.tensors[i].nbytes()), path_.string(),
+                  layout_.tensors[i].name);
+  if (::fsync(fd_) != 0) io_fail("fsync failed", path_, errno);
+  int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) io_fail("close failed", path_, errno);
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: blocking calls return EINTR and loops re-check the flag
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGXFSZ, SIG_IGN);  // exceeding RLIMIT_FSIZE must surface as EFBIG, not kill us
+}
+
+bool interrupted() { return g_signal.load() != 0; }
+
+void check_interrupted() {
+  if (int s = g_signal.load())
+    throw Error(ErrorKind::Interrupted, s == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
+}
+
+void fsync_path(const fs::path& path, bool directory) {
+  int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) io_fail("cannot open for fsync", path, errno);
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    int e = errno;
+    ::close(fd);
+    io_fail("fsync failed", path, e);
+  }
+  ::close(fd);
+}
+
+void write_file_durably(const fs::path& path, std::span<const std::byte> bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) io_fail("cannot create", path, errno);
+  try {
+    pwrite_all(fd, bytes.data(), bytes.size(), 0, path);
+    if (::fsync(fd) != 0) io_fail("fsync failed", path, errno);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) io_fail("close failed", path, errno);
+}
+
+Staging::Staging(const fs::path& target, const std::vector<fs::path>& inputs, uint64_t planned_bytes) {
+  target_ = fs::absolute(target).lexically_normal();
+  if (target_.filename().empty()) target_ = target_.parent_path();
+  std::error_code ec;
+  struct stat tst {};
+  if (::stat(target_.c_str(), &tst) == 0) {
+    for (const auto& in : inputs) {
+      struct stat ist {};
+      if (::stat(in.c_str(), &ist) == 0 && ist.st_dev == tst.st_dev && ist.st_ino == tst.st_ino)
+        throw Error(ErrorKind::Usage, "output is an input of this run (" + in.string() + "); refusing to overwrite it",
+                    target_.string());
+      auto rel = fs::weakly_canonical(in, ec).lexically_relative(fs::weakly_canonical(target_, ec));
+      if (!ec && !rel.empty() && *rel.begin() != "..")
+        throw Error(ErrorKind::Usage, "output contains an input of this run (" + in.string() + ")", target_.string());
+    }
+    throw Error(ErrorKind::Usage, "output already exists; choose a new path or remove it first", target_.string());
+  }
+  const fs::path parent = target_.parent_path();
+  fs::create_directories(parent, ec);
+  if (ec) throw Error(ErrorKind::Io, "cannot create the output's parent directory: " + ec.message(), parent.string());
+  struct statvfs vfs {};
+  if (::statvfs(parent.c_str(), &vfs) == 0) {
+    const uint64_t avail = uint64_t(vfs.f_bavail) * uint64_t(vfs.f_frsize);
+    if (avail < planned_bytes + (1u << 20))
+      throw Error(ErrorKind::Io,
+                  fmt::format("not enough free space: {} bytes needed, {} available", planned_bytes, avail),
+                  parent.string());
+  }
+  for (int attempt = 0;; ++attempt) {
+    dir_ = parent / fmt::format(".{}.deltaedit-staging-{}-{}", target_.filename().string(), ::getpid(), attempt);
+    if (::mkdir(dir_.c_str(), 0755) == 0) break;
+    if (errno != EEXIST || attempt > 100) io_fail("cannot create staging directory", dir_, errno);
+  }
+}
+
+Staging::~Staging() {
+  if (!done_) {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+}
+
+void Staging::copy_in(const fs::path& src, const std::string& name) {
+  std::ifstream in(src, std::ios::binary);
+  if (!in) throw Error(ErrorKind::Io, "cannot read", src.string());
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(ErrorKind::Io, "read failed", src.string());
+  write_file_durably(dir_ / name, std::as_bytes(std::span(bytes.data(), bytes.size())));
+}
+
+void Staging::write_text(const std::string& name, const std::string& text) {
+  write_file_durably(dir_ / name, std::as_bytes(std::span(text.data(), text.size())));
+}
+
+void Staging::fsync_all() {
+  fsync_path(dir_, true);
+}
+
+void Staging::commit_dir() {
+  check_interrupted();
+  fsync_all();
+  if (::renameat2(AT_FDCWD, dir_.c_str(), AT_FDCWD, target_.c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EINVAL || errno == ENOSYS) {
+      if (fs::exists(target_)) io_fail("output appeared while writing", target_, EEXIST);
+      if (::rename(dir_.c_str(), target_.c_str()) != 0) io_fail("cannot rename staging onto output", target_, errno);
+    } else {
+      io_fail("cannot rename staging onto output", target_, errno);
+    }
+  }
+  done_ = true;
+  fsync_path(target_.parent_path(), true);
+}
+
+void Staging::commit_file(const std::string& name) {
+  check_interrupted();
+  const fs::path src = dir_ / name;
+  if (::renameat2(AT_FDCWD, src.c_str(), AT_FDCWD, target_.c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EINVAL || errno == ENOSYS) {
+      if (fs::exists(target_)) io_fail("output appeared while writing", target_, EEXIST);
+      if (::rename(src.c_str(), target_.c_str()) != 0) io_fail("cannot rename onto output", target_, errno);
+    } else {
+      io_fail("cannot rename onto output", target_, errno);
+    }
+  }
+  fsync_path(target_.parent_path(), true);
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+  done_ = true;
+}
+
+}  // namespace deltaedit::io
