@@ -21,7 +21,18 @@ struct OpSpec {
   std::string text;                                          // the original spec
 };
 // Throws deltaedit::Error(Usage) on malformed syntax (empty name, missing '=', duplicate key).
+// A comma separates parameters only where a `key=` follows it, so values may hold commas
+// (e.g. include=layers\.\d{1,2}\.mlp).
 OpSpec parse_op_spec(std::string_view text);
+
+// Tensor-name filters every op accepts besides its own keys: include=REGEX, exclude=REGEX
+// (PCRE2 syntax, unanchored search in the full tensor name; empty = no filter). make_op checks
+// that they compile; the engine applies them: the op edits a tensor iff include is empty or
+// matches, and exclude is empty or does not match. Op::params() records them when given.
+struct NameFilter {
+  std::string include, exclude;
+};
+NameFilter name_filter(const OpSpec& spec);
 
 // Low-rank factors U (rows×r, row-major), S (r), V (cols×r, row-major) with Δ' = U·diag(S)·Vᵀ.
 struct LowRankFactors {
