@@ -1,0 +1,145 @@
+// bitdelta: Δ' = s·stat(|Δ|)·sign(Δ); bits=b ≥ 1: sort |Δ|, 2^b equal-count blocks, each |Δ| → s·stat(its block), sign kept.
+//
+// Per scope (the tensor, or each row for granularity=row), over its finite entries:
+//  - bits=0 is one block holding every entry (plain BitDelta);
+//  - bits=b: entries ordered by (|Δ|, index) ascending; with m entries and B=2^b blocks, block j
+//    holds sorted positions [⌊j·m/B⌋, ⌊(j+1)·m/B⌋) (sizes differ by at most one; with m < B some
+//    blocks are empty and the others hold one value each, which makes Δ' = Δ when s=1).
+// stat: mean = Σ|Δ|/m, rms = sqrt(ΣΔ²/m), median = middle value (mean of the two middle values
+// for even m), all in f64 and rounded once to f32 after multiplying by s.
+// sign(0) is 0 (sign0=zero) or +1 (sign0=plus, BitDelta's code). NaN and ±Inf entries take no
+// part in any statistic and pass through unchanged.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "edit/op_impl.h"
+#include "util/reduce.h"
+
+namespace deltaedit::edit::detail {
+namespace {
+
+enum class Stat { Mean, Median, Rms };
+
+class BitDeltaOp final : public OpBase {
+ public:
+  BitDeltaOp(Stat stat, double s, bool sign0_plus, bool rows, int bits)
+      : OpBase("bitdelta"), stat_(stat), s_(s), plus_(sign0_plus), rows_(rows), bits_(bits) {}
+
+  nlohmann::json own_params() const override {
+    const char* st = stat_ == Stat::Mean ? "mean" : stat_ == Stat::Median ? "median" : "rms";
+    return {{"stat", st},
+            {"s", s_},
+            {"sign0", plus_ ? "plus" : "zero"},
+            {"granularity", rows_ ? "row" : "tensor"},
+            {"bits", bits_}};
+  }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    const int64_t n = shape_elements(shape);
+    const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
+    return static_cast<uint64_t>(per) * sizeof(uint64_t);
+  }
+
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    RowView view{1, static_cast<int64_t>(delta.size())};
+    if (rows_) view = row_view(ctx.shape, delta.size(), ctx.name);
+    if (static_cast<uint64_t>(view.cols) >= (uint64_t{1} << 32)) {
+      throw Error(ErrorKind::Unsupported, "op 'bitdelta': a scope of 2^32 or more elements is not supported", "",
+                  std::string(ctx.name));
+    }
+    std::vector<uint64_t> keys;
+    std::vector<float> mags;
+    for (int64_t r = 0; r < view.rows; ++r) {
+      scope(delta.subspan(static_cast<size_t>(r * view.cols), static_cast<size_t>(view.cols)), keys, mags);
+    }
+    return {};
+  }
+
+ private:
+  float signed_value(float x, float v) const {
+    if (x > 0.0f) return v;
+    if (x < 0.0f) return -v;
+    return plus_ ? v : 0.0f;
+  }
+
+  // s·stat over a run of magnitudes (sorted ascending when stat is the median).
+  float block_value(const float* m, size_t count) const {
+    if (count == 0) return 0.0f;
+    double st = 0.0;
+    switch (stat_) {
+      case Stat::Mean:
+        st = util::ordered_sum(count, [&](size_t i) { return static_cast<double>(m[i]); }) /
+             static_cast<double>(count);
+        break;
+      case Stat::Rms:
+        st = std::sqrt(util::ordered_sum(count, [&](size_t i) { return static_cast<double>(m[i]) * m[i]; }) /
+                       static_cast<double>(count));
+        break;
+      case Stat::Median:
+        st = count % 2 == 1 ? m[count / 2] : 0.5 * (static_cast<double>(m[count / 2 - 1]) + m[count / 2]);
+        break;
+    }
+    return static_cast<float>(s_ * st);
+  }
+
+  void scope(std::span<float> x, std::vector<uint64_t>& keys, std::vector<float>& mags) const {
+    if (bits_ == 0) {
+      mags.clear();
+      for (float v : x) {
+        if (std::isfinite(v)) mags.push_back(std::fabs(v));
+      }
+      float value = 0.0f;
+      if (stat_ == Stat::Median && !mags.empty()) {
+        // Linear-time median: the upper middle by nth_element, the lower middle is the largest
+        // value before it.
+        const size_t mid = mags.size() / 2;
+        std::nth_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mid), mags.end());
+        const double hi = mags[mid];
+        const double lo = mags.size() % 2 == 1 ? hi : *std::max_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mid));
+        value = static_cast<float>(s_ * (mags.size() % 2 == 1 ? hi : 0.5 * (lo + hi)));
+      } else {
+        value = block_value(mags.data(), mags.size());
+      }
+      for (float& v : x) {
+        if (std::isfinite(v)) v = signed_value(v, value);
+      }
+      return;
+    }
+    keys.clear();
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (std::isfinite(x[i])) keys.push_back((uint64_t{abs_bits(x[i])} << 32) | i);
+    }
+    std::sort(keys.begin(), keys.end());
+    const size_t m = keys.size();
+    mags.resize(m);
+    for (size_t t = 0; t < m; ++t) mags[t] = std::fabs(x[keys[t] & 0xFFFFFFFFu]);
+    const uint64_t blocks = uint64_t{1} << bits_;
+    for (uint64_t j = 0; j < blocks; ++j) {
+      const size_t lo = static_cast<size_t>(j * m / blocks), hi = static_cast<size_t>((j + 1) * m / blocks);
+      const float value = block_value(mags.data() + lo, hi - lo);
+      for (size_t t = lo; t < hi; ++t) {
+        float& v = x[keys[t] & 0xFFFFFFFFu];
+        v = signed_value(v, value);
+      }
+    }
+  }
+
+  Stat stat_;
+  double s_;
+  bool plus_, rows_;
+  int bits_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpBase> make_bitdelta(ParamReader& r) {
+  const std::string st = r.choice("stat", "mean", {"mean", "median", "rms"});
+  const Stat stat = st == "mean" ? Stat::Mean : st == "median" ? Stat::Median : Stat::Rms;
+  const double s = r.real("s", 1.0, {0.0, kInf, true, false});
+  const bool plus = r.choice("sign0", "zero", {"zero", "plus"}) == "plus";
+  const bool rows = r.choice("granularity", "tensor", {"tensor", "row"}) == "row";
+  const int bits = static_cast<int>(r.integer("bits", 0, 0, 8));
+  return std::make_unique<BitDeltaOp>(stat, s, plus, rows, bits);
+}
+
+}  // namespace deltaedit::edit::detail

@@ -1,0 +1,139 @@
+// dare: Δ' = k·M⊙Δ + (1−k·p)/(1−p)·(1−M)⊙Δ, M~Bernoulli(p); drop: Δ' = (1−M)⊙Δ; biased: dare's formula with a chosen M.
+//
+// Masks: element i is selected (M=1) iff uniform(i) < p, drawn from the keyed Philox stream, so
+// dare and drop with the same (seed, tensor, op index) select the same entries.
+// rescale=l1 (mergekit's convention, generalised to k): the dropped fraction p is replaced by the
+// realised fraction of L1 mass selected, p_m = Σ_M|Δ| / Σ|Δ| (finite entries), so that
+// k·Σ_M|Δ| + c·Σ_{1−M}|Δ| = Σ|Δ|; for k=0 the kept entries keep the tensor's L1 norm exactly.
+// Multipliers are rounded once to f32; each element is one f32 multiply. Non-finite inputs are
+// multiplied like any other value (a NaN stays NaN) and are left out of the l1 sums.
+#include <cmath>
+#include <vector>
+
+#include "edit/op_impl.h"
+#include "util/reduce.h"
+
+namespace deltaedit::edit::detail {
+namespace {
+
+class DareOp final : public OpBase {
+ public:
+  DareOp(double p, double k, bool l1) : OpBase("dare"), p_(p), k_(k), l1_(l1) {}
+  nlohmann::json own_params() const override {
+    return {{"p", p_}, {"k", k_}, {"rescale", l1_ ? "l1" : "paper"}};
+  }
+  bool uses_rng() const override { return true; }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    return l1_ ? static_cast<uint64_t>(shape_elements(shape)) : 0;
+  }
+
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    if (p_ == 0.0) return {};  // identity
+    const util::KeyedRng rng = rng_for(ctx);
+    const float kf = static_cast<float>(k_);
+    if (!l1_) {
+      const float cf = static_cast<float>((1.0 - k_ * p_) / (1.0 - p_));
+      for (size_t i = 0; i < delta.size(); ++i) delta[i] *= drawn(rng, i, p_) ? kf : cf;
+      return {};
+    }
+    std::vector<uint8_t> mask(delta.size());
+    for (size_t i = 0; i < delta.size(); ++i) mask[i] = drawn(rng, i, p_) ? 1 : 0;
+    const auto mass = [&](bool selected) {
+      return util::ordered_sum(delta.size(), [&](size_t i) {
+        return (mask[i] != 0) == selected && std::isfinite(delta[i]) ? std::fabs(static_cast<double>(delta[i]))
+                                                                    : 0.0;
+      });
+    };
+    const double dropped = mass(true), kept = mass(false);
+    // With no kept mass the kept entries are all zero and their multiplier is irrelevant.
+    const double c = kept > 0.0 ? (dropped + kept - k_ * dropped) / kept : 1.0;
+    const float cf = static_cast<float>(c);
+    for (size_t i = 0; i < delta.size(); ++i) delta[i] *= mask[i] != 0 ? kf : cf;
+    return {};
+  }
+
+ private:
+  double p_, k_;
+  bool l1_;
+};
+
+class DropOp final : public OpBase {
+ public:
+  explicit DropOp(double p) : OpBase("drop"), p_(p) {}
+  nlohmann::json own_params() const override { return {{"p", p_}}; }
+  bool uses_rng() const override { return true; }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    if (p_ == 0.0) return {};
+    const util::KeyedRng rng = rng_for(ctx);
+    for (size_t i = 0; i < delta.size(); ++i) {
+      if (drawn(rng, i, p_)) delta[i] = 0.0f;
+    }
+    return {};
+  }
+
+ private:
+  double p_;
+};
+
+// M = [Δ<0] or [sign(Δ)·sign(G) < 0] (signs, so tiny products cannot underflow to 0);
+// p = |M|/n. p=0: identity. p=1 (every entry selected): Δ' = k·Δ — the kept part is empty, so
+// the rescale factor (1−k·p)/(1−p) multiplies nothing and is not evaluated. For 0<p<1 the
+// multipliers sum to exactly k·|M| + c·(n−|M|) = n (before f32 rounding of c).
+class BiasedOp final : public OpBase {
+ public:
+  BiasedOp(bool by_grad, double k) : OpBase("biased"), by_grad_(by_grad), k_(k) {}
+  nlohmann::json own_params() const override { return {{"by", by_grad_ ? "grad" : "delta"}, {"k", k_}}; }
+  bool needs_grad() const override { return by_grad_; }
+
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    if (by_grad_ && ctx.grad.size() != delta.size()) {
+      throw Error(ErrorKind::Usage,
+                  "op 'biased': by=grad needs the gradient of this tensor (" + std::to_string(delta.size()) +
+                      " values), got " + std::to_string(ctx.grad.size()),
+                  "", std::string(ctx.name));
+    }
+    const auto selected = [&](size_t i) {
+      const float d = delta[i];
+      if (!by_grad_) return d < 0.0f;
+      const float g = ctx.grad[i];
+      return (d < 0.0f && g > 0.0f) || (d > 0.0f && g < 0.0f);
+    };
+    size_t count = 0;
+    for (size_t i = 0; i < delta.size(); ++i) count += selected(i) ? 1 : 0;
+    if (count == 0) return {};
+    const float kf = static_cast<float>(k_);
+    if (count == delta.size()) {
+      for (float& d : delta) d *= kf;
+      return {};
+    }
+    const double p = static_cast<double>(count) / static_cast<double>(delta.size());
+    const float cf = static_cast<float>((1.0 - k_ * p) / (1.0 - p));
+    for (size_t i = 0; i < delta.size(); ++i) delta[i] *= selected(i) ? kf : cf;
+    return {};
+  }
+
+ private:
+  bool by_grad_;
+  double k_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpBase> make_dare(ParamReader& r) {
+  const double p = r.real("p", 0.9, half_open(0.0, 1.0));
+  const double k = r.real("k", 0.0, any_real());
+  const bool l1 = r.choice("rescale", "paper", {"paper", "l1"}) == "l1";
+  return std::make_unique<DareOp>(p, k, l1);
+}
+
+std::unique_ptr<OpBase> make_drop(ParamReader& r) {
+  return std::make_unique<DropOp>(r.real("p", 0.9, closed(0.0, 1.0)));
+}
+
+std::unique_ptr<OpBase> make_biased(ParamReader& r) {
+  const bool by_grad = r.choice("by", "delta", {"delta", "grad"}) == "grad";
+  const double k = r.real("k", 0.5, any_real());
+  return std::make_unique<BiasedOp>(by_grad, k);
+}
+
+}  // namespace deltaedit::edit::detail

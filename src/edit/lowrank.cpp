@@ -1,0 +1,182 @@
+// lowrank: Δ' = U_r Σ_r V_rᵀ, the rank-r truncation of the SVD of the 2-D tensor Δ (rows × cols).
+//
+// r is rank=r (capped at min(rows, cols)), or ⌊ratio·min(rows, cols)⌋ (default ratio 0.1), or the
+// smallest r whose Σ_{i≤r} σ_i² reaches energy·Σ σ_i² (exact method only). When r ≥ min(rows, cols)
+// the truncation is Δ itself and the tensor is left unchanged (no factors). Otherwise the SVD is
+// computed in f64 with Eigen — BDCSVD (method=exact) or the randomized range finder of Halko,
+// Martinsson & Tropp (method=randomized: sketch width ℓ = r + oversample, power_iters rounds of
+// re-orthonormalised power iteration, Gaussian test matrix from the keyed Philox stream) — the
+// factors are rounded to f32, and Δ' is written by reconstruct_lowrank(factors), the same routine
+// a pack rebuild uses. Tensors that are not 2-D are left untouched; NaN/Inf entries are a
+// Numeric error (the SVD is undefined).
+#include <algorithm>
+#include <cmath>
+
+#include <Eigen/Dense>
+#include <Eigen/SVD>
+
+#include "edit/op_impl.h"
+
+namespace deltaedit::edit::detail {
+namespace {
+
+enum class Mode { Rank, Ratio, Energy };
+
+Eigen::MatrixXd orthonormal_basis(const Eigen::MatrixXd& y) {
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(y);
+  return qr.householderQ() * Eigen::MatrixXd::Identity(y.rows(), y.cols());
+}
+
+class LowRankOp final : public OpBase {
+ public:
+  LowRankOp(Mode mode, double value, bool randomized, int64_t oversample, int64_t power_iters)
+      : OpBase("lowrank"),
+        mode_(mode),
+        value_(value),
+        randomized_(randomized),
+        oversample_(oversample),
+        power_iters_(power_iters) {}
+
+  nlohmann::json own_params() const override {
+    nlohmann::json j;
+    if (mode_ == Mode::Rank) j["rank"] = static_cast<int64_t>(value_);
+    if (mode_ == Mode::Ratio) j["ratio"] = value_;
+    if (mode_ == Mode::Energy) j["energy"] = value_;
+    j["method"] = randomized_ ? "randomized" : "exact";
+    if (randomized_) {
+      j["oversample"] = oversample_;
+      j["power_iters"] = power_iters_;
+    }
+    return j;
+  }
+  bool uses_rng() const override { return randomized_; }
+  bool applies_to(std::span<const int64_t> shape) const override { return shape.size() == 2; }
+
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    if (shape.size() != 2) return 0;
+    const uint64_t m = static_cast<uint64_t>(shape[0]), n = static_cast<uint64_t>(shape[1]);
+    const uint64_t k = std::min(m, n);
+    const uint64_t factors = 4 * (m + n + 1) * k + 4 * k * n;  // f32 factors + Vᵀ in reconstruction
+    if (!randomized_) return 8 * (2 * m * n + m * k + n * k + 4 * k * k) + factors;
+    const uint64_t l = std::min(k, static_cast<uint64_t>(target_rank(k) + oversample_));
+    return 8 * (m * n + 3 * (m + n) * l + 4 * l * l) + factors;
+  }
+
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    OpOutcome out;
+    if (ctx.shape.size() != 2) {
+      out.touched = false;
+      return out;
+    }
+    const int64_t m = ctx.shape[0], n = ctx.shape[1];
+    if (shape_elements(ctx.shape) != static_cast<int64_t>(delta.size())) {
+      throw Error(ErrorKind::Format,
+                  "shape has " + std::to_string(shape_elements(ctx.shape)) + " elements but the buffer holds " +
+                      std::to_string(delta.size()),
+                  "", std::string(ctx.name));
+    }
+    const int64_t kmin = std::min(m, n);
+    if (kmin == 0) return out;
+    size_t bad = 0;
+    for (float v : delta) bad += std::isfinite(v) ? 0 : 1;
+    if (bad != 0) {
+      throw Error(ErrorKind::Numeric,
+                  "op 'lowrank': " + std::to_string(bad) + " NaN/Inf entries; the SVD is undefined", "",
+                  std::string(ctx.name));
+    }
+    int64_t r = target_rank(static_cast<uint64_t>(kmin));
+    if (mode_ != Mode::Energy && r >= kmin) return out;  // the full-rank truncation is Δ itself
+
+    Eigen::MatrixXd a(m, n);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) a(i, j) = delta[static_cast<size_t>(i * n + j)];
+    }
+    Eigen::MatrixXd u, v;
+    Eigen::VectorXd s;
+    if (!randomized_) {
+      Eigen::BDCSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
+      u = svd.matrixU();
+      s = svd.singularValues();
+      v = svd.matrixV();
+    } else {
+      const int64_t l = std::min(kmin, r + oversample_);
+      const util::KeyedRng rng = rng_for(ctx);
+      Eigen::MatrixXd omega(n, l);
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t t = 0; t < l; ++t) omega(j, t) = rng.normal(static_cast<uint64_t>(j * l + t));
+      }
+      Eigen::MatrixXd q = orthonormal_basis(a * omega);
+      for (int64_t it = 0; it < power_iters_; ++it) {
+        q = orthonormal_basis(a.transpose() * q);
+        q = orthonormal_basis(a * q);
+      }
+      const Eigen::MatrixXd b = q.transpose() * a;  // ℓ × n
+      Eigen::BDCSVD<Eigen::MatrixXd> svd(b, Eigen::ComputeThinU | Eigen::ComputeThinV);
+      u = q * svd.matrixU();
+      s = svd.singularValues();
+      v = svd.matrixV();
+    }
+    if (mode_ == Mode::Energy) {
+      double total = 0.0;
+      for (Eigen::Index t = 0; t < s.size(); ++t) total += s(t) * s(t);
+      double acc = 0.0;
+      r = 0;
+      while (r < s.size() && acc < value_ * total) {
+        acc += s(r) * s(r);
+        ++r;
+      }
+      if (r >= kmin) return out;
+    }
+    LowRankFactors f;
+    f.rows = m;
+    f.cols = n;
+    f.rank = r;
+    f.u.resize(static_cast<size_t>(m * r));
+    f.s.resize(static_cast<size_t>(r));
+    f.v.resize(static_cast<size_t>(n * r));
+    for (int64_t t = 0; t < r; ++t) f.s[static_cast<size_t>(t)] = static_cast<float>(s(t));
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t t = 0; t < r; ++t) f.u[static_cast<size_t>(i * r + t)] = static_cast<float>(u(i, t));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t t = 0; t < r; ++t) f.v[static_cast<size_t>(j * r + t)] = static_cast<float>(v(j, t));
+    }
+    reconstruct_lowrank(f, delta);
+    out.factors = std::move(f);
+    return out;
+  }
+
+ private:
+  int64_t target_rank(uint64_t kmin) const {
+    const int64_t k = static_cast<int64_t>(kmin);
+    if (mode_ == Mode::Rank) return std::min(k, static_cast<int64_t>(value_));
+    if (mode_ == Mode::Ratio) return floor_count(value_, k);
+    return k;
+  }
+
+  Mode mode_;
+  double value_;
+  bool randomized_;
+  int64_t oversample_, power_iters_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpBase> make_lowrank(ParamReader& r) {
+  const std::optional<int64_t> rank = r.integer_opt("rank", 0, (int64_t{1} << 31) - 1);
+  const std::optional<double> ratio = r.real_opt("ratio", closed(0.0, 1.0));
+  const std::optional<double> energy = r.real_opt("energy", open_closed(0.0, 1.0));
+  const int given = (rank ? 1 : 0) + (ratio ? 1 : 0) + (energy ? 1 : 0);
+  if (given > 1) {
+    r.fail(rank && ratio ? "ratio" : "energy", "cannot be combined with another of rank, ratio, energy");
+  }
+  const bool randomized = r.choice("method", "exact", {"exact", "randomized"}) == "randomized";
+  const int64_t oversample = r.integer("oversample", 10, 0, 4096);
+  const int64_t power_iters = r.integer("power_iters", 2, 0, 64);
+  if (energy && randomized) r.fail("energy", "needs method=exact (the full spectrum)");
+  if (rank) return std::make_unique<LowRankOp>(Mode::Rank, static_cast<double>(*rank), randomized, oversample, power_iters);
+  if (energy) return std::make_unique<LowRankOp>(Mode::Energy, *energy, randomized, oversample, power_iters);
+  return std::make_unique<LowRankOp>(Mode::Ratio, ratio.value_or(0.1), randomized, oversample, power_iters);
+}
+
+}  // namespace deltaedit::edit::detail

@@ -1,0 +1,46 @@
+// signflip: Δ' = c·(1−2M)⊙Δ, M~Bernoulli(q); c = 1 (rescale=none) or 1/(1−2q) (rescale=mean, keeps E[Δ'] = Δ).
+//
+// M_i = [uniform(i) < q] from the keyed Philox stream (the same draws as dare/drop). A flip is an
+// exact negation; c is rounded once to f32 and applied to every entry when rescale=mean, which
+// needs q < 0.5.
+#include "edit/op_impl.h"
+
+namespace deltaedit::edit::detail {
+namespace {
+
+class SignFlipOp final : public OpBase {
+ public:
+  SignFlipOp(double q, bool rescale) : OpBase("signflip"), q_(q), rescale_(rescale) {}
+  nlohmann::json own_params() const override { return {{"q", q_}, {"rescale", rescale_ ? "mean" : "none"}}; }
+  bool uses_rng() const override { return true; }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    if (q_ == 0.0) return {};
+    const util::KeyedRng rng = rng_for(ctx);
+    const float c = static_cast<float>(1.0 / (1.0 - 2.0 * q_));
+    for (size_t i = 0; i < delta.size(); ++i) {
+      float v = drawn(rng, i, q_) ? -delta[i] : delta[i];
+      if (rescale_) v *= c;
+      delta[i] = v;
+    }
+    return {};
+  }
+
+ private:
+  double q_;
+  bool rescale_;
+};
+
+}  // namespace
+
+std::unique_ptr<OpBase> make_signflip(ParamReader& r) {
+  const std::optional<double> q_given = r.real_opt("q", closed(0.0, 1.0));
+  if (!q_given) r.fail("q", "is required (a fraction in [0, 1])");
+  const double q = *q_given;
+  const bool rescale = r.choice("rescale", "none", {"none", "mean"}) == "mean";
+  if (rescale && q >= 0.5) {
+    r.fail("q", "= " + format_real(q) + " is out of range [0, 0.5) (rescale=mean divides by 1−2q)");
+  }
+  return std::make_unique<SignFlipOp>(q, rescale);
+}
+
+}  // namespace deltaedit::edit::detail
