@@ -1,0 +1,106 @@
+// Properties every op must have: zero stays zero, NaN does not crash, empty tensors, determinism,
+// and keyed randomness (seed, name, op index).
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "edit_test_util.h"
+#include "util/error.h"
+#include "util/reduce.h"
+
+namespace deltaedit::edit {
+namespace {
+using namespace edit_test;
+
+const char* const kSpecs[] = {
+    "dare",  "dare:p=0.5,k=-1",       "dare:rescale=l1",      "drop:p=0.3",
+    "biased:k=0.5", "magnitude:p=0.5", "magnitude:scope=row", "bitdelta",
+    "bitdelta:bits=3,stat=median", "bitdelta:granularity=row,sign0=zero", "resample", "resample:dist=normal",
+    "lowrank:rank=2", "lowrank:method=randomized,rank=2", "lowrank:energy=0.9", "scale:alpha=0.7",
+    "permute", "signflip:q=0.3", "signflip:q=0.2,rescale=mean",
+};
+const char* const kRandom[] = {"dare", "drop:p=0.3", "resample", "resample:dist=normal", "permute",
+                               "signflip:q=0.3", "lowrank:method=randomized,rank=2"};
+
+TEST(AllOps, ZeroDeltaStaysZero) {
+  for (const char* spec : kSpecs) {
+    for (float v : edited(spec, std::vector<float>(60, 0.0f), {6, 10})) EXPECT_EQ(v, 0.0f) << spec;
+  }
+}
+
+TEST(AllOps, EmptyTensor) {
+  for (const char* spec : kSpecs) {
+    EXPECT_NO_THROW(edited(spec, {}, {0, 4})) << spec;
+    EXPECT_NO_THROW(edited(spec, {}, {0})) << spec;
+  }
+}
+
+TEST(AllOps, NonFiniteInputsDoNotCrash) {
+  std::vector<float> d = gaussian(60, 1);
+  d[3] = NAN;
+  d[17] = INFINITY;
+  d[40] = -INFINITY;
+  for (const char* spec : kSpecs) {
+    const auto o = op(spec);
+    try {
+      const std::vector<float> out = run(*o, d, {6, 10}).out;
+      EXPECT_EQ(out.size(), d.size());
+      // NaN is never turned into a number, except by drop, which zeroes the entries it drops.
+      if (o->name() != "drop") {
+        EXPECT_TRUE(std::isnan(out[3])) << spec;
+      }
+    } catch (const Error& e) {
+      // Only the SVD refuses, with a typed error naming the tensor.
+      EXPECT_EQ(e.kind(), ErrorKind::Numeric) << spec;
+      EXPECT_EQ(o->name(), "lowrank");
+    }
+  }
+}
+
+TEST(AllOps, DeterministicBytes) {
+  const std::vector<float> d = gaussian(600, 2);
+  for (const char* spec : kSpecs) {
+    EXPECT_TRUE(same_bytes(edited(spec, d, {20, 30}, 5, "x", 2), edited(spec, d, {20, 30}, 5, "x", 2))) << spec;
+  }
+}
+
+TEST(AllOps, RandomOpsAreKeyed) {
+  const std::vector<float> d = gaussian(600, 3);
+  for (const char* spec : kRandom) {
+    const std::vector<float> a = edited(spec, d, {20, 30}, 5, "x", 2);
+    EXPECT_FALSE(same_bytes(a, edited(spec, d, {20, 30}, 6, "x", 2))) << spec;
+    EXPECT_FALSE(same_bytes(a, edited(spec, d, {20, 30}, 5, "y", 2))) << spec;
+    EXPECT_FALSE(same_bytes(a, edited(spec, d, {20, 30}, 5, "x", 3))) << spec;
+  }
+}
+
+TEST(AllOps, ShapeMismatchIsTypedError) {
+  for (const char* spec : {"magnitude:scope=row", "bitdelta:granularity=row", "lowrank:rank=1"}) {
+    EXPECT_THROW(edited(spec, gaussian(10, 4), {3, 4}), Error) << spec;
+  }
+}
+
+TEST(Reduce, FixedBlockOrder) {
+  const size_t n = 3 * util::kReduceBlock + 123;
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = float(1.0 / (1 + i % 1000)) * (i % 3 == 0 ? -1.0f : 1.0f);
+  double expected = 0;
+  for (size_t b = 0; b * util::kReduceBlock < n; ++b) {
+    double s = 0;
+    for (size_t i = b * util::kReduceBlock; i < std::min(n, (b + 1) * util::kReduceBlock); ++i) s += x[i];
+    expected += s;
+  }
+  EXPECT_EQ(util::sum(x), expected);
+  EXPECT_EQ(util::reduce_block_count(n), 4u);
+  EXPECT_EQ(util::dot(x, x), util::sum_sq(x));
+  const std::vector<float> y = {1.0f, NAN, -2.0f, INFINITY, 0.0f};
+  const util::FiniteAbsStats st = util::finite_abs_stats(y);
+  EXPECT_EQ(st.sum_abs, 3.0);
+  EXPECT_EQ(st.sum_sq, 5.0);
+  EXPECT_EQ(st.finite, 3u);
+  EXPECT_EQ(st.nonfinite, 2u);
+  EXPECT_EQ(util::sum(std::span<const float>{}), 0.0);
+}
+
+}  // namespace
+}  // namespace deltaedit::edit

@@ -1,0 +1,98 @@
+// magnitude: exactly ⌊(1−p)·n⌋ entries kept per scope, the largest |Δ|, ties by lower index.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <gtest/gtest.h>
+
+#include "edit_test_util.h"
+
+namespace deltaedit::edit {
+namespace {
+using namespace edit_test;
+
+// Reference by full sort on (|Δ| descending, index ascending).
+std::vector<float> reference(const std::vector<float>& d, int64_t keep) {
+  std::vector<size_t> idx(d.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return std::fabs(d[a]) > std::fabs(d[b]); });
+  std::vector<float> out(d.size(), 0.0f);
+  for (int64_t t = 0; t < keep; ++t) out[idx[t]] = d[idx[t]];
+  return out;
+}
+
+// Values on a coarse grid so that many magnitudes tie.
+std::vector<float> tied_delta(size_t n, uint64_t seed) {
+  std::vector<float> d = gaussian(n, seed, 3.0);
+  for (float& v : d) v = std::round(v);
+  return d;
+}
+
+TEST(Magnitude, KeepsExactlyFloorCount) {
+  for (size_t n : {1u, 7u, 10u, 100u, 1001u, 65537u}) {
+    for (double p : {0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0}) {
+      const std::vector<float> d = tied_delta(n, n);
+      const std::vector<float> out = edited("magnitude:p=" + std::to_string(p), d);
+      const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * n + 1e-9));
+      EXPECT_EQ(out, reference(d, keep)) << "n=" << n << " p=" << p;
+    }
+  }
+}
+
+TEST(Magnitude, DecimalParametersAsWritten) {
+  // ⌊(1−0.9)·10⌋ = 1 although (1−0.9)·10 = 0.9999999999999998 in binary.
+  std::vector<float> d = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  const std::vector<float> out = edited("magnitude:p=0.9", d);
+  EXPECT_EQ(std::count_if(out.begin(), out.end(), [](float v) { return v != 0; }), 1);
+  EXPECT_EQ(out[9], 10.0f);
+}
+
+TEST(Magnitude, TiesBrokenByLowerIndex) {
+  const std::vector<float> d = {3, -1, 1, -1, 2, 1};
+  EXPECT_EQ(edited("magnitude:p=0.5", d), (std::vector<float>{3, -1, 0, 0, 2, 0}));
+  const std::vector<float> all_equal(10, -0.5f);
+  const std::vector<float> out = edited("magnitude:p=0.7", all_equal);
+  EXPECT_EQ(out, (std::vector<float>{-0.5f, -0.5f, -0.5f, 0, 0, 0, 0, 0, 0, 0}));
+}
+
+TEST(Magnitude, RowScope) {
+  const int64_t rows = 13, cols = 37;
+  const std::vector<float> d = tied_delta(rows * cols, 5);
+  for (double p : {0.2, 0.5, 0.9}) {
+    const std::vector<float> out = edited("magnitude:scope=row,p=" + std::to_string(p), d, {rows, cols});
+    const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * cols + 1e-9));
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<float> row(d.begin() + r * cols, d.begin() + (r + 1) * cols);
+      const std::vector<float> got(out.begin() + r * cols, out.begin() + (r + 1) * cols);
+      EXPECT_EQ(got, reference(row, keep)) << "row " << r << " p=" << p;
+    }
+  }
+  // Row scope on a 3-D tensor: rows = shape[0], cols = the rest.
+  const std::vector<float> d3 = tied_delta(4 * 3 * 5, 6);
+  const std::vector<float> out3 = edited("magnitude:scope=row,p=0.5", d3, {4, 3, 5});
+  for (int64_t r = 0; r < 4; ++r) {
+    const std::vector<float> row(d3.begin() + r * 15, d3.begin() + (r + 1) * 15);
+    EXPECT_EQ(std::vector<float>(out3.begin() + r * 15, out3.begin() + (r + 1) * 15), reference(row, 7));
+  }
+  // A 1-D tensor is one row.
+  const std::vector<float> d1 = tied_delta(50, 7);
+  EXPECT_EQ(edited("magnitude:scope=row,p=0.5", d1, {50}), edited("magnitude:p=0.5", d1, {50}));
+}
+
+TEST(Magnitude, EdgeCases) {
+  const std::vector<float> d = gaussian(1000, 8);
+  EXPECT_TRUE(same_bytes(edited("magnitude:p=0", d), d));
+  for (float v : edited("magnitude:p=1", d)) EXPECT_EQ(v, 0.0f);
+  // NaN ranks above every finite value (kept, stays visible); the result is still exact in count.
+  std::vector<float> n = {1.0f, NAN, 2.0f, -INFINITY, 0.5f, 3.0f};
+  const std::vector<float> out = edited("magnitude:p=0.5", n);
+  EXPECT_TRUE(std::isnan(out[1]));
+  EXPECT_EQ(out[3], -INFINITY);
+  EXPECT_EQ(out[5], 3.0f);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[2], 0.0f);
+  EXPECT_EQ(out[4], 0.0f);
+}
+
+}  // namespace
+}  // namespace deltaedit::edit
