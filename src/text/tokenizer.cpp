@@ -4,20 +4,19 @@
 #include <array>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <nlohmann/json.hpp>
 
 #include "text/tokenizer_detail.h"
 #include "util/error.h"
 
 namespace deltaedit::text {
 
-using nlohmann::json;
 using detail::Regex;
+using nlohmann::json;
 
 namespace {
 
@@ -73,7 +72,8 @@ class Pattern {
     } else if (j.is_object() && j.contains("Regex")) {
       regex_ = std::make_unique<Regex>(j.at("Regex").get<std::string>(), file + ": " + where);
     } else {
-      fail(ErrorKind::Format, file, where + " pattern must be {\"String\": ...} or {\"Regex\": ...}");
+      fail(ErrorKind::Format, file,
+           where + " pattern must be {\"String\": ...} or {\"Regex\": ...}");
     }
   }
   void find_all(std::string_view s, std::vector<std::pair<std::size_t, std::size_t>>& out) const {
@@ -160,11 +160,21 @@ struct StripNormalizer : Normalizer {
   }
 };
 
-std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& file) {
+constexpr int kMaxNesting = 32;  // Sequence-in-Sequence depth accepted by the factories
+
+void check_depth(int depth, const std::string& file, const char* what) {
+  if (depth > kMaxNesting)
+    fail(ErrorKind::Format, file,
+         std::string(what) + " Sequence nesting is deeper than " + std::to_string(kMaxNesting));
+}
+
+std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& file, int depth = 0) {
+  check_depth(depth, file, "normalizer");
   const std::string type = type_of(j, file, "normalizer");
   if (type == "Sequence") {
     auto n = std::make_unique<SequenceNormalizer>();
-    for (const auto& item : j.at("normalizers")) n->items.push_back(make_normalizer(item, file));
+    for (const auto& item : j.at("normalizers"))
+      n->items.push_back(make_normalizer(item, file, depth + 1));
     return n;
   }
   if (type == "Prepend") {
@@ -345,8 +355,8 @@ struct MetaspacePreTokenizer : PreTokenizer {
         else
           t.push_back(c);
       }
-      const bool prepend = scheme == PrependScheme::Always ||
-                           (scheme == PrependScheme::First && p.at_start);
+      const bool prepend =
+          scheme == PrependScheme::Always || (scheme == PrependScheme::First && p.at_start);
       if (prepend && !t.starts_with(replacement)) t.insert(0, replacement);
       p.text = std::move(t);
       if (split) {
@@ -396,12 +406,13 @@ SplitBehavior parse_behavior(const json& j, const std::string& file) {
 }
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& file,
-                                                 const ByteMap& bytes) {
+                                                 const ByteMap& bytes, int depth = 0) {
+  check_depth(depth, file, "pre_tokenizer");
   const std::string type = type_of(j, file, "pre_tokenizer");
   if (type == "Sequence") {
     auto p = std::make_unique<SequencePreTokenizer>();
     for (const auto& item : j.at("pretokenizers"))
-      p->items.push_back(make_pre_tokenizer(item, file, bytes));
+      p->items.push_back(make_pre_tokenizer(item, file, bytes, depth + 1));
     return p;
   }
   if (type == "Split") {
@@ -435,8 +446,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
       else
         fail(ErrorKind::Format, file, "Metaspace prepend_scheme '" + s + "' is unknown");
     } else {
-      p->scheme = get_bool(j, "add_prefix_space", true) ? PrependScheme::Always
-                                                        : PrependScheme::Never;
+      p->scheme =
+          get_bool(j, "add_prefix_space", true) ? PrependScheme::Always : PrependScheme::Never;
     }
     p->split = get_bool(j, "split", true);
     return p;
@@ -474,8 +485,7 @@ class BpeModel {
  public:
   BpeModel(const json& j, const std::string& file) {
     const std::string type = type_of(j, file, "model");
-    if (type != "BPE")
-      fail(ErrorKind::Unsupported, file, unsupported_msg("model", type, "BPE"));
+    if (type != "BPE") fail(ErrorKind::Unsupported, file, unsupported_msg("model", type, "BPE"));
     if (j.contains("dropout") && !j.at("dropout").is_null()) {
       const double d = j.at("dropout").get<double>();
       if (d > 0.0 && d < 1.0)
@@ -489,7 +499,8 @@ class BpeModel {
       const auto id = it.value().get<int64_t>();
       if (id < 0 || id > INT32_MAX / 2)
         fail(ErrorKind::Format, file,
-             "model.vocab id " + std::to_string(id) + " of token '" + it.key() + "' is out of range");
+             "model.vocab id " + std::to_string(id) + " of token '" + it.key() +
+                 "' is out of range");
       const auto id32 = static_cast<int32_t>(id);
       vocab_[it.key()] = id32;
       if (static_cast<std::size_t>(id32) >= id_to_token_.size()) {
@@ -536,7 +547,8 @@ class BpeModel {
         const auto sp = s.find(' ');
         if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
           fail(ErrorKind::Format, file,
-               "merge #" + std::to_string(rank) + " '" + s + "' is not two tokens separated by one space");
+               "merge #" + std::to_string(rank) + " '" + s +
+                   "' is not two tokens separated by one space");
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
@@ -544,7 +556,8 @@ class BpeModel {
         b = m[1].get<std::string>();
       } else {
         fail(ErrorKind::Format, file,
-             "merge #" + std::to_string(rank) + " must be a \"a b\" string or an [\"a\", \"b\"] pair");
+             "merge #" + std::to_string(rank) +
+                 " must be a \"a b\" string or an [\"a\", \"b\"] pair");
       }
       const auto ia = vocab_.find(a), ib = vocab_.find(b);
       if (ia == vocab_.end() || ib == vocab_.end())
@@ -677,9 +690,7 @@ class BpeModel {
       uint32_t rank;
       std::size_t pos;
       int32_t new_id;
-      bool operator>(const Entry& o) const {
-        return rank != o.rank ? rank > o.rank : pos > o.pos;
-      }
+      bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
     };
     std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> queue;
     for (std::size_t k = 0; k + 1 < n; ++k)
@@ -694,7 +705,8 @@ class BpeModel {
       sym[top.pos] = top.new_id;
       alive[right] = 0;
       next[top.pos] = next[right];
-      if (next[right] >= 0) prev[static_cast<std::size_t>(next[right])] = static_cast<long>(top.pos);
+      if (next[right] >= 0)
+        prev[static_cast<std::size_t>(next[right])] = static_cast<long>(top.pos);
       if (prev[top.pos] >= 0) {
         const auto p = static_cast<std::size_t>(prev[top.pos]);
         if (const MergeInfo* m = find_merge(sym[p], sym[top.pos]))
@@ -817,7 +829,9 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& f
   return p;
 }
 
-std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::string& file) {
+std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::string& file,
+                                                   int depth = 0) {
+  check_depth(depth, file, "post_processor");
   const std::string type = type_of(j, file, "post_processor");
   if (type == "TemplateProcessing") return make_template(j, file);
   if (type == "ByteLevel") return std::make_unique<NoopPostProcessor>();
@@ -829,7 +843,8 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
   }
   if (type == "Sequence") {
     auto p = std::make_unique<SequencePostProcessor>();
-    for (const auto& item : j.at("processors")) p->items.push_back(make_post_processor(item, file));
+    for (const auto& item : j.at("processors"))
+      p->items.push_back(make_post_processor(item, file, depth + 1));
     return p;
   }
   fail(ErrorKind::Unsupported, file,
@@ -998,11 +1013,14 @@ char32_t single_char(const json& j, const std::string& file, const std::string& 
   return c;
 }
 
-std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& file, const ByteMap& bytes) {
+std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& file, const ByteMap& bytes,
+                                      int depth = 0) {
+  check_depth(depth, file, "decoder");
   const std::string type = type_of(j, file, "decoder");
   if (type == "Sequence") {
     auto d = std::make_unique<SequenceDecoder>();
-    for (const auto& item : j.at("decoders")) d->items.push_back(make_decoder(item, file, bytes));
+    for (const auto& item : j.at("decoders"))
+      d->items.push_back(make_decoder(item, file, bytes, depth + 1));
     return d;
   }
   if (type == "ByteLevel") {
@@ -1028,7 +1046,8 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& file, co
   if (type == "Metaspace") {
     auto d = std::make_unique<MetaspaceDecoder>();
     if (j.contains("replacement")) d->replacement = j.at("replacement").get<std::string>();
-    if (d->replacement.empty()) fail(ErrorKind::Format, file, "Metaspace decoder replacement is empty");
+    if (d->replacement.empty())
+      fail(ErrorKind::Format, file, "Metaspace decoder replacement is empty");
     if (j.contains("prepend_scheme") && !j.at("prepend_scheme").is_null())
       d->strip_first = j.at("prepend_scheme").get<std::string>() != "never";
     else
@@ -1189,8 +1208,7 @@ void Tokenizer::Impl::split_added(const Segment& seg, const AddedMatcher& matche
     out.push_back({{}, tok.id, false});
     emitted = stop;
   }
-  if (emitted < s.size())
-    out.push_back({s.substr(emitted), -1, seg.at_start && emitted == 0});
+  if (emitted < s.size()) out.push_back({s.substr(emitted), -1, seg.at_start && emitted == 0});
 }
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1227,9 +1245,8 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   if (std::filesystem::is_directory(path, ec)) file = path / "tokenizer.json";
   if (!std::filesystem::exists(file, ec))
     throw Error(ErrorKind::Io,
-                std::filesystem::is_directory(path, ec)
-                    ? "directory has no tokenizer.json"
-                    : "tokenizer file does not exist",
+                std::filesystem::is_directory(path, ec) ? "directory has no tokenizer.json"
+                                                        : "tokenizer file does not exist",
                 file.string());
   auto text = read_file(file);
   if (!text) throw Error(ErrorKind::Io, "cannot read tokenizer file", file.string());
@@ -1281,13 +1298,13 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, std::string source)
         AddedToken t;
         const auto id = item.at("id").get<int64_t>();
         if (id < 0 || id > INT32_MAX / 2)
-          throw Error(ErrorKind::Format, "added token id " + std::to_string(id) + " is out of range",
-                      file);
+          throw Error(ErrorKind::Format,
+                      "added token id " + std::to_string(id) + " is out of range", file);
         t.id = static_cast<int32_t>(id);
         t.content = item.at("content").get<std::string>();
         if (detail::utf8_invalid_offset(t.content) != std::string::npos)
-          throw Error(ErrorKind::Format, "added token " + std::to_string(id) + " is not valid UTF-8",
-                      file);
+          throw Error(ErrorKind::Format,
+                      "added token " + std::to_string(id) + " is not valid UTF-8", file);
         t.single_word = get_bool(item, "single_word", false);
         t.lstrip = get_bool(item, "lstrip", false);
         t.rstrip = get_bool(item, "rstrip", false);

@@ -17,7 +17,8 @@ char32_t utf8_next(std::string_view s, std::size_t& i) {
     return b0;
   }
   char32_t cp = b0 & (0x7F >> n);
-  for (std::size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  for (std::size_t k = 1; k < n; ++k)
+    cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
   i += n;
   return cp;
 }
@@ -103,8 +104,8 @@ std::string utf8_lossy(std::string_view s) {
 
 bool is_unicode_whitespace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -124,15 +125,15 @@ Regex::Regex(std::string_view pattern, const std::string& where) : st_(std::make
   st_->where = where;
   int err = 0;
   PCRE2_SIZE err_off = 0;
-  st_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                            PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off,
-                            nullptr);
+  st_->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
   if (!st_->code) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof buf);
-    throw Error(ErrorKind::Format,
-                where + ": regex /" + std::string(pattern) + "/ does not compile at offset " +
-                    std::to_string(err_off) + ": " + reinterpret_cast<const char*>(buf));
+    throw Error(ErrorKind::Format, where + ": regex /" + std::string(pattern) +
+                                       "/ does not compile at offset " + std::to_string(err_off) +
+                                       ": " + reinterpret_cast<const char*>(buf));
   }
   // JIT is an optimisation only; fall back to the interpreter when unavailable.
   (void)pcre2_jit_compile(st_->code, PCRE2_JIT_COMPLETE);
@@ -147,7 +148,8 @@ Regex::~Regex() = default;
 namespace {
 struct MatchData {
   pcre2_match_data* md;
-  explicit MatchData(const pcre2_code* code) : md(pcre2_match_data_create_from_pattern(code, nullptr)) {}
+  explicit MatchData(const pcre2_code* code)
+      : md(pcre2_match_data_create_from_pattern(code, nullptr)) {}
   ~MatchData() {
     if (md) pcre2_match_data_free(md);
   }
@@ -168,8 +170,8 @@ void Regex::find_all(std::string_view s,
     if (rc < 0) {
       PCRE2_UCHAR buf[256];
       pcre2_get_error_message(rc, buf, sizeof buf);
-      throw Error(ErrorKind::Usage, st_->where + ": regex matching failed: " +
-                                        reinterpret_cast<const char*>(buf));
+      throw Error(ErrorKind::Usage,
+                  st_->where + ": regex matching failed: " + reinterpret_cast<const char*>(buf));
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(m.md);
     const std::size_t b = ov[0], e = ov[1];

@@ -64,11 +64,11 @@ bool compose(char32_t a, char32_t b, char32_t& result) {
     result = a + (b - kTBase);
     return true;
   }
-  auto it = std::lower_bound(std::begin(kComp), std::end(kComp), std::pair{a, b},
-                             [](const CompEntry& e, const std::pair<char32_t, char32_t>& k) {
-                               return e.first < k.first ||
-                                      (e.first == k.first && e.second < k.second);
-                             });
+  auto it =
+      std::lower_bound(std::begin(kComp), std::end(kComp), std::pair{a, b},
+                       [](const CompEntry& e, const std::pair<char32_t, char32_t>& k) {
+                         return e.first < k.first || (e.first == k.first && e.second < k.second);
+                       });
   if (it != std::end(kComp) && it->first == a && it->second == b) {
     result = it->composite;
     return true;

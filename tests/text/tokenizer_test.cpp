@@ -6,16 +6,15 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "util/error.h"
 
@@ -162,8 +161,9 @@ TEST(TokenizerErrors, MissingFile) {
 TEST(TokenizerErrors, BrokenJson) {
   EXPECT_EQ(kind_of([] { Tokenizer::from_json_string("{\"model\": {", "broken.json"); }),
             ErrorKind::Format);
-  EXPECT_NE(message_of([] { Tokenizer::from_json_string("{\"model\": {", "broken.json"); })
-                .find("broken.json"),
+  EXPECT_NE(message_of([] {
+              Tokenizer::from_json_string("{\"model\": {", "broken.json");
+            }).find("broken.json"),
             std::string::npos);
   EXPECT_EQ(kind_of([] { Tokenizer::from_json_string("[1,2]"); }), ErrorKind::Format);
   EXPECT_EQ(kind_of([] { Tokenizer::from_json_string("{}"); }), ErrorKind::Format);
@@ -174,8 +174,10 @@ TEST(TokenizerErrors, BrokenJson) {
   j["model"]["merges"] = json::array({"a c"});
   EXPECT_EQ(kind_of([&] { Tokenizer::from_json_string(j.dump()); }), ErrorKind::Format);
   j = minimal_bpe();
-  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}},
-                        {"behavior", "Isolated"}, {"invert", false}};
+  j["pre_tokenizer"] = {{"type", "Split"},
+                        {"pattern", {{"Regex", "(unclosed"}}},
+                        {"behavior", "Isolated"},
+                        {"invert", false}};
   EXPECT_EQ(kind_of([&] { Tokenizer::from_json_string(j.dump()); }), ErrorKind::Format);
   j = minimal_bpe();
   j["added_tokens"] = json::array({{{"id", "zero"}, {"content", "x"}}});
@@ -221,9 +223,12 @@ json char_vocab_tokenizer(const std::string& chars) {
   for (std::size_t i = 0; i < chars.size();) {
     std::size_t n = 1;
     const auto b = static_cast<unsigned char>(chars[i]);
-    if (b >= 0xF0) n = 4;
-    else if (b >= 0xE0) n = 3;
-    else if (b >= 0xC0) n = 2;
+    if (b >= 0xF0)
+      n = 4;
+    else if (b >= 0xE0)
+      n = 3;
+    else if (b >= 0xC0)
+      n = 2;
     vocab[chars.substr(i, n)] = id++;
     i += n;
   }
@@ -235,8 +240,8 @@ json char_vocab_tokenizer(const std::string& chars) {
 TEST(TokenizerComponents, MergesAsArraysAndRankOrder) {
   json j = minimal_bpe();
   j["model"]["vocab"] = {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc", 4}, {"abc", 5}};
-  j["model"]["merges"] = json::array({json::array({"b", "c"}), json::array({"a", "b"}),
-                                      json::array({"a", "bc"})});
+  j["model"]["merges"] =
+      json::array({json::array({"b", "c"}), json::array({"a", "b"}), json::array({"a", "bc"})});
   const Tokenizer tok = Tokenizer::from_json_string(j.dump());
   EXPECT_EQ(tok.encode("abc", false), (std::vector<int32_t>{5}));
   EXPECT_EQ(tok.encode("ab", false), (std::vector<int32_t>{3}));
@@ -253,8 +258,7 @@ TEST(TokenizerComponents, IgnoreMergesEmitsWholeVocabWords) {
   EXPECT_EQ(Tokenizer::from_json_string(j.dump()).encode("abc", false),
             (std::vector<int32_t>{3, 2}));
   j["model"]["ignore_merges"] = true;
-  EXPECT_EQ(Tokenizer::from_json_string(j.dump()).encode("abc", false),
-            (std::vector<int32_t>{4}));
+  EXPECT_EQ(Tokenizer::from_json_string(j.dump()).encode("abc", false), (std::vector<int32_t>{4}));
 }
 
 TEST(TokenizerComponents, UnkAndFuseUnk) {
@@ -274,7 +278,10 @@ TEST(TokenizerComponents, AddedTokenFlags) {
   j["added_tokens"] = json::array({
       {{"id", 100}, {"content", "<l>"}, {"lstrip", true}, {"special", true}, {"normalized", false}},
       {{"id", 101}, {"content", "<r>"}, {"rstrip", true}, {"special", true}, {"normalized", false}},
-      {{"id", 102}, {"content", "word"}, {"single_word", true}, {"special", false},
+      {{"id", 102},
+       {"content", "word"},
+       {"single_word", true},
+       {"special", false},
        {"normalized", false}},
   });
   const Tokenizer tok = Tokenizer::from_json_string(j.dump());
@@ -309,8 +316,9 @@ TEST(TokenizerComponents, NfcNormalizer) {
   json j = char_vocab_tokenizer("e\xC3\xA9\xCC\x81\xEA\xB0\x80");  // e é U+0301 가
   j["normalizer"] = {{"type", "NFC"}};
   const Tokenizer tok = Tokenizer::from_json_string(j.dump());
-  EXPECT_EQ(tok.encode("e\xCC\x81", false), (std::vector<int32_t>{1}));        // e + ◌́ -> é
-  EXPECT_EQ(tok.encode("\xE1\x84\x80\xE1\x85\xA1", false), (std::vector<int32_t>{3}));  // ᄀ+ᅡ -> 가
+  EXPECT_EQ(tok.encode("e\xCC\x81", false), (std::vector<int32_t>{1}));  // e + ◌́ -> é
+  EXPECT_EQ(tok.encode("\xE1\x84\x80\xE1\x85\xA1", false),
+            (std::vector<int32_t>{3}));  // ᄀ+ᅡ -> 가
   EXPECT_EQ(tok.encode("\xC3\xA9", false), (std::vector<int32_t>{1}));
 }
 
@@ -321,8 +329,10 @@ TEST(TokenizerComponents, SplitBehaviors) {
   base["model"]["merges"] = json::array({"a -", "- b"});
   const auto run = [&](const char* behavior, bool invert) {
     json j = base;
-    j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", "-"}}},
-                          {"behavior", behavior}, {"invert", invert}};
+    j["pre_tokenizer"] = {{"type", "Split"},
+                          {"pattern", {{"String", "-"}}},
+                          {"behavior", behavior},
+                          {"invert", invert}};
     return Tokenizer::from_json_string(j.dump()).encode("a-b", false);
   };
   EXPECT_EQ(run("Removed", false), (std::vector<int32_t>{0, 1}));
@@ -333,13 +343,21 @@ TEST(TokenizerComponents, SplitBehaviors) {
 }
 
 TEST(TokenizerComponents, MetaspacePreTokenizerAndDecoder) {
-  json j = char_vocab_tokenizer("\xE2\x96\x81" "abc");
-  j["model"]["vocab"]["\xE2\x96\x81" "a"] = 10;
+  json j = char_vocab_tokenizer(
+      "\xE2\x96\x81"
+      "abc");
+  j["model"]["vocab"]
+   ["\xE2\x96\x81"
+    "a"] = 10;
   j["model"]["merges"] = json::array({"\xE2\x96\x81 a"});
-  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"},
-                        {"prepend_scheme", "always"}, {"split", true}};
-  j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"},
-                  {"prepend_scheme", "always"}, {"split", true}};
+  j["pre_tokenizer"] = {{"type", "Metaspace"},
+                        {"replacement", "\xE2\x96\x81"},
+                        {"prepend_scheme", "always"},
+                        {"split", true}};
+  j["decoder"] = {{"type", "Metaspace"},
+                  {"replacement", "\xE2\x96\x81"},
+                  {"prepend_scheme", "always"},
+                  {"split", true}};
   const Tokenizer tok = Tokenizer::from_json_string(j.dump());
   const auto ids = tok.encode("ab a", false);
   EXPECT_EQ(ids, (std::vector<int32_t>{10, 2, 10}));
@@ -351,9 +369,9 @@ TEST(TokenizerComponents, MetaspacePreTokenizerAndDecoder) {
 
 std::string random_utf8(std::mt19937& rng, std::size_t max_chars) {
   static const std::vector<std::pair<char32_t, char32_t>> ranges = {
-      {0x20, 0x7E}, {0x09, 0x0D}, {0xA0, 0x24F}, {0x370, 0x52F}, {0x3040, 0x30FF},
-      {0x4E00, 0x4F00}, {0xAC00, 0xAD00}, {0x1F300, 0x1F6FF}, {0x200B, 0x200D}, {0x300, 0x36F},
-      {0xE000, 0xE010}, {0x10000, 0x10100}};
+      {0x20, 0x7E},     {0x09, 0x0D},     {0xA0, 0x24F},    {0x370, 0x52F},
+      {0x3040, 0x30FF}, {0x4E00, 0x4F00}, {0xAC00, 0xAD00}, {0x1F300, 0x1F6FF},
+      {0x200B, 0x200D}, {0x300, 0x36F},   {0xE000, 0xE010}, {0x10000, 0x10100}};
   std::uniform_int_distribution<std::size_t> len(0, max_chars), pick(0, ranges.size() - 1);
   std::string s;
   const std::size_t n = len(rng);
