@@ -1,6 +1,8 @@
 #include "engine/edit_engine.h"
 
+#include <fcntl.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -143,7 +145,7 @@ struct ShardWriters {
   std::vector<std::unique_ptr<io::SafetensorsWriter>> w;
   std::vector<size_t> shard_of;
   std::map<std::string, size_t, std::less<>> pos;
-  ShardWriters(const fs::path& dir, const OutLayout& L, const std::map<std::string, std::string>& md) {
+  ShardWriters(io::Staging& staging, const OutLayout& L, const std::map<std::string, std::string>& md) {
     std::vector<std::vector<io::PlannedTensor>> per(L.files.size());
     for (size_t i = 0; i < L.tensors.size(); ++i) {
       const auto& t = L.tensors[i];
@@ -151,7 +153,8 @@ struct ShardWriters {
       pos[t.name] = t.shard;
     }
     for (size_t s = 0; s < per.size(); ++s)
-      w.push_back(std::make_unique<io::SafetensorsWriter>(dir / L.files[s], std::move(per[s]), md));
+      w.push_back(std::make_unique<io::SafetensorsWriter>(staging.create(L.files[s]),
+                                                          (staging.target() / L.files[s]).string(), std::move(per[s]), md));
   }
   io::SafetensorsWriter& of(std::string_view name) { return *w[pos.find(name)->second]; }
   void finish() {
@@ -216,8 +219,8 @@ void copy_tensor(std::span<const std::byte> src, io::DType src_dt, io::DType out
 // pack.safetensors once every size is known (memory stays at one tensor).
 struct PackSpill {
   std::mutex mu;
-  fs::path path;
-  std::ofstream out;
+  int fd = -1;
+  std::string label;
   uint64_t size = 0;
   struct Entry {
     std::string name;
@@ -227,15 +230,22 @@ struct PackSpill {
   };
   std::vector<Entry> entries;
   std::map<std::string, json> tensor_meta;
-  explicit PackSpill(fs::path p) : path(std::move(p)), out(path, std::ios::binary) {
-    if (!out) throw Error(ErrorKind::Io, "cannot create scratch file", path.string());
+  // An unlinked scratch file beside the output: it vanishes with the process, whatever happens.
+  explicit PackSpill(const fs::path& target) {
+    const fs::path p = target.parent_path() / fmt::format(".{}.deltaedit-scratch-{}", target.filename().string(), ::getpid());
+    label = p.string();
+    fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error(ErrorKind::Io, std::string("cannot create scratch file: ") + std::strerror(errno), label);
+    ::unlink(p.c_str());
+  }
+  ~PackSpill() {
+    if (fd >= 0) ::close(fd);
   }
   void add(const std::string& tensor, const OutTensor& ot, pack::Encoded&& e) {
     std::lock_guard<std::mutex> g(mu);
     json parts = json::array();
     for (auto& p : e.parts) {
-      out.write(reinterpret_cast<const char*>(p.bytes.data()), std::streamsize(p.bytes.size()));
-      if (!out) throw Error(ErrorKind::Io, "write failed (disk full?)", path.string());
+      io::pwrite_all(fd, p.bytes.data(), p.bytes.size(), size, label);
       entries.push_back({tensor + "::" + p.suffix, p.dtype, p.shape, size, p.bytes.size()});
       size += p.bytes.size();
       parts.push_back(p.suffix);
@@ -243,24 +253,23 @@ struct PackSpill {
     tensor_meta[tensor] = {{"name", tensor},     {"encoding", e.encoding},       {"params", e.params},
                            {"parts", parts},     {"dtype", io::dtype_name(ot.dtype)}, {"shape", ot.shape}};
   }
-  void assemble(const fs::path& target, const std::map<std::string, std::string>& md) {
-    out.close();
-    if (!out) throw Error(ErrorKind::Io, "write failed", path.string());
+  void assemble(io::Staging& staging, const std::map<std::string, std::string>& md) {
     std::vector<io::PlannedTensor> planned;
     for (const auto& e : entries) planned.push_back({e.name, e.dtype, e.shape});
-    io::SafetensorsWriter w(target, planned, md);
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> buf;
+    io::SafetensorsWriter w(staging.create(pack::kPackFile), (staging.target() / pack::kPackFile).string(), planned, md);
+    std::vector<std::byte> buf;
     for (const auto& e : entries) {
       buf.resize(e.bytes);
-      in.seekg(std::streamoff(e.offset));
-      in.read(buf.data(), std::streamsize(e.bytes));
-      if (!in) throw Error(ErrorKind::Io, "read back failed", path.string());
-      w.write(e.name, std::as_bytes(std::span(buf.data(), buf.size())));
+      uint64_t got = 0;
+      while (got < e.bytes) {
+        ssize_t r = ::pread(fd, buf.data() + got, e.bytes - got, off_t(e.offset + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) throw Error(ErrorKind::Io, "read back of scratch file failed", label);
+        got += uint64_t(r);
+      }
+      w.write(e.name, buf);
     }
     w.finish();
-    in.close();
-    fs::remove(path);
   }
 };
 
@@ -528,9 +537,9 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   std::unique_ptr<ShardWriters> writers;
   std::unique_ptr<PackSpill> spill;
   if (req.pack)
-    spill = std::make_unique<PackSpill>(staging.dir() / "pack.scratch");
+    spill = std::make_unique<PackSpill>(staging.target());
   else
-    writers = std::make_unique<ShardWriters>(staging.dir(), layout, md);
+    writers = std::make_unique<ShardWriters>(staging, layout, md);
 
   result.tensors.resize(layout.tensors.size());
   std::vector<analysis::EditAccum> accs(layout.tensors.size());
@@ -634,16 +643,16 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     json pack_meta = provenance;
     pack_meta["pack"] = pm;
     pack_meta["pack_bits_per_param"] = post.total_params() ? 8.0 * double(stored) / double(post.total_params()) : 0.0;
-    spill->assemble(staging.dir() / pack::kPackFile, {{"deltaedit.pack", pack::kPackFormat}});
+    spill->assemble(staging, {{"deltaedit.pack", pack::kPackFormat}});
     if (config_text) staging.write_text("config.json", *config_text);
     staging.write_text("deltaedit.json", pack_meta.dump(2) + "\n");
-    io::SafetensorsFile::open(staging.dir() / pack::kPackFile);  // validate before the rename
+    io::SafetensorsFile::open(staging.materialize() / pack::kPackFile);  // validate before the rename
   } else {
     writers->finish();
     if (config_text) staging.write_text("config.json", *config_text);
     staging.write_text("deltaedit.json", ck_meta_text);
     if (layout.sharded) staging.write_text(io::kIndexName, index_json(layout));
-    validate_output(staging.dir(), layout);
+    validate_output(staging.materialize(), layout);
   }
   staging.commit_dir();
   return result;
@@ -686,7 +695,7 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
   std::vector<fs::path> inputs = base.input_paths();
   inputs.push_back(req.pack);
   io::Staging staging(req.out, inputs, out_bytes);
-  ShardWriters writers(staging.dir(), layout, md);
+  ShardWriters writers(staging, layout, md);
   EditResult result;
   result.tensors.resize(layout.tensors.size());
   std::atomic<size_t> done{0};
@@ -733,7 +742,7 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
   }
   staging.write_text("deltaedit.json", pm.at("checkpoint_meta").dump(2) + "\n");
   if (layout.sharded) staging.write_text(io::kIndexName, index_json(layout));
-  validate_output(staging.dir(), layout);
+  validate_output(staging.materialize(), layout);
   staging.commit_dir();
   result.output_bytes = out_bytes;
   result.plan = {{"output", req.out.string()}, {"output_files", layout.files}, {"tensors", layout.tensors.size()}};

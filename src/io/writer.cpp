@@ -37,14 +37,17 @@ int reference_rank(DType d) {
   return 0;
 }
 
-[[noreturn]] void io_fail(const std::string& what, const fs::path& p, int err) {
+[[noreturn]] void io_fail(const std::string& what, const std::string& p, int err) {
   std::string msg = what + ": " + std::strerror(err);
   if (err == ENOSPC || err == EDQUOT) msg += " (disk full: free space or choose another --out)";
   if (err == EFBIG) msg += " (file size limit reached)";
-  throw Error(ErrorKind::Io, msg, p.string());
+  throw Error(ErrorKind::Io, msg, p);
 }
+[[noreturn]] void io_fail(const std::string& what, const fs::path& p, int err) { io_fail(what, p.string(), err); }
 
-void pwrite_all(int fd, const std::byte* p, uint64_t n, uint64_t off, const fs::path& path) {
+}  // namespace
+
+void pwrite_all(int fd, const std::byte* p, uint64_t n, uint64_t off, const std::string& path) {
   while (n > 0) {
     check_interrupted();
     size_t chunk = size_t(std::min<uint64_t>(n, uint64_t(1) << 30));
@@ -59,6 +62,8 @@ void pwrite_all(int fd, const std::byte* p, uint64_t n, uint64_t off, const fs::
     off += uint64_t(w);
   }
 }
+
+namespace {
 
 std::atomic<int> g_signal{0};  // process-wide by nature: set from the signal handler only
 
@@ -127,32 +132,27 @@ Layout plan_layout(std::vector<PlannedTensor> tensors, const std::map<std::strin
   return L;
 }
 
-SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<PlannedTensor> tensors,
+SafetensorsWriter::SafetensorsWriter(int fd, std::string label, std::vector<PlannedTensor> tensors,
                                      std::map<std::string, std::string> metadata)
-    : path_(path), layout_(plan_layout(std::move(tensors), metadata)) {
+    : label_(std::move(label)), layout_(plan_layout(std::move(tensors), metadata)),
+      written_(layout_.tensors.size()), fd_(fd) {
   for (size_t i = 0; i < layout_.tensors.size(); ++i) pos_[layout_.tensors[i].name] = i;
-  written_.assign(layout_.tensors.size(), 0);
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) io_fail("cannot create", path, errno);
   const uint64_t size = layout_.file_size();
   if (size > 0) {
     int r = ::posix_fallocate(fd_, 0, off_t(size));
-    if (r == ENOSPC || r == EDQUOT || r == EFBIG) io_fail("cannot reserve " + std::to_string(size) + " bytes", path, r);
+    if (r == ENOSPC || r == EDQUOT || r == EFBIG)
+      io_fail("cannot reserve " + std::to_string(size) + " bytes", label_, r);
   }
   std::byte len[8];
   uint64_t n = layout_.header_json.size();
   for (int i = 0; i < 8; ++i) len[i] = std::byte((n >> (8 * i)) & 0xFF);
-  pwrite_all(fd_, len, 8, 0, path_);
-  pwrite_all(fd_, reinterpret_cast<const std::byte*>(layout_.header_json.data()), n, 8, path_);
-}
-
-SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) ::close(fd_);
+  pwrite_all(fd_, len, 8, 0, label_);
+  pwrite_all(fd_, reinterpret_cast<const std::byte*>(layout_.header_json.data()), n, 8, label_);
 }
 
 const TensorInfo& SafetensorsWriter::find(std::string_view name) const {
   auto it = pos_.find(name);
-  if (it == pos_.end()) throw Error(ErrorKind::Usage, "tensor was not planned", path_.string(), std::string(name));
+  if (it == pos_.end()) throw Error(ErrorKind::Usage, "tensor was not planned", label_, std::string(name));
   return layout_.tensors[it->second];
 }
 
@@ -162,21 +162,18 @@ void SafetensorsWriter::write(std::string_view name, std::span<const std::byte> 
     throw Error(ErrorKind::Usage,
                 fmt::format("write of {} bytes at {} exceeds the planned {} bytes", bytes.size(), offset_in_tensor,
                             t.nbytes()),
-                path_.string(), t.name);
-  pwrite_all(fd_, bytes.data(), bytes.size(), 8 + layout_.header_json.size() + t.begin + offset_in_tensor, path_);
+                label_, t.name);
+  pwrite_all(fd_, bytes.data(), bytes.size(), 8 + layout_.header_json.size() + t.begin + offset_in_tensor, label_);
   written_[pos_.find(name)->second] += bytes.size();
 }
 
 void SafetensorsWriter::finish() {
   for (size_t i = 0; i < layout_.tensors.size(); ++i)
-    if (written_[i] != layout_.tensors[i].nbytes())
+    if (written_[i].load() != layout_.tensors[i].nbytes())
       throw Error(ErrorKind::Usage,
-                  fmt::format("{} of {} bytes written", written_[i], layout_.tensors[i].nbytes()), path_.string(),
+                  fmt::format("{} of {} bytes written", written_[i].load(), layout_.tensors[i].nbytes()), label_,
                   layout_.tensors[i].name);
-  if (::fsync(fd_) != 0) io_fail("fsync failed", path_, errno);
-  int fd = fd_;
-  fd_ = -1;
-  if (::close(fd) != 0) io_fail("close failed", path_, errno);
+  if (::fsync(fd_) != 0) io_fail("fsync failed", label_, errno);
 }
 
 void install_signal_handlers() {
@@ -207,25 +204,28 @@ void fsync_path(const fs::path& path, bool directory) {
   ::close(fd);
 }
 
-void write_file_durably(const fs::path& path, std::span<const std::byte> bytes) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) io_fail("cannot create", path, errno);
-  try {
-    pwrite_all(fd, bytes.data(), bytes.size(), 0, path);
-    if (::fsync(fd) != 0) io_fail("fsync failed", path, errno);
-  } catch (...) {
-    ::close(fd);
-    throw;
+namespace {
+bool pid_alive(long pid) { return pid > 0 && (::kill(pid_t(pid), 0) == 0 || errno == EPERM); }
+
+// Remove `.NAME.deltaedit-staging-PID-N` directories left by processes that no longer exist.
+void remove_stale_staging(const fs::path& parent, const std::string& name) {
+  const std::string prefix = "." + name + ".deltaedit-staging-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(prefix, 0) != 0) continue;
+    long pid = std::strtol(n.c_str() + prefix.size(), nullptr, 10);
+    if (!pid_alive(pid)) fs::remove_all(e.path(), ec);
   }
-  if (::close(fd) != 0) io_fail("close failed", path, errno);
 }
+}  // namespace
 
 Staging::Staging(const fs::path& target, const std::vector<fs::path>& inputs, uint64_t planned_bytes) {
   target_ = fs::absolute(target).lexically_normal();
   if (target_.filename().empty()) target_ = target_.parent_path();
   std::error_code ec;
   struct stat tst {};
-  if (::stat(target_.c_str(), &tst) == 0) {
+  if (::lstat(target_.c_str(), &tst) == 0) {
     for (const auto& in : inputs) {
       struct stat ist {};
       if (::stat(in.c_str(), &ist) == 0 && ist.st_dev == tst.st_dev && ist.st_ino == tst.st_ino)
@@ -237,29 +237,60 @@ Staging::Staging(const fs::path& target, const std::vector<fs::path>& inputs, ui
     }
     throw Error(ErrorKind::Usage, "output already exists; choose a new path or remove it first", target_.string());
   }
-  const fs::path parent = target_.parent_path();
-  fs::create_directories(parent, ec);
-  if (ec) throw Error(ErrorKind::Io, "cannot create the output's parent directory: " + ec.message(), parent.string());
+  parent_ = target_.parent_path();
+  fs::create_directories(parent_, ec);
+  if (ec) throw Error(ErrorKind::Io, "cannot create the output's parent directory: " + ec.message(), parent_.string());
   struct statvfs vfs {};
-  if (::statvfs(parent.c_str(), &vfs) == 0) {
+  if (::statvfs(parent_.c_str(), &vfs) == 0) {
     const uint64_t avail = uint64_t(vfs.f_bavail) * uint64_t(vfs.f_frsize);
     if (avail < planned_bytes + (1u << 20))
       throw Error(ErrorKind::Io,
                   fmt::format("not enough free space: {} bytes needed, {} available", planned_bytes, avail),
-                  parent.string());
+                  parent_.string());
   }
+  remove_stale_staging(parent_, target_.filename().string());
   for (int attempt = 0;; ++attempt) {
-    dir_ = parent / fmt::format(".{}.deltaedit-staging-{}-{}", target_.filename().string(), ::getpid(), attempt);
-    if (::mkdir(dir_.c_str(), 0755) == 0) break;
-    if (errno != EEXIST || attempt > 100) io_fail("cannot create staging directory", dir_, errno);
+    dir_ = parent_ / fmt::format(".{}.deltaedit-staging-{}-{}", target_.filename().string(), ::getpid(), attempt);
+    if (!fs::exists(dir_, ec)) break;
+    if (attempt > 1000) throw Error(ErrorKind::Io, "cannot find a free staging name", parent_.string());
   }
 }
 
 Staging::~Staging() {
-  if (!done_) {
+  for (auto& f : files_)
+    if (f.fd >= 0) ::close(f.fd);
+  if (!done_ && dir_made_) {
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
+}
+
+void Staging::ensure_dir() {
+  if (dir_made_) return;
+  if (::mkdir(dir_.c_str(), 0755) != 0) io_fail("cannot create staging directory", dir_, errno);
+  dir_made_ = true;
+}
+
+int Staging::create(const std::string& name) {
+  check_interrupted();
+  for (const auto& f : files_)
+    if (f.name == name) throw Error(ErrorKind::Usage, "file created twice", target_.string(), name);
+  if (tmpfile_ok_) {
+    int fd = ::open(parent_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      files_.push_back({name, fd, true});
+      return fd;
+    }
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOENT)
+      io_fail("cannot create a file beside the output", parent_, errno);
+    tmpfile_ok_ = false;  // this filesystem has no anonymous files: use named staging files
+  }
+  ensure_dir();
+  const fs::path p = dir_ / name;
+  int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) io_fail("cannot create", p, errno);
+  files_.push_back({name, fd, false});
+  return fd;
 }
 
 void Staging::copy_in(const fs::path& src, const std::string& name) {
@@ -267,20 +298,38 @@ void Staging::copy_in(const fs::path& src, const std::string& name) {
   if (!in) throw Error(ErrorKind::Io, "cannot read", src.string());
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(ErrorKind::Io, "read failed", src.string());
-  write_file_durably(dir_ / name, std::as_bytes(std::span(bytes.data(), bytes.size())));
+  write_text(name, bytes);
 }
 
 void Staging::write_text(const std::string& name, const std::string& text) {
-  write_file_durably(dir_ / name, std::as_bytes(std::span(text.data(), text.size())));
+  int fd = create(name);
+  pwrite_all(fd, reinterpret_cast<const std::byte*>(text.data()), text.size(), 0, (target_ / name).string());
 }
 
-void Staging::fsync_all() {
+fs::path Staging::materialize() {
+  check_interrupted();
+  ensure_dir();
+  for (auto& f : files_) {
+    if (f.fd < 0) continue;  // already named and closed by an earlier call
+    if (::fsync(f.fd) != 0) io_fail("fsync failed", dir_ / f.name, errno);
+    if (f.anonymous) {
+      const std::string proc = "/proc/self/fd/" + std::to_string(f.fd);
+      const fs::path dst = dir_ / f.name;
+      if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, dst.c_str(), AT_SYMLINK_FOLLOW) != 0)
+        io_fail("cannot name the written file", dst, errno);
+      f.anonymous = false;
+    }
+    int fd = f.fd;
+    f.fd = -1;
+    if (::close(fd) != 0) io_fail("close failed", dir_ / f.name, errno);
+  }
   fsync_path(dir_, true);
+  return dir_;
 }
 
 void Staging::commit_dir() {
+  materialize();
   check_interrupted();
-  fsync_all();
   if (::renameat2(AT_FDCWD, dir_.c_str(), AT_FDCWD, target_.c_str(), RENAME_NOREPLACE) != 0) {
     if (errno == EINVAL || errno == ENOSYS) {
       if (fs::exists(target_)) io_fail("output appeared while writing", target_, EEXIST);
@@ -290,21 +339,16 @@ void Staging::commit_dir() {
     }
   }
   done_ = true;
-  fsync_path(target_.parent_path(), true);
+  fsync_path(parent_, true);
 }
 
 void Staging::commit_file(const std::string& name) {
+  materialize();
   check_interrupted();
   const fs::path src = dir_ / name;
-  if (::renameat2(AT_FDCWD, src.c_str(), AT_FDCWD, target_.c_str(), RENAME_NOREPLACE) != 0) {
-    if (errno == EINVAL || errno == ENOSYS) {
-      if (fs::exists(target_)) io_fail("output appeared while writing", target_, EEXIST);
-      if (::rename(src.c_str(), target_.c_str()) != 0) io_fail("cannot rename onto output", target_, errno);
-    } else {
-      io_fail("cannot rename onto output", target_, errno);
-    }
-  }
-  fsync_path(target_.parent_path(), true);
+  // link() never replaces an existing path: the no-overwrite rule holds even in a race.
+  if (::link(src.c_str(), target_.c_str()) != 0) io_fail("cannot create the output", target_, errno);
+  fsync_path(parent_, true);
   std::error_code ec;
   fs::remove_all(dir_, ec);
   done_ = true;

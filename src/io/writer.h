@@ -32,29 +32,32 @@ struct Layout {
 };
 Layout plan_layout(std::vector<PlannedTensor> tensors, const std::map<std::string, std::string>& metadata);
 
-// Writes one file. Handles short writes and EINTR; ENOSPC/EDQUOT/EFBIG are fatal Io errors.
+// Writes one file through a descriptor it does not own (see Staging::create). Handles short
+// writes and EINTR; ENOSPC/EDQUOT/EFBIG are fatal Io errors. Thread-safe for distinct tensors.
 class SafetensorsWriter {
  public:
-  SafetensorsWriter(const std::filesystem::path& path, std::vector<PlannedTensor> tensors,
+  SafetensorsWriter(int fd, std::string label, std::vector<PlannedTensor> tensors,
                     std::map<std::string, std::string> metadata);
-  ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
 
   const Layout& layout() const { return layout_; }
   // Write a whole tensor, or a piece of it at a byte offset within the tensor.
   void write(std::string_view name, std::span<const std::byte> bytes, uint64_t offset_in_tensor = 0);
-  // Check every byte of every tensor was written, fsync and close (checking close()).
+  // Check every byte of every tensor was written, then fsync.
   void finish();
 
  private:
   const TensorInfo& find(std::string_view name) const;
-  std::filesystem::path path_;
+  std::string label_;
   Layout layout_;
   std::map<std::string, size_t, std::less<>> pos_;
-  std::vector<uint64_t> written_;
+  std::vector<std::atomic<uint64_t>> written_;
   int fd_ = -1;
 };
+
+// Positional write loop used by every writer here.
+void pwrite_all(int fd, const std::byte* p, uint64_t n, uint64_t off, const std::string& label);
 
 // Cooperative interruption: SIGINT/SIGTERM set a flag that long loops poll (check_interrupted()
 // throws Error(Interrupted)); staging directories are removed by their destructors.
@@ -62,9 +65,12 @@ void install_signal_handlers();
 bool interrupted();
 void check_interrupted();
 
-// A staging directory beside the target (same filesystem). Files are written inside; commit()
-// fsyncs everything, validates, renames the directory (or a single file) onto the target and
-// fsyncs the parent. Destruction without commit removes the staging directory.
+// Output staging (RELIABILITY.md "Writing"). Files are created as anonymous files in the target's
+// directory (O_TMPFILE) where the filesystem allows, so a killed process leaves nothing behind;
+// elsewhere as named files in a staging directory beside the target. commit_dir() links them into
+// a staging directory, fsyncs, lets the caller validate, and renames it onto the target in one
+// step; destruction without commit removes everything. Staging directories of dead processes
+// from earlier runs are removed when a new Staging for the same target starts.
 class Staging {
  public:
   // Refuses when the target exists, or when it is (same device+inode) one of `inputs` or
@@ -75,24 +81,33 @@ class Staging {
   Staging(const Staging&) = delete;
   Staging& operator=(const Staging&) = delete;
 
-  const std::filesystem::path& dir() const { return dir_; }
   const std::filesystem::path& target() const { return target_; }
-  // Copy a file byte for byte into the staging directory (tokenizer, generation config, ...).
+  // A new empty file `name` (read-write); the descriptor stays owned by the Staging.
+  int create(const std::string& name);
+  // Copy a file byte for byte into the output (tokenizer, generation config, ...).
   void copy_in(const std::filesystem::path& src, const std::string& name);
   void write_text(const std::string& name, const std::string& text);
-  // Rename the staging directory onto the target directory.
+  // Give every file its name inside the staging directory and fsync; returns that directory
+  // (for validation before commit_dir()).
+  std::filesystem::path materialize();
+  // Rename the staging directory onto the target directory; fsync the parent.
   void commit_dir();
-  // Rename the single file `name` inside staging onto the target path; remove staging.
+  // The single file `name` becomes the target path itself (no directory).
   void commit_file(const std::string& name);
+  bool uses_anonymous_files() const { return tmpfile_ok_; }
 
  private:
-  void fsync_all();
-  std::filesystem::path target_, dir_;
-  bool done_ = false;
+  struct File {
+    std::string name;
+    int fd;
+    bool anonymous;
+  };
+  void ensure_dir();
+  std::filesystem::path target_, parent_, dir_;
+  std::vector<File> files_;
+  bool tmpfile_ok_ = true, dir_made_ = false, done_ = false;
 };
 
-// Write a whole in-memory file to `fd`-less path with the same short-write/EINTR loop + fsync.
-void write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes);
 void fsync_path(const std::filesystem::path& path, bool directory);
 
 }  // namespace deltaedit::io
