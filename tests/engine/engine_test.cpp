@@ -1,0 +1,339 @@
+// The edit engine end to end: fixtures, packs, invariances, pass-through, errors.
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "engine/edit_engine.h"
+#include "engine_test_util.h"
+#include "io/checkpoint.h"
+#include "util/error.h"
+
+using namespace deltaedit;
+using namespace deltaedit::testing;
+using nlohmann::json;
+
+namespace {
+
+std::vector<float> tensor_f32(const io::Checkpoint& ck, const std::string& name) {
+  const auto& t = ck.info(name);
+  std::vector<float> v(t.numel());
+  io::to_f32(ck.data(name), t.dtype, v);
+  return v;
+}
+
+std::vector<float> tensor_f32(const io::SafetensorsFile& f, const std::string& name) {
+  const auto* t = f.header().find(name);
+  EXPECT_NE(t, nullptr) << name;
+  std::vector<float> v(t ? t->numel() : 0);
+  if (t) io::to_f32(f.data(*t), t->dtype, v);
+  return v;
+}
+
+engine::EditRequest request(const fs::path& base, const fs::path& post, const fs::path& out,
+                            std::vector<std::string> ops, uint64_t seed = 7) {
+  engine::EditRequest r;
+  r.base = base;
+  r.post = post;
+  r.out = out;
+  r.ops = std::move(ops);
+  r.seed = seed;
+  return r;
+}
+
+}  // namespace
+
+// The fixtures' edit_delta is per-tensor BitDelta (mean|Δ|·sign Δ, sign(0)=0) computed by PyTorch.
+TEST(EngineFixture, BitdeltaReproducesReferenceEditDelta) {
+  for (const std::string arch : {"llama", "qwen2", "mistral"}) {
+    auto base = io::Checkpoint::open(fixture(arch + "/base"));
+    auto post = io::Checkpoint::open(fixture(arch + "/post"));
+    auto ref = io::SafetensorsFile::open(fixture(arch + "/ref.safetensors"));
+    auto chain = engine::OpChain::build({"bitdelta"}, 0, "", "");
+    size_t checked = 0;
+    for (const auto& t : ref.header().tensors) {
+      if (t.name.rfind("edit_delta.", 0) != 0) continue;
+      const std::string name = t.name.substr(std::strlen("edit_delta."));
+      ASSERT_TRUE(post.contains(name)) << arch << " " << name;
+      auto te = engine::edit_tensor(chain, base, post, name, nullptr);
+      auto want = tensor_f32(ref, t.name);
+      ASSERT_EQ(te.edited.size(), want.size());
+      double maxdiff = 0, maxabs = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        maxdiff = std::max(maxdiff, std::fabs(double(te.edited[i]) - want[i]));
+        maxabs = std::max(maxabs, std::fabs(double(want[i])));
+      }
+      // f32 reductions in PyTorch vs f64 here: agreement to a few f32 ulps of the scale.
+      EXPECT_LE(maxdiff, 4e-7 * maxabs + 1e-12) << arch << " " << name;
+      ++checked;
+    }
+    EXPECT_EQ(checked, arch == "qwen2" ? post.names().size() : post.names().size()) << arch;
+  }
+}
+
+class PackApply : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PackApply, ApplyRebuildsEditBitForBit) {
+  TempDir t;
+  const std::string op = GetParam();
+  for (const std::string post_dir : {"llama/post_bf16_sharded", "qwen2/post"}) {
+    const auto base = fixture(post_dir.substr(0, post_dir.find('/')) + "/base");
+    const auto post = fixture(post_dir);
+    const std::string tag = post_dir.substr(0, post_dir.find('/'));
+    auto full = request(base, post, t / (tag + "-full"), {op});
+    auto packed = request(base, post, t / (tag + "-pack"), {op});
+    packed.pack = true;
+    if (op.find("by=grad") != std::string::npos) {
+      // Gradients named like the parameters, from the fixture's grad_post.* tensors.
+      auto ref = io::SafetensorsFile::open(fixture(tag + "/ref.safetensors"));
+      std::vector<SynthTensor> g;
+      for (const auto& ti : ref.header().tensors)
+        if (ti.name.rfind("grad_post.", 0) == 0)
+          g.push_back({ti.name.substr(10), io::DType::F32, ti.shape, tensor_f32(ref, ti.name)});
+      write_safetensors(t / (tag + "-grad.safetensors"), g);
+      full.grad = packed.grad = t / (tag + "-grad.safetensors");
+    }
+    auto r1 = engine::run_edit(full);
+    auto r2 = engine::run_edit(packed);
+    engine::ApplyRequest ar{base, t / (tag + "-pack"), t / (tag + "-applied"), 2};
+    engine::run_apply(ar);
+    expect_same_dirs(t / (tag + "-full"), t / (tag + "-applied"));
+    uint64_t stored = 0, n = 0;
+    for (const auto& x : r2.tensors) {
+      stored += x.stored_bytes;
+      n += x.numel;
+    }
+    EXPECT_GT(stored, 0u);
+    RecordProperty(tag + " bits/param", std::to_string(8.0 * double(stored) / double(n)));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryOp, PackApply,
+    ::testing::Values("dare:p=0.9,k=0", "dare:p=0.5,k=0.5,rescale=l1", "drop:p=0.7", "magnitude:p=0.9",
+                      "magnitude:p=0.5,scope=row", "bitdelta", "bitdelta:bits=2", "bitdelta:granularity=row,s=1.5",
+                      "resample:dist=uniform", "resample:dist=normal", "lowrank:ratio=0.1",
+                      "lowrank:rank=4,method=randomized", "scale:alpha=0.3", "biased:by=delta,k=0.9",
+                      "biased:by=grad,k=0.9", "permute", "signflip:q=0.2"),
+    [](const auto& info) {
+      std::string s = info.param;
+      for (auto& c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+      return s;
+    });
+
+TEST(Engine, PacksAreCompactForBitdelta) {
+  TempDir t;
+  auto r = request(fixture("llama/base"), fixture("llama/post"), t / "p", {"bitdelta"});
+  r.pack = true;
+  auto res = engine::run_edit(r);
+  uint64_t stored = 0, n = 0;
+  for (const auto& x : res.tensors) {
+    stored += x.stored_bytes;
+    n += x.numel;
+  }
+  // 1 bit per sign plus one scale per tensor; tensors with exact zeros in Δ need a zero mask.
+  EXPECT_LT(8.0 * double(stored) / double(n), 1.2);
+}
+
+TEST(Engine, ThreadCountDoesNotChangeBytes) {
+  TempDir t;
+  for (const std::string op : {"dare:p=0.9,k=0.5", "magnitude:p=0.7,scope=row", "lowrank:rank=3,method=randomized",
+                               "resample:dist=normal"}) {
+    auto a = request(fixture("mistral/base"), fixture("mistral/post_bf16_sharded"), t / "a", {op}, 11);
+    a.threads = 1;
+    auto b = a;
+    b.out = t / "b";
+    b.threads = 2;
+    engine::run_edit(a);
+    engine::run_edit(b);
+    expect_same_dirs(t / "a", t / "b");
+    fs::remove_all(t / "a");
+    fs::remove_all(t / "b");
+  }
+}
+
+TEST(Engine, ReshardingTheInputDoesNotChangeTensors) {
+  TempDir t;
+  // A resharded copy of post: an op that matches nothing copies every tensor byte for byte.
+  auto copy = request(fixture("llama/base"), fixture("llama/post"), t / "post-resharded", {"scale:alpha=1,include=^$"});
+  copy.max_shard_size = 100000;
+  engine::run_edit(copy);
+  auto ck = io::Checkpoint::open(t / "post-resharded");
+  EXPECT_TRUE(ck.is_sharded());
+  EXPECT_GT(ck.files().size(), 3u);
+  auto orig = io::Checkpoint::open(fixture("llama/post"));
+  for (const auto& n : orig.names()) {
+    auto a = orig.data(n), b = ck.data(n);
+    ASSERT_TRUE(a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0) << n;
+  }
+  engine::run_edit(request(fixture("llama/base"), fixture("llama/post"), t / "e1", {"dare:p=0.8"}, 5));
+  engine::run_edit(request(fixture("llama/base"), t / "post-resharded", t / "e2", {"dare:p=0.8"}, 5));
+  auto e1 = io::Checkpoint::open(t / "e1");
+  auto e2 = io::Checkpoint::open(t / "e2");
+  ASSERT_EQ(e1.names().size(), e2.names().size());
+  for (const auto& n : e1.names()) {
+    auto a = e1.data(n), b = e2.data(n);
+    ASSERT_TRUE(a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0) << n;
+  }
+}
+
+TEST(Engine, ShardedOutputFollowsMaxShardSize) {
+  TempDir t;
+  auto r = request(fixture("qwen2/base"), fixture("qwen2/post"), t / "o", {"scale:alpha=0.5"});
+  r.max_shard_size = engine::parse_size("60KB");
+  engine::run_edit(r);
+  auto ck = io::Checkpoint::open(t / "o");
+  ASSERT_TRUE(ck.is_sharded());
+  uint64_t total = 0;
+  for (const auto& f : ck.files()) {
+    uint64_t bytes = 0;
+    for (const auto& ti : f.header().tensors) bytes += ti.nbytes();
+    total += bytes;
+    EXPECT_TRUE(bytes <= 60000 || f.header().tensors.size() == 1) << f.path();
+    EXPECT_EQ(f.path().filename().string().rfind("model-0000", 0), 0u);
+  }
+  auto idx = json::parse(read_file(t / "o" / io::kIndexName));
+  EXPECT_EQ(idx["metadata"]["total_size"].get<uint64_t>(), total);
+  EXPECT_EQ(read_file(t / "o" / io::kIndexName).back(), '\n');
+  EXPECT_EQ(engine::parse_size("5GB"), 5000000000u);
+  EXPECT_EQ(engine::parse_size("1GiB"), 1073741824u);
+  EXPECT_THROW(engine::parse_size("5XB"), Error);
+  EXPECT_THROW(engine::parse_size("GB"), Error);
+}
+
+TEST(Engine, OutputCarriesFilesMetadataAndProvenance) {
+  TempDir t;
+  engine::run_edit(request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "o", {"dare:p=0.5"}, 42));
+  const auto in = fixture("llama/post_bf16_sharded");
+  EXPECT_EQ(read_file(t / "o/config.json"), read_file(in / "config.json"));
+  EXPECT_EQ(read_file(t / "o/generation_config.json"), read_file(in / "generation_config.json"));
+  auto ck = io::Checkpoint::open(t / "o");
+  for (const auto& f : ck.files()) {
+    EXPECT_EQ(f.header().metadata.at("format"), "pt");
+    EXPECT_EQ(f.header().metadata.at("deltaedit.seed"), "42");
+    EXPECT_NE(f.header().metadata.at("deltaedit.ops").find("dare"), std::string::npos);
+  }
+  auto meta = json::parse(read_file(t / "o/deltaedit.json"));
+  EXPECT_EQ(meta["seed"], 42);
+  EXPECT_EQ(meta["ops"][0]["op"], "dare");
+  EXPECT_DOUBLE_EQ(meta["ops"][0]["params"]["p"].get<double>(), 0.5);
+  // Output dtype follows post (BF16) and the output passes verify.
+  EXPECT_EQ(ck.info("model.norm.weight").dtype, io::DType::BF16);
+  auto v = run_cli({"verify", (t / "o").string()});
+  EXPECT_EQ(v.status, 0) << v.out << v.err;
+  // --dtype rewrites the config's dtype and converts every floating tensor.
+  auto r = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "f32", {"dare:p=0.5"}, 42);
+  r.dtype = io::DType::F32;
+  engine::run_edit(r);
+  auto c = json::parse(read_file(t / "f32/config.json"));
+  EXPECT_EQ(c["dtype"], "float32");
+  EXPECT_EQ(io::Checkpoint::open(t / "f32").info("model.norm.weight").dtype, io::DType::F32);
+}
+
+TEST(Engine, PassThroughOfUnmatchedTensors) {
+  TempDir t;
+  fs::create_directories(t / "base");
+  fs::create_directories(t / "post");
+  write_safetensors(t / "base/model.safetensors",
+                    {{"w", io::DType::F32, {8, 8}, random_values(64, 1)},
+                     {"only_base", io::DType::F32, {4}, random_values(4, 2)},
+                     {"resized", io::DType::F32, {10, 4}, random_values(40, 3)},
+                     {"ids", io::DType::I64, {3}, {}}});
+  write_safetensors(t / "post/model.safetensors",
+                    {{"w", io::DType::F32, {8, 8}, random_values(64, 4)},
+                     {"only_post", io::DType::BF16, {5}, random_values(5, 5)},
+                     {"resized", io::DType::F32, {12, 4}, random_values(48, 6)},
+                     {"ids", io::DType::I64, {3}, {}}});
+  std::ofstream(t / "post/tokenizer.json") << "{\"x\": 1}";
+  auto res = engine::run_edit(request(t / "base", t / "post", t / "o", {"dare:p=0.5"}));
+  auto post = io::Checkpoint::open(t / "post");
+  auto out = io::Checkpoint::open(t / "o");
+  EXPECT_FALSE(out.contains("only_base"));
+  for (const std::string n : {"only_post", "resized", "ids"}) {
+    auto a = post.data(n), b = out.data(n);
+    ASSERT_TRUE(a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0) << n;
+  }
+  std::map<std::string, std::string> status;
+  for (const auto& s : res.plan["skipped"]) status[s["name"]] = s["status"];
+  EXPECT_EQ(status["only_base"], "only_base");
+  EXPECT_EQ(status["only_post"], "only_post");
+  EXPECT_EQ(status["resized"], "shape_mismatch");
+  EXPECT_EQ(status["ids"], "not_numeric");
+  EXPECT_EQ(read_file(t / "o/tokenizer.json"), "{\"x\": 1}");
+  EXPECT_EQ(res.plan["edited_tensors"], 1);
+}
+
+TEST(Engine, NonFiniteResultsAreCounted) {
+  TempDir t;
+  fs::create_directories(t / "base");
+  fs::create_directories(t / "post");
+  write_safetensors(t / "base/model.safetensors", {{"w", io::DType::F16, {4, 4}, std::vector<float>(16, 0.0f)}});
+  write_safetensors(t / "post/model.safetensors", {{"w", io::DType::F16, {4, 4}, std::vector<float>(16, 1.0f)}});
+  auto res = engine::run_edit(request(t / "base", t / "post", t / "o", {"scale:alpha=1e6"}));
+  EXPECT_EQ(res.nonfinite_out, 16u);  // 1e6 overflows F16 (max 65504) to Inf
+}
+
+TEST(Engine, ErrorsComeBeforeAnyOutput) {
+  TempDir t;
+  const auto b = fixture("llama/base"), p = fixture("llama/post");
+  auto expect_usage = [&](engine::EditRequest r, const std::string& needle, bool out_exists = false) {
+    try {
+      engine::run_edit(r);
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(fs::exists(r.out), out_exists);
+    EXPECT_TRUE(leftovers(t.path).empty());
+  };
+  expect_usage(request(b, p, t / "o", {"nosuchop"}), "nosuchop");
+  expect_usage(request(b, p, t / "o", {"dare:p=1"}), "'p'");
+  expect_usage(request(b, p, t / "o", {"dare:q=1"}), "'q'");
+  expect_usage(request(b, p, t / "o", {"biased:by=grad"}), "--grad");
+  write_safetensors(t / "g.safetensors", {{"model.norm.weight", io::DType::F32, {64}, random_values(64, 1)}});
+  auto r = request(b, p, t / "o", {"biased:by=grad"});
+  r.grad = t / "g.safetensors";
+  expect_usage(r, "gradient");
+  expect_usage(request(b, p, p, {"dare"}), "exists", /*out_exists=*/true);
+  auto bad = request(b, p, t / "o", {"dare"});
+  bad.include = "([";
+  expect_usage(bad, "--include");
+}
+
+TEST(Engine, DryRunWritesNothing) {
+  TempDir t;
+  auto r = request(fixture("llama/base"), fixture("llama/post"), t / "o", {"lowrank:ratio=0.25", "scale:alpha=0.1"});
+  r.dry_run = true;
+  auto res = engine::run_edit(r);
+  EXPECT_FALSE(fs::exists(t / "o"));
+  EXPECT_EQ(res.plan["scope"].size(), 2u);
+  EXPECT_EQ(res.plan["scope"][0]["tensors"], 16);  // 2-D tensors only
+  EXPECT_EQ(res.plan["scope"][1]["tensors"], 21);
+  EXPECT_GT(res.plan["peak_memory_estimate"].get<uint64_t>(), 0u);
+  EXPECT_GT(res.plan["checkpoint_bytes"].get<uint64_t>(), 800000u);
+}
+
+TEST(Engine, ScaleMinusOneGivesTheBase) {
+  TempDir t;
+  engine::run_edit(request(fixture("llama/base"), fixture("llama/post"), t / "o", {"scale:alpha=-1"}));
+  auto base = io::Checkpoint::open(fixture("llama/base"));
+  auto out = io::Checkpoint::open(t / "o");
+  for (const auto& n : base.names()) {
+    auto a = base.data(n), b = out.data(n);
+    EXPECT_TRUE(a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0) << n;
+  }
+}
+
+TEST(Engine, CompositionAppliesInOrder) {
+  // dare then bitdelta = bitdelta of the dare result: every edited tensor holds ≤ 3 distinct deltas.
+  auto base = io::Checkpoint::open(fixture("llama/base"));
+  auto post = io::Checkpoint::open(fixture("llama/post"));
+  auto chain = engine::OpChain::build({"dare:p=0.5", "bitdelta"}, 3, "", "");
+  auto te = engine::edit_tensor(chain, base, post, "model.layers.0.mlp.up_proj.weight", nullptr);
+  std::set<float> distinct(te.edited.begin(), te.edited.end());
+  EXPECT_LE(distinct.size(), 3u);
+  EXPECT_EQ(te.applied, (std::vector<std::string>{"dare", "bitdelta"}));
+  size_t zeros = std::count(te.edited.begin(), te.edited.end(), 0.0f);
+  EXPECT_NEAR(double(zeros) / te.edited.size(), 0.5, 0.05);  // dare dropped about half
+}
