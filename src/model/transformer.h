@@ -62,6 +62,12 @@ struct KVCache {
 
 class Model {
  public:
+  // Movable, not copyable: a copy would silently share parameter storage (use state()).
+  Model(Model&&) noexcept = default;
+  Model& operator=(Model&&) noexcept = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
   // Loads every parameter from a checkpoint (any stored float dtype is converted). Missing or
   // misshapen tensors throw Error(Format); tensors the architecture does not use throw
   // Error(Unsupported), except RoPE caches and a redundant lm_head of a tied model (see warnings()).

@@ -544,6 +544,35 @@ TEST(SmallModels, Qwen3HasPerHeadNormsAndRuns) {
   }
 }
 
+TEST(SmallModels, LlamaBiasesAndGroupedQueries) {
+  auto c = small_config("llama", "LlamaForCausalLM");
+  c.attention_bias = true;
+  c.mlp_bias = true;
+  c.tie_word_embeddings = false;
+  Model m = Model::random(c, 7);
+  for (const char* n : {"model.layers.0.self_attn.q_proj.bias", "model.layers.0.self_attn.o_proj.bias",
+                        "model.layers.1.mlp.gate_proj.bias", "model.layers.1.mlp.down_proj.bias", "lm_head.weight"})
+    EXPECT_TRUE(m.has_param(n)) << n;
+  EXPECT_EQ(m.param("model.layers.0.self_attn.k_proj.weight").sizes(), (std::vector<int64_t>{16, 32}));
+  torch::NoGradGuard ng;
+  auto ids = torch::randint(50, {1, 6}, torch::kLong);
+  auto before = m.forward(ids);
+  m.add_("model.layers.1.mlp.down_proj.bias", torch::ones({32}), 0.1);
+  EXPECT_FALSE(torch::allclose(before, m.forward(ids)));
+  // Grouped queries: 4 query heads share one key/value head; duplicating that head into a
+  // 4-KV-head model with the same weights gives the same logits.
+  auto c4 = c;
+  c4.num_key_value_heads = 4;
+  Model m4 = Model::random(c4, 8);
+  for (const auto& n : m.param_names()) {
+    auto w = m.param(n);
+    if (n.find("k_proj") != std::string::npos || n.find("v_proj") != std::string::npos)
+      w = w.dim() == 2 ? w.repeat({4, 1}) : w.repeat({4});
+    m4.set_(n, w);
+  }
+  EXPECT_LE(max_rel(m4.forward(ids), m.forward(ids)), 1e-5);
+}
+
 TEST(Loss, DpoAndSequenceLogprob) {
   auto logits = torch::randn({2, 5, 7}, torch::kFloat32);
   auto ids = torch::randint(7, {2, 5}, torch::kLong);
