@@ -1,0 +1,222 @@
+#include "text/zoo_tasks.h"
+
+#include <array>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <unordered_set>
+
+#include "text/zoo_rng.h"
+#include "util/error.h"
+
+namespace deltaedit::zoo {
+namespace {
+
+struct Person {
+  std::string_view name, subject, object;  // "Mia", "she", "her"
+};
+
+constexpr std::array<Person, 12> kPeople{{
+    {"Mia", "she", "her"}, {"Tom", "he", "him"}, {"Anna", "she", "her"}, {"Ben", "he", "him"},
+    {"Lily", "she", "her"}, {"Sam", "he", "him"}, {"Emma", "she", "her"}, {"Jack", "he", "him"},
+    {"Zoe", "she", "her"}, {"Leo", "he", "him"}, {"Nora", "she", "her"}, {"Max", "he", "him"},
+}};
+
+constexpr std::array<std::string_view, 12> kObjects{
+    "apples", "pencils", "marbles", "stickers", "cookies", "books",
+    "coins",  "cards",   "shells",  "stamps",   "balloons", "toys"};
+
+struct Container {
+  std::string_view singular, plural;
+};
+constexpr std::array<Container, 4> kContainers{
+    {{"box", "boxes"}, {"bag", "bags"}, {"pack", "packs"}, {"jar", "jars"}}};
+
+// Update phrases; {n} = operand, {o} = objects, {f} = friend's name.
+constexpr std::array<std::string_view, 3> kAddPhrases{
+    "buys {n} more {o}", "finds {n} more {o}", "gets {n} more {o} from {f}"};
+constexpr std::array<std::string_view, 4> kSubPhrases{
+    "gives away {n} {o}", "loses {n} {o}", "gives {n} {o} to {f}", "sells {n} {o}"};
+
+constexpr int kMaxValue = 99;
+constexpr int kMinOperand = 2, kMaxOperand = 20;
+
+std::string fill(std::string_view phrase, int n, std::string_view objects,
+                 std::string_view friend_name) {
+  std::string out;
+  for (std::size_t i = 0; i < phrase.size(); ++i) {
+    if (phrase[i] == '{' && i + 2 < phrase.size() && phrase[i + 2] == '}') {
+      switch (phrase[i + 1]) {
+        case 'n': out += std::to_string(n); break;
+        case 'o': out += objects; break;
+        case 'f': out += friend_name; break;
+        default: out += phrase.substr(i, 3); break;
+      }
+      i += 2;
+    } else {
+      out += phrase[i];
+    }
+  }
+  return out;
+}
+
+std::string capitalized(std::string_view s) {
+  std::string out(s);
+  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 'a' + 'A');
+  return out;
+}
+
+char op_symbol(TaskOp op) {
+  switch (op) {
+    case TaskOp::Add: return '+';
+    case TaskOp::Sub: return '-';
+    case TaskOp::Mul: return '*';
+  }
+  return '?';
+}
+
+int apply(TaskOp op, int a, int b) {
+  switch (op) {
+    case TaskOp::Add: return a + b;
+    case TaskOp::Sub: return a - b;
+    case TaskOp::Mul: return a * b;
+  }
+  return 0;
+}
+
+std::string make_key(const std::vector<TaskOp>& ops, const std::vector<int>& numbers) {
+  std::string key;
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    if (i) key += ',';
+    key += to_string(ops[i]);
+  }
+  key += '|';
+  for (std::size_t i = 0; i < numbers.size(); ++i) {
+    if (i) key += ',';
+    key += std::to_string(numbers[i]);
+  }
+  return key;
+}
+
+}  // namespace
+
+const char* to_string(TaskOp op) {
+  switch (op) {
+    case TaskOp::Add: return "add";
+    case TaskOp::Sub: return "sub";
+    case TaskOp::Mul: return "mul";
+  }
+  return "?";
+}
+
+int solve_task(std::span<const TaskOp> ops, std::span<const int> numbers) {
+  if (numbers.size() != ops.size() + 1)
+    throw Error(ErrorKind::Usage, "solve_task: need one more number than operations");
+  int value = numbers[0];
+  for (std::size_t i = 0; i < ops.size(); ++i) value = apply(ops[i], value, numbers[i + 1]);
+  return value;
+}
+
+TaskRecord make_task(uint64_t seed, std::string_view stream, uint64_t index) {
+  std::string stream_name = "zoo/tasks/";
+  stream_name += stream;
+  Draws d(seed, stream_name, index);
+
+  const Person& person = d.pick(std::span<const Person>(kPeople));
+  const Person* friend_person = &person;
+  while (friend_person->name == person.name) friend_person = &d.pick(std::span<const Person>(kPeople));
+  const std::string_view objects = d.pick(std::span<const std::string_view>(kObjects));
+
+  TaskRecord r;
+  std::string prompt;
+  std::string response;
+  int value = 0;
+  int updates = 0;
+  if (d.chance(0.3)) {
+    // Containers: one multiplication step, then one or two updates.
+    const Container& c = d.pick(std::span<const Container>(kContainers));
+    const int n = d.uniform_int(2, 5);
+    const int m = d.uniform_int(2, 10);
+    value = n * m;
+    r.numbers = {n, m};
+    r.ops = {TaskOp::Mul};
+    prompt = std::string(person.name) + " has " + std::to_string(n) + " " + std::string(c.plural) +
+             " of " + std::string(objects) + ". Each " + std::string(c.singular) + " holds " +
+             std::to_string(m) + " " + std::string(objects) + ".";
+    response = std::to_string(n) + " * " + std::to_string(m) + " = " + std::to_string(value) + ".";
+    updates = d.uniform_int(1, 2);
+  } else {
+    value = d.uniform_int(kMinOperand, kMaxOperand);
+    r.numbers = {value};
+    prompt = std::string(person.name) + " has " + std::to_string(value) + " " + std::string(objects) + ".";
+    updates = d.uniform_int(2, 3);
+  }
+
+  for (int u = 0; u < updates; ++u) {
+    const bool can_add = value + kMinOperand <= kMaxValue;
+    const bool can_sub = value >= kMinOperand;
+    const bool add = can_add && (!can_sub || d.chance(0.5));
+    const int hi = add ? std::min(kMaxOperand, kMaxValue - value) : std::min(kMaxOperand, value);
+    const int n = d.uniform_int(kMinOperand, hi);
+    const TaskOp op = add ? TaskOp::Add : TaskOp::Sub;
+    const std::string_view phrase = add ? d.pick(std::span<const std::string_view>(kAddPhrases))
+                                        : d.pick(std::span<const std::string_view>(kSubPhrases));
+    const int next = apply(op, value, n);
+
+    prompt += ' ';
+    if (u == 0) prompt += capitalized(person.subject);
+    else if (u == 1) prompt += "Then " + std::string(person.subject);
+    else prompt += "After that, " + std::string(person.subject);
+    prompt += ' ' + fill(phrase, n, objects, friend_person->name) + '.';
+
+    if (!response.empty()) response += ' ';
+    response += std::to_string(value) + ' ' + op_symbol(op) + ' ' + std::to_string(n) + " = " +
+                std::to_string(next) + '.';
+    r.ops.push_back(op);
+    r.numbers.push_back(n);
+    value = next;
+  }
+
+  prompt += " How many " + std::string(objects) + " does " + std::string(person.name) + " have now?\n";
+  response += " #### " + std::to_string(value);
+  r.prompt = std::move(prompt);
+  r.response = std::move(response);
+  r.answer = value;
+  r.key = make_key(r.ops, r.numbers);
+  return r;
+}
+
+TaskSplits make_task_splits(uint64_t seed, std::size_t n_train, std::size_t n_test) {
+  TaskSplits out;
+  std::unordered_set<std::string> seen;
+  const auto fill_split = [&](std::string_view stream, std::size_t n, std::vector<TaskRecord>& dst) {
+    dst.reserve(n);
+    const uint64_t max_tries = 64 * static_cast<uint64_t>(n) + 4096;
+    for (uint64_t i = 0; dst.size() < n; ++i) {
+      if (i >= max_tries)
+        throw Error(ErrorKind::Usage, "make_task_splits: could not find " + std::to_string(n) +
+                                          " distinct problems for split '" + std::string(stream) + "'");
+      TaskRecord r = make_task(seed, stream, i);
+      if (seen.insert(r.key).second) dst.push_back(std::move(r));
+    }
+  };
+  fill_split("test", n_test, out.test);
+  fill_split("train", n_train, out.train);
+  return out;
+}
+
+std::string task_jsonl_line(const TaskRecord& record) {
+  nlohmann::ordered_json j;
+  j["prompt"] = record.prompt;
+  j["response"] = record.response;
+  return j.dump();
+}
+
+void write_task_jsonl(const std::filesystem::path& path, std::span<const TaskRecord> records) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error(ErrorKind::Io, "cannot open for writing", path.string());
+  for (const auto& r : records) out << task_jsonl_line(r) << '\n';
+  out.flush();
+  if (!out) throw Error(ErrorKind::Io, "write failed", path.string());
+}
+
+}  // namespace deltaedit::zoo
