@@ -50,14 +50,15 @@ bool get_bool(const json& j, const char* key, bool dflt) {
 // U+0100 onwards in byte order.
 struct ByteMap {
   std::array<std::string, 256> byte_to_str;
-  std::unordered_map<char32_t, uint8_t> char_to_byte;
+  std::array<int16_t, 512> char_to_byte;  // code point -> byte, -1 when not a byte character
   ByteMap() {
+    char_to_byte.fill(-1);
     char32_t next = 256;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
       const char32_t cp = printable ? static_cast<char32_t>(b) : next++;
       detail::utf8_append(byte_to_str[static_cast<std::size_t>(b)], cp);
-      char_to_byte[cp] = static_cast<uint8_t>(b);
+      char_to_byte[cp] = static_cast<int16_t>(b);
     }
   }
 };
@@ -601,7 +602,7 @@ class BpeModel {
         return;
       }
     }
-    {
+    if (word.size() <= kCacheMaxWordBytes) {
       std::lock_guard lock(cache_->mu);
       if (auto it = cache_->map.find(word); it != cache_->map.end()) {
         out.insert(out.end(), it->second.begin(), it->second.end());
@@ -610,6 +611,7 @@ class BpeModel {
     }
     std::vector<int32_t> ids = merge_word(word, file);
     out.insert(out.end(), ids.begin(), ids.end());
+    if (word.size() > kCacheMaxWordBytes) return;
     std::lock_guard lock(cache_->mu);
     if (cache_->map.size() < kCacheCapacity) cache_->map.emplace(word, std::move(ids));
   }
@@ -624,6 +626,7 @@ class BpeModel {
     std::unordered_map<std::string, std::vector<int32_t>> map;
   };
   static constexpr std::size_t kCacheCapacity = 10000;
+  static constexpr std::size_t kCacheMaxWordBytes = 256;
 
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
@@ -876,12 +879,13 @@ struct ByteLevelDecoder : Decoder {
       const std::size_t mark = raw.size();
       bool all = true;
       for (std::size_t i = 0; i < t.size();) {
-        auto it = bytes->char_to_byte.find(detail::utf8_next(t, i));
-        if (it == bytes->char_to_byte.end()) {
+        const char32_t c = detail::utf8_next(t, i);
+        const int b = c < bytes->char_to_byte.size() ? bytes->char_to_byte[c] : -1;
+        if (b < 0) {
           all = false;
           break;
         }
-        raw.push_back(static_cast<char>(it->second));
+        raw.push_back(static_cast<char>(b));
       }
       if (!all) {
         raw.resize(mark);
