@@ -18,6 +18,7 @@
 #include "text/zoo_answer.h"
 #include "text/zoo_bpe.h"
 #include "text/zoo_corpus.h"
+#include "text/zoo_dataset.h"
 #include "text/zoo_tasks.h"
 #include "util/error.h"
 #include "util/philox.h"
@@ -52,10 +53,10 @@ std::size_t word_count(std::string_view s) {
 
 class TempDir {
  public:
-  TempDir() {
+  explicit TempDir(const std::string& tag = "") {
     path_ = fs::temp_directory_path() /
             ("deltaedit_zoo_test_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+             ::testing::UnitTest::GetInstance()->current_test_info()->name() + tag);
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -402,6 +403,44 @@ TEST(ZooBpe, LoadsAndRoundTrips) {
   std::printf("vocab %zu, avg tokens per task record (with BOS) %.1f, %.2f chars/token\n",
               tok.vocab_size(), avg, static_cast<double>(task_chars) / static_cast<double>(task_tokens));
   EXPECT_LT(avg, 80.0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dataset
+
+TEST(ZooDataset, WritesAllFilesConsistently) {
+  TempDir dir;
+  const ZooDatasetOptions opt{.seed = 5, .n_train = 3000, .n_test = 100, .corpus_bytes = 200 << 10,
+                              .vocab_size = 600, .tokenizer_task_records = 1000};
+  const ZooDatasetSummary s = write_zoo_dataset(dir.path(), opt);
+  EXPECT_EQ(s.n_train, 3000u);
+  EXPECT_EQ(s.n_test, 100u);
+  EXPECT_EQ(s.vocab_size, 600u);
+  EXPECT_EQ(s.merges, 600u - 258u);
+  const auto count_lines = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+  };
+  EXPECT_EQ(count_lines(dir.path() / "tasks_train.jsonl"), 3000u);
+  EXPECT_EQ(count_lines(dir.path() / "tasks_test.jsonl"), 100u);
+  EXPECT_EQ(fs::file_size(dir.path() / "corpus.txt"), corpus_text(5, 200 << 10).size());
+  const Tokenizer tok = Tokenizer::load(dir.path() / "tokenizer");
+  EXPECT_EQ(tok.vocab_size(), 600u);
+  std::ifstream in(dir.path() / "zoo_data.json");
+  const auto manifest = nlohmann::json::parse(in);
+  EXPECT_EQ(manifest.at("seed").get<uint64_t>(), 5u);
+  EXPECT_EQ(manifest.at("vocab_size").get<std::size_t>(), 600u);
+  // Same options, same bytes.
+  TempDir again_parent("_again");
+  write_zoo_dataset(again_parent.path() / "again", opt);
+  std::ifstream a(dir.path() / "tokenizer" / "tokenizer.json"), b(again_parent.path() / "again" / "tokenizer" / "tokenizer.json");
+  std::stringstream sa, sb;
+  sa << a.rdbuf();
+  sb << b.rdbuf();
+  EXPECT_FALSE(sa.str().empty());
+  EXPECT_TRUE(sa.str() == sb.str());
 }
 
 }  // namespace
