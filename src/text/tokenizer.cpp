@@ -23,6 +23,8 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
 
+constexpr int64_t kMaxId = INT32_MAX / 2;
+
 [[noreturn]] void fail(ErrorKind kind, const std::string& file, const std::string& msg) {
   throw Error(kind, msg, file);
 }
@@ -38,6 +40,20 @@ std::string type_of(const json& j, const std::string& file, const std::string& w
 std::string unsupported_msg(const std::string& where, const std::string& type,
                             const char* supported) {
   return where + " type '" + type + "' is not supported (supported: " + supported + ")";
+}
+
+// An integer field in [lo, hi]; floats, strings and out-of-range values are rejected.
+int64_t get_int(const json& v, const std::string& file, const std::string& what, int64_t lo,
+                int64_t hi) {
+  const bool is_int = v.is_number_integer();  // signed or unsigned
+  const bool in_range =
+      is_int && (v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                                        : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi);
+  if (!in_range)
+    fail(ErrorKind::Format, file,
+         what + " " + v.dump() + " is not an integer in [" + std::to_string(lo) + ", " +
+             std::to_string(hi) + "]");
+  return v.is_number_unsigned() ? static_cast<int64_t>(v.get<uint64_t>()) : v.get<int64_t>();
 }
 
 bool get_bool(const json& j, const char* key, bool dflt) {
@@ -497,11 +513,8 @@ class BpeModel {
     if (!vocab.is_object()) fail(ErrorKind::Format, file, "model.vocab must be a JSON object");
     vocab_.reserve(vocab.size());
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      const auto id = it.value().get<int64_t>();
-      if (id < 0 || id > INT32_MAX / 2)
-        fail(ErrorKind::Format, file,
-             "model.vocab id " + std::to_string(id) + " of token '" + it.key() +
-                 "' is out of range");
+      const int64_t id =
+          get_int(it.value(), file, "model.vocab id of token '" + it.key() + "'", 0, kMaxId);
       const auto id32 = static_cast<int32_t>(id);
       vocab_[it.key()] = id32;
       if (static_cast<std::size_t>(id32) >= id_to_token_.size()) {
@@ -796,7 +809,11 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& f
     if (it == specials.end())
       fail(ErrorKind::Format, file,
            "TemplateProcessing uses special token '" + name + "' missing from special_tokens");
-    return it->at("ids").get<std::vector<int32_t>>();
+    std::vector<int32_t> ids;
+    for (const auto& v : it->at("ids"))
+      ids.push_back(
+          static_cast<int32_t>(get_int(v, file, "special_tokens['" + name + "'] id", 0, kMaxId)));
+    return ids;
   };
   const json& single = j.at("single");
   bool seen_sequence = false;
@@ -840,8 +857,10 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
   if (type == "ByteLevel") return std::make_unique<NoopPostProcessor>();
   if (type == "BertProcessing" || type == "RobertaProcessing") {
     auto p = std::make_unique<WrapPostProcessor>();
-    p->before.push_back(j.at("cls").at(1).get<int32_t>());
-    p->after.push_back(j.at("sep").at(1).get<int32_t>());
+    p->before.push_back(
+        static_cast<int32_t>(get_int(j.at("cls").at(1), file, type + " cls id", 0, kMaxId)));
+    p->after.push_back(
+        static_cast<int32_t>(get_int(j.at("sep").at(1), file, type + " sep id", 0, kMaxId)));
     return p;
   }
   if (type == "Sequence") {
@@ -1043,8 +1062,8 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& file, co
   if (type == "Strip") {
     auto d = std::make_unique<StripDecoder>();
     d->content = single_char(j.at("content"), file, "Strip decoder content");
-    d->start = j.at("start").get<std::size_t>();
-    d->stop = j.at("stop").get<std::size_t>();
+    d->start = static_cast<std::size_t>(get_int(j.at("start"), file, "Strip start", 0, INT32_MAX));
+    d->stop = static_cast<std::size_t>(get_int(j.at("stop"), file, "Strip stop", 0, INT32_MAX));
     return d;
   }
   if (type == "Metaspace") {
@@ -1300,10 +1319,7 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, std::string source)
       if (!a->is_array()) throw Error(ErrorKind::Format, "added_tokens must be a JSON array", file);
       for (const auto& item : *a) {
         AddedToken t;
-        const auto id = item.at("id").get<int64_t>();
-        if (id < 0 || id > INT32_MAX / 2)
-          throw Error(ErrorKind::Format,
-                      "added token id " + std::to_string(id) + " is out of range", file);
+        const int64_t id = get_int(item.at("id"), file, "added token id", 0, kMaxId);
         t.id = static_cast<int32_t>(id);
         t.content = item.at("content").get<std::string>();
         if (detail::utf8_invalid_offset(t.content) != std::string::npos)

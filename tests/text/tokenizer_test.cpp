@@ -179,6 +179,11 @@ TEST(TokenizerErrors, BrokenJson) {
                         {"behavior", "Isolated"},
                         {"invert", false}};
   EXPECT_EQ(kind_of([&] { Tokenizer::from_json_string(j.dump()); }), ErrorKind::Format);
+  for (const char* bad_id : {"1e40", "1.5", "-3", "18446744073709551615"}) {
+    j = minimal_bpe();
+    j["model"]["vocab"]["a"] = json::parse(bad_id);
+    EXPECT_EQ(kind_of([&] { Tokenizer::from_json_string(j.dump()); }), ErrorKind::Format) << bad_id;
+  }
   j = minimal_bpe();
   j["added_tokens"] = json::array({{{"id", "zero"}, {"content", "x"}}});
   EXPECT_EQ(kind_of([&] { Tokenizer::from_json_string(j.dump()); }), ErrorKind::Format);
