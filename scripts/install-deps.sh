@@ -6,7 +6,7 @@ PKGS=(build-essential cmake pkg-config git
       libgtest-dev libgmock-dev libbenchmark-dev
       libtorch-dev python3-torch
       clang libclang-rt-14-dev)
-if [ "${DELTAEDIT_WITH_BROWSER:-0}" = 1 ]; then PKGS+=(chromium); fi
+PKGS+=(chromium)  # the report test renders index.html headless
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

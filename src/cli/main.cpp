@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "deltaedit 0.1.0");
   std::vector<Command> cmds{add_inspect(app), add_verify(app), add_stats(app),
-                            add_edit(app),    add_apply(app),  add_ops(app)};
+                            add_edit(app),    add_apply(app),  add_ops(app),
+                            add_tokenize(app)};
 #ifdef DELTAEDIT_HAVE_TORCH
   for (auto& c : add_torch_commands(app)) cmds.push_back(c);
 #endif

@@ -1,0 +1,247 @@
+#include "model/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "io/writer.h"
+#include "text/zoo_answer.h"
+#include "util/error.h"
+
+namespace deltaedit::model {
+
+std::vector<Batch> make_batches(const std::vector<text::Sequence>& seqs, size_t batch_size) {
+  std::vector<Batch> out;
+  batch_size = std::max<size_t>(1, batch_size);
+  for (size_t s = 0; s < seqs.size(); s += batch_size) {
+    const size_t e = std::min(seqs.size(), s + batch_size);
+    size_t T = 0;
+    for (size_t i = s; i < e; ++i) T = std::max(T, seqs[i].ids.size());
+    const int64_t B = int64_t(e - s);
+    auto ids = torch::zeros({B, int64_t(T)}, torch::kInt64);
+    auto att = torch::zeros({B, int64_t(T)}, torch::kInt64);
+    auto lm = torch::zeros({B, int64_t(T)}, torch::kInt64);
+    auto pi = ids.accessor<int64_t, 2>();
+    auto pa = att.accessor<int64_t, 2>();
+    auto pl = lm.accessor<int64_t, 2>();
+    for (size_t i = s; i < e; ++i) {
+      const auto& q = seqs[i];
+      for (size_t t = 0; t < q.ids.size(); ++t) {
+        pi[int64_t(i - s)][int64_t(t)] = q.ids[t];
+        pa[int64_t(i - s)][int64_t(t)] = 1;
+        pl[int64_t(i - s)][int64_t(t)] = q.scored[t];
+      }
+    }
+    out.push_back({ids, att, lm});
+  }
+  return out;
+}
+
+namespace {
+std::vector<text::Sequence> seqs_of(const std::vector<text::Record>& r, bool rejected) {
+  std::vector<text::Sequence> v;
+  for (const auto& x : r) v.push_back(rejected ? *x.rejected : x.seq);
+  return v;
+}
+
+TokenLoss dpo_batch(Model& m, const EvalSet& set, size_t i) {
+  auto lc = sequence_logprob(m.forward(set.chosen[i].input_ids, set.chosen[i].attention_mask), set.chosen[i]);
+  auto lr = sequence_logprob(m.forward(set.rejected[i].input_ids, set.rejected[i].attention_mask), set.rejected[i]);
+  auto l = dpo_losses(lc, lr, set.ref_chosen[i], set.ref_rejected[i], set.beta);
+  return {l.to(torch::kFloat64).sum(), l.size(0)};
+}
+}  // namespace
+
+EvalSet make_eval_set(std::vector<text::Record> records, size_t batch_size, LossKind kind, Model* reference,
+                      double beta) {
+  EvalSet s;
+  s.kind = kind;
+  s.beta = beta;
+  s.records = std::move(records);
+  if (kind == LossKind::CausalLM) {
+    s.batches = make_batches(seqs_of(s.records, false), batch_size);
+    return s;
+  }
+  for (const auto& r : s.records)
+    if (!r.preference)
+      throw Error(ErrorKind::Format, fmt::format("line {}: the DPO loss needs {{\"prompt\",\"chosen\",\"rejected\"}} records", r.line));
+  if (!reference) throw Error(ErrorKind::Usage, "the DPO loss needs a reference model (--ref)");
+  s.chosen = make_batches(seqs_of(s.records, false), batch_size);
+  s.rejected = make_batches(seqs_of(s.records, true), batch_size);
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < s.chosen.size(); ++i) {
+    s.ref_chosen.push_back(sequence_logprob(reference->forward(s.chosen[i].input_ids, s.chosen[i].attention_mask), s.chosen[i]));
+    s.ref_rejected.push_back(
+        sequence_logprob(reference->forward(s.rejected[i].input_ids, s.rejected[i].attention_mask), s.rejected[i]));
+  }
+  return s;
+}
+
+double dataset_loss(Model& model, const EvalSet& set) {
+  torch::NoGradGuard ng;
+  if (set.kind == LossKind::CausalLM) return evaluate_loss(model, set.batches).mean();
+  double sum = 0;
+  int64_t n = 0;
+  for (size_t i = 0; i < set.chosen.size(); ++i) {
+    io::check_interrupted();
+    auto t = dpo_batch(model, set, i);
+    sum += t.sum.item<double>();
+    n += t.count;
+  }
+  return n ? sum / double(n) : std::nan("");
+}
+
+GradientResult dataset_gradients(Model& model, const EvalSet& set, const std::vector<std::string>& names, bool fisher) {
+  GradientOptions opt;
+  opt.names = names;
+  opt.fisher = fisher;
+  if (set.kind == LossKind::CausalLM) {
+    return accumulate_gradients(model, set.batches.size(), [&](Model& m, size_t i) {
+      io::check_interrupted();
+      const auto& b = set.batches[i];
+      return causal_lm_loss_sum(m.forward(b.input_ids, b.attention_mask), b);
+    }, opt);
+  }
+  return accumulate_gradients(model, set.chosen.size(), [&](Model& m, size_t i) {
+    io::check_interrupted();
+    return dpo_batch(m, set, i);
+  }, opt);
+}
+
+AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const std::vector<text::Record>& records,
+                                int64_t max_new_tokens) {
+  torch::NoGradGuard ng;
+  AccuracyResult r;
+  std::optional<int64_t> eos;
+  if (auto e = tok.eos_id()) eos = *e;
+  else if (model.config().eos_token_id) eos = *model.config().eos_token_id;
+  for (const auto& rec : records) {
+    io::check_interrupted();
+    if (rec.prompt.empty() && rec.response.empty())
+      throw Error(ErrorKind::Format, fmt::format("line {}: accuracy needs {{\"prompt\",\"response\"}} records", rec.line));
+    auto p32 = tok.encode(rec.prompt, true);
+    std::vector<int64_t> prompt(p32.begin(), p32.end());
+    auto gen = model.generate(prompt, max_new_tokens, eos);
+    std::vector<int32_t> g32(gen.begin(), gen.end());
+    std::string text = tok.decode(g32, true);
+    ++r.examples;
+    r.correct += zoo::answers_match(zoo::extract_answer(text), zoo::extract_answer(rec.response));
+    r.outputs.push_back(std::move(text));
+  }
+  return r;
+}
+
+Rule parse_rule(const std::string& s) {
+  if (s == "left") return Rule::Left;
+  if (s == "mid" || s == "midpoint") return Rule::Mid;
+  if (s == "trapezoid") return Rule::Trapezoid;
+  throw Error(ErrorKind::Usage, "--rule '" + s + "': use left, mid or trapezoid");
+}
+
+nlohmann::json ApproxResult::to_json() const {
+  nlohmann::json pt = nlohmann::json::array();
+  for (const auto& [n, c] : per_tensor) pt.push_back({{"name", n}, {"contribution", c}});
+  return {{"approximation_term", approximation_term},
+          {"true_delta_loss", true_delta_loss},
+          {"gap", gap},
+          {"steps", steps},
+          {"rule", rule == Rule::Left ? "left" : rule == Rule::Mid ? "mid" : "trapezoid"},
+          {"intensity", intensity},
+          {"fisher_term", fisher_term ? nlohmann::json(*fisher_term) : nlohmann::json(nullptr)},
+          {"loss_post", loss_post},
+          {"loss_edit", loss_edit},
+          {"nodes", {{"t", nodes_t}, {"value", nodes_value}}},
+          {"per_tensor", pt}};
+}
+
+ApproxResult approximation_term(Model& model, const EvalSet& set,
+                                const std::map<std::string, std::vector<float>>& increment, double delta_sumsq,
+                                int steps, Rule rule, bool fisher) {
+  if (steps < 1) throw Error(ErrorKind::Usage, "--steps must be at least 1");
+  std::vector<std::string> names;
+  std::map<std::string, torch::Tensor> D;
+  double d_sumsq = 0;
+  for (const auto& [n, v] : increment) {
+    if (!model.has_param(n)) continue;  // e.g. a tied lm_head: its gradient lives in embed_tokens
+    const auto& p = model.param(n);
+    if (int64_t(v.size()) != p.numel())
+      throw Error(ErrorKind::Format, "increment does not match the parameter's size", "", n);
+    names.push_back(n);
+    D[n] = torch::from_blob(const_cast<float*>(v.data()), p.sizes(), torch::kFloat32).clone();
+    for (float x : v) d_sumsq += double(x) * double(x);
+  }
+  ApproxResult r;
+  r.steps = steps;
+  r.rule = rule;
+  r.intensity = delta_sumsq > 0 ? d_sumsq / delta_sumsq : 0.0;
+  auto saved = model.state();
+  // Nodes and weights of the quadrature on [0, 1].
+  std::vector<double> t, w;
+  for (int c = 0; c < steps; ++c) {
+    if (rule == Rule::Left) t.push_back(double(c) / steps), w.push_back(1.0 / steps);
+    if (rule == Rule::Mid) t.push_back((c + 0.5) / steps), w.push_back(1.0 / steps);
+  }
+  if (rule == Rule::Trapezoid)
+    for (int c = 0; c <= steps; ++c) t.push_back(double(c) / steps), w.push_back((c == 0 || c == steps ? 0.5 : 1.0) / steps);
+  std::map<std::string, double> contrib;
+  for (const auto& n : names) contrib[n] = 0.0;
+  double cur = 0.0;  // current t of the model's weights
+  for (size_t k = 0; k < t.size(); ++k) {
+    if (t[k] != cur) {
+      model.load_state(saved);
+      for (const auto& n : names) model.add_(n, D[n], t[k]);
+      cur = t[k];
+    }
+    const bool want_fisher = fisher && t[k] == 0.0;
+    auto g = dataset_gradients(model, set, names, want_fisher);
+    if (t[k] == 0.0) r.loss_post = g.loss();
+    double node = 0;
+    for (const auto& n : names) {
+      const auto& gv = g.grads.at(n).values;
+      const float* d = D[n].data_ptr<float>();
+      double s = 0;
+      for (size_t i = 0; i < gv.size(); ++i) s += double(gv[i]) * double(d[i]);
+      contrib[n] += w[k] * s;
+      node += s;
+    }
+    if (want_fisher) {
+      double f = 0;
+      for (const auto& n : names) {
+        const auto& fv = g.fisher.at(n).values;
+        const float* d = D[n].data_ptr<float>();
+        for (size_t i = 0; i < fv.size(); ++i) f += double(fv[i]) * double(d[i]) * double(d[i]);
+      }
+      r.fisher_term = 0.5 * f;
+    }
+    r.nodes_t.push_back(t[k]);
+    r.nodes_value.push_back(node);
+  }
+  model.load_state(saved);
+  if (rule != Rule::Left || fisher) {
+    // L(W_post), and the Fisher at W_post, when no node sat at t = 0.
+    if (rule == Rule::Mid) r.loss_post = dataset_loss(model, set);
+    if (fisher && !r.fisher_term) {
+      auto g = dataset_gradients(model, set, names, true);
+      double f = 0;
+      for (const auto& n : names) {
+        const auto& fv = g.fisher.at(n).values;
+        const float* d = D[n].data_ptr<float>();
+        for (size_t i = 0; i < fv.size(); ++i) f += double(fv[i]) * double(d[i]) * double(d[i]);
+      }
+      r.fisher_term = 0.5 * f;
+    }
+  }
+  for (const auto& n : names) model.add_(n, D[n], 1.0);
+  r.loss_edit = dataset_loss(model, set);
+  model.load_state(saved);
+  for (const auto& n : names) {
+    r.per_tensor.emplace_back(n, contrib[n]);
+    r.approximation_term += contrib[n];
+  }
+  r.true_delta_loss = r.loss_edit - r.loss_post;
+  r.gap = r.true_delta_loss - r.approximation_term;
+  return r;
+}
+
+}  // namespace deltaedit::model
