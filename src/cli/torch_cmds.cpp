@@ -191,27 +191,9 @@ Command add_approx(CLI::App& app) {
             auto pck = io::Checkpoint::open(*post);
             std::optional<io::SafetensorsFile> gf;
             if (!grad->empty()) gf = io::SafetensorsFile::open(*grad);
-            std::map<std::string, std::vector<float>> D;
-            double delta_sumsq = 0;
-            for (const auto& p : engine::pair_tensors(bck, pck)) {
-              if (p.status != engine::PairStatus::Editable) continue;
-              if (!chain.touches_any(p.name, pck.info(p.name).shape)) continue;
-              auto te = engine::edit_tensor(chain, bck, pck, p.name, gf ? &*gf : nullptr);
-              // D = Δ' − Δ, with Δ recomputed exactly as the engine does (post − base in f32).
-              const auto& bi = bck.info(p.name);
-              const auto& pi = pck.info(p.name);
-              std::vector<float> b(pi.numel()), q(pi.numel());
-              io::to_f32(bck.data(p.name), bi.dtype, b);
-              io::to_f32(pck.data(p.name), pi.dtype, q);
-              for (size_t i = 0; i < q.size(); ++i) {
-                const float delta = q[i] - b[i];
-                delta_sumsq += double(delta) * double(delta);
-                te.edited[i] -= delta;
-              }
-              D[p.name] = std::move(te.edited);
-            }
+            auto inc = engine::edit_increments(chain, bck, pck, gf ? &*gf : nullptr);
             auto L = load_all(*post, *f);
-            auto r = model::approximation_term(L.model, L.set, D, delta_sumsq, *steps, model::parse_rule(*rule), *fisher);
+            auto r = model::approximation_term(L.model, L.set, inc.d, inc.delta_sumsq, *steps, model::parse_rule(*rule), *fisher);
             if (*as_json) {
               std::cout << r.to_json().dump(2) << "\n";
               return int(kOk);

@@ -390,6 +390,27 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
   return te;
 }
 
+Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
+                           const io::SafetensorsFile* grad) {
+  Increments inc;
+  for (const auto& p : pair_tensors(base, post)) {
+    if (p.status != PairStatus::Editable || !chain.touches_any(p.name, post.info(p.name).shape)) continue;
+    auto te = edit_tensor(chain, base, post, p.name, grad);
+    const auto& bi = base.info(p.name);
+    const auto& pi = post.info(p.name);
+    std::vector<float> b(pi.numel()), q(pi.numel());
+    io::to_f32(base.data(p.name), bi.dtype, b);
+    io::to_f32(post.data(p.name), pi.dtype, q);
+    for (size_t i = 0; i < q.size(); ++i) {
+      const float delta = q[i] - b[i];
+      inc.delta_sumsq += double(delta) * double(delta);
+      te.edited[i] -= delta;
+    }
+    inc.d[p.name] = std::move(te.edited);
+  }
+  return inc;
+}
+
 uint64_t parse_size(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,6 +50,15 @@ struct TensorEdit {
 // ∇L(W_post) for ops that need it.
 TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
                        const std::string& name, const io::SafetensorsFile* grad);
+
+// D = Δ' − Δ for every tensor the chain edits (f32, Δ recomputed as post − base exactly as the
+// engine does), and ‖Δ‖² over those tensors: the input of the approximation term.
+struct Increments {
+  std::map<std::string, std::vector<float>> d;
+  double delta_sumsq = 0;
+};
+Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
+                           const io::SafetensorsFile* grad);
 
 struct EditRequest {
   std::filesystem::path base, post, out;

@@ -155,10 +155,54 @@ nlohmann::json ApproxResult::to_json() const {
           {"per_tensor", pt}};
 }
 
+std::vector<std::pair<double, double>> quadrature_nodes(int steps, Rule rule) {
+  if (steps < 1) throw Error(ErrorKind::Usage, "--steps must be at least 1");
+  std::vector<std::pair<double, double>> n;
+  const double h = 1.0 / steps;
+  for (int c = 0; c < steps; ++c) {
+    if (rule == Rule::Left) n.emplace_back(c * h, h);                 // t_c = c/C
+    if (rule == Rule::Mid) n.emplace_back((c + 0.5) * h, h);          // t_c = (c+½)/C
+  }
+  if (rule == Rule::Trapezoid)
+    for (int c = 0; c <= steps; ++c) n.emplace_back(c * h, (c == 0 || c == steps) ? h / 2 : h);
+  return n;
+}
+
+RiemannSum riemann_sum(int steps, Rule rule, size_t tensors,
+                       const std::function<std::vector<double>(double t)>& dots_at) {
+  RiemannSum r;
+  r.per_tensor.assign(tensors, 0.0);
+  for (const auto& [t, w] : quadrature_nodes(steps, rule)) {
+    auto dots = dots_at(t);
+    double node = 0;
+    for (size_t i = 0; i < tensors; ++i) {
+      r.per_tensor[i] += w * dots[i];
+      node += dots[i];
+    }
+    r.t.push_back(t);
+    r.weight.push_back(w);
+    r.node_value.push_back(node);
+  }
+  for (double c : r.per_tensor) r.total += c;
+  return r;
+}
+
+namespace {
+double fisher_term(const GradientResult& g, const std::vector<std::string>& names,
+                   std::map<std::string, torch::Tensor>& D) {
+  double f = 0;
+  for (const auto& n : names) {
+    const auto& fv = g.fisher.at(n).values;
+    const float* d = D[n].data_ptr<float>();
+    for (size_t i = 0; i < fv.size(); ++i) f += double(fv[i]) * double(d[i]) * double(d[i]);
+  }
+  return 0.5 * f;
+}
+}  // namespace
+
 ApproxResult approximation_term(Model& model, const EvalSet& set,
                                 const std::map<std::string, std::vector<float>>& increment, double delta_sumsq,
                                 int steps, Rule rule, bool fisher) {
-  if (steps < 1) throw Error(ErrorKind::Usage, "--steps must be at least 1");
   std::vector<std::string> names;
   std::map<std::string, torch::Tensor> D;
   double d_sumsq = 0;
@@ -176,69 +220,45 @@ ApproxResult approximation_term(Model& model, const EvalSet& set,
   r.rule = rule;
   r.intensity = delta_sumsq > 0 ? d_sumsq / delta_sumsq : 0.0;
   auto saved = model.state();
-  // Nodes and weights of the quadrature on [0, 1].
-  std::vector<double> t, w;
-  for (int c = 0; c < steps; ++c) {
-    if (rule == Rule::Left) t.push_back(double(c) / steps), w.push_back(1.0 / steps);
-    if (rule == Rule::Mid) t.push_back((c + 0.5) / steps), w.push_back(1.0 / steps);
-  }
-  if (rule == Rule::Trapezoid)
-    for (int c = 0; c <= steps; ++c) t.push_back(double(c) / steps), w.push_back((c == 0 || c == steps ? 0.5 : 1.0) / steps);
-  std::map<std::string, double> contrib;
-  for (const auto& n : names) contrib[n] = 0.0;
-  double cur = 0.0;  // current t of the model's weights
-  for (size_t k = 0; k < t.size(); ++k) {
-    if (t[k] != cur) {
-      model.load_state(saved);
-      for (const auto& n : names) model.add_(n, D[n], t[k]);
-      cur = t[k];
+  bool have_post = false;
+  auto rs = riemann_sum(steps, rule, names.size(), [&](double t) {
+    model.load_state(saved);
+    if (t != 0.0)
+      for (const auto& n : names) model.add_(n, D[n], t);
+    const bool at_post = t == 0.0;
+    auto g = dataset_gradients(model, set, names, fisher && at_post);
+    if (at_post) {
+      r.loss_post = g.loss();
+      have_post = true;
+      if (fisher) r.fisher_term = fisher_term(g, names, D);
     }
-    const bool want_fisher = fisher && t[k] == 0.0;
-    auto g = dataset_gradients(model, set, names, want_fisher);
-    if (t[k] == 0.0) r.loss_post = g.loss();
-    double node = 0;
+    std::vector<double> dots;
     for (const auto& n : names) {
       const auto& gv = g.grads.at(n).values;
       const float* d = D[n].data_ptr<float>();
       double s = 0;
       for (size_t i = 0; i < gv.size(); ++i) s += double(gv[i]) * double(d[i]);
-      contrib[n] += w[k] * s;
-      node += s;
+      dots.push_back(s);
     }
-    if (want_fisher) {
-      double f = 0;
-      for (const auto& n : names) {
-        const auto& fv = g.fisher.at(n).values;
-        const float* d = D[n].data_ptr<float>();
-        for (size_t i = 0; i < fv.size(); ++i) f += double(fv[i]) * double(d[i]) * double(d[i]);
-      }
-      r.fisher_term = 0.5 * f;
-    }
-    r.nodes_t.push_back(t[k]);
-    r.nodes_value.push_back(node);
-  }
+    return dots;
+  });
   model.load_state(saved);
-  if (rule != Rule::Left || fisher) {
-    // L(W_post), and the Fisher at W_post, when no node sat at t = 0.
-    if (rule == Rule::Mid) r.loss_post = dataset_loss(model, set);
-    if (fisher && !r.fisher_term) {
+  if (!have_post) {
+    if (fisher) {
       auto g = dataset_gradients(model, set, names, true);
-      double f = 0;
-      for (const auto& n : names) {
-        const auto& fv = g.fisher.at(n).values;
-        const float* d = D[n].data_ptr<float>();
-        for (size_t i = 0; i < fv.size(); ++i) f += double(fv[i]) * double(d[i]) * double(d[i]);
-      }
-      r.fisher_term = 0.5 * f;
+      r.loss_post = g.loss();
+      r.fisher_term = fisher_term(g, names, D);
+    } else {
+      r.loss_post = dataset_loss(model, set);
     }
   }
   for (const auto& n : names) model.add_(n, D[n], 1.0);
   r.loss_edit = dataset_loss(model, set);
   model.load_state(saved);
-  for (const auto& n : names) {
-    r.per_tensor.emplace_back(n, contrib[n]);
-    r.approximation_term += contrib[n];
-  }
+  for (size_t i = 0; i < names.size(); ++i) r.per_tensor.emplace_back(names[i], rs.per_tensor[i]);
+  r.approximation_term = rs.total;
+  r.nodes_t = rs.t;
+  r.nodes_value = rs.node_value;
   r.true_delta_loss = r.loss_edit - r.loss_post;
   r.gap = r.true_delta_loss - r.approximation_term;
   return r;

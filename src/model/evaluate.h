@@ -1,6 +1,7 @@
 // Datasets on the model: batching, loss (causal LM or DPO), accuracy, gradients, and the
 // approximation term of an edit (SPEC §1, §4).
 #pragma once
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -61,6 +62,16 @@ struct ApproxResult {
   std::vector<std::pair<std::string, double>> per_tensor;  // contributions; they sum to the total
   nlohmann::json to_json() const;
 };
+
+// Quadrature of ∫₀¹ f(t) dt where f(t) = Σ_tensors dots(t)[i]: nodes and weights of a rule with
+// C intervals, and the per-tensor weighted sums (they add up to the total).
+struct RiemannSum {
+  std::vector<double> t, weight, node_value, per_tensor;
+  double total = 0;
+};
+std::vector<std::pair<double, double>> quadrature_nodes(int steps, Rule rule);
+RiemannSum riemann_sum(int steps, Rule rule, size_t tensors,
+                       const std::function<std::vector<double>(double t)>& dots_at);
 
 // The model must hold W_post; `increment` holds D = Δ' − Δ per parameter name (f32, parameter
 // shape), `delta_sumsq` is ‖Δ‖² over the same tensors. The model is restored to W_post after.
