@@ -88,7 +88,7 @@ def main():
       "tight floor = `cat base/* >/dev/null; cat post/* > out; sync out` (writes one side, the size of the output). "
       "Eager = bench/eager_ref.py (torch " "per-tensor, the usual merging-script way).")
     w("")
-    w("| op | deltaedit s | RSS MB | floor s | tight floor s | eager s (full pair) | eager RSS MB | "
+    w("| op | deltaedit s | RSS MB | floor s | tight floor s | eager s (full pair) | eager RSS MB (run as measured) | "
       "× vs eager | ÷ floor | ÷ tight floor | load1 |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     res["edit"] = {}
