@@ -3,7 +3,7 @@ JOBS ?= 2
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test demo sanitize fuzz ci bench format clean
+.PHONY: all deps build build-all test demo sanitize fuzz ci bench format clean
 
 all: build
 
@@ -13,10 +13,15 @@ deps:
 $(BUILD)/CMakeCache.txt:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 
+# The CLI only (what `make demo` needs).
 build: deps $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j$(JOBS) --target deltaedit
+
+# Everything: CLI, tests, benchmarks.
+build-all: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j$(JOBS)
 
-test: build
+test: build-all
 	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 demo: build
@@ -37,7 +42,7 @@ fuzz: deps
 	@cmake --build build-fuzz -j$(JOBS)
 	@scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
 
-bench: build
+bench: build-all
 	@bench/run.sh $(BUILD)
 
 format:

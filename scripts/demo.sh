@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the bundled Llama fixture pair.
+# The main job on the embedded default: the paper's experiments on the shipped in-house pair
+# (models/zoo), then a quick tour of the checkpoint tools on the bundled Llama fixture pair.
 set -euo pipefail
 BIN=${1:-build/deltaedit}
-DATA=tests/data/hf-reference/llama
 OUT=${DEMO_OUT:-out/demo}
-rm -rf "$OUT" && mkdir -p "$OUT"
-echo "== inspect post (BF16, 4 shards)"
-"$BIN" inspect "$DATA/post_bf16_sharded"
-echo "== delta statistics: F32 base vs BF16 sharded post"
-"$BIN" stats --base "$DATA/base" --post "$DATA/post_bf16_sharded"
-echo "== BitDelta as a 1-bit delta pack, rebuilt with apply"
-"$BIN" edit --base "$DATA/base" --post "$DATA/post_bf16_sharded" --op bitdelta --pack --out "$OUT/bitdelta.pack"
-"$BIN" inspect "$OUT/bitdelta.pack"
-"$BIN" apply --base "$DATA/base" --pack "$OUT/bitdelta.pack" --out "$OUT/bitdelta"
-"$BIN" verify "$OUT/bitdelta"
+start=$(date +%s)
+echo "== deltaedit demo: sweep F1, T1, F3, F4, F5, F6 on models/zoo -> $OUT"
+"$BIN" demo --out "$OUT"
+DATA=tests/data/hf-reference/llama
+TOUR="$OUT/tour"
+rm -rf "$TOUR" && mkdir -p "$TOUR"
+echo "== BitDelta as a 1-bit delta pack of the BF16 sharded fixture, rebuilt bit for bit with apply"
+"$BIN" edit --base "$DATA/base" --post "$DATA/post_bf16_sharded" --op bitdelta --pack --out "$TOUR/bitdelta.pack"
+"$BIN" apply --base "$DATA/base" --pack "$TOUR/bitdelta.pack" --out "$TOUR/bitdelta"
+"$BIN" verify "$TOUR/bitdelta"
+echo "== done in $(( $(date +%s) - start )) s; open $OUT/report/index.html"

@@ -1,6 +1,8 @@
 // eval, grad, approx: subcommands that run the model (libtorch).
 #include <torch/torch.h>
 
+#include <chrono>
+#include <fstream>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -8,6 +10,7 @@
 #include "cli/common.h"
 #include "engine/edit_engine.h"
 #include "engine/pairing.h"
+#include "experiments/sweep.h"
 #include "experiments/zoo.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
@@ -237,10 +240,72 @@ Command add_zoo(CLI::App& app) {
           }};
 }
 
+int run_sweep_cli(const experiments::SweepConfig& cfg, const fs::path& out) {
+  ProgressLine bar("sweep", stderr_is_tty());
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = experiments::run_sweep(cfg, out, [&](size_t d, size_t n, const std::string& cur) {
+    bar.update(double(d), double(n), fmt::format("{}/{} {}", d, n, cur.substr(0, 28)));
+    if (!stderr_is_tty() && d < n) std::cerr << fmt::format("[{}/{}] {}\n", d, n, cur);
+  });
+  bar.finish();
+  const auto& mo = r["models"];
+  std::cout << fmt::format("base accuracy {:.3f} loss {:.4f}; post accuracy {:.3f} loss {:.4f}\n",
+                           mo["base"]["accuracy"].get<double>(), mo["base"]["loss"].get<double>(),
+                           mo["post"]["accuracy"].get<double>(), mo["post"]["loss"].get<double>());
+  std::cout << fmt::format("{} edits measured in {:.0f} s; report: {}\n", r["timing"]["points"].get<size_t>(),
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                           (out / "report/index.html").string());
+  return kOk;
+}
+
+Command add_sweep(CLI::App& app) {
+  auto* sub = app.add_subcommand("sweep", "Run the paper's experiments (F1, T1, F3, F4, F5, F6) from a JSON config");
+  sub->footer("CONFIG (JSON): {\"base\", \"post\", \"eval_data\", \"loss_data\", \"seed\", \"eval_examples\",\n"
+              "\"loss_examples\", \"max_new_tokens\", \"steps\", \"experiments\": {\"F1\": {\"p\": [...], \"k\": [...]}, ...}}.\n"
+              "Paths are relative to the config file. Resumable: finished points are kept in OUT/points and\n"
+              "not recomputed; Ctrl-C leaves them intact. Writes OUT/results.json, OUT/<ID>.csv, OUT/report/index.html.\n"
+              "`deltaedit sweep --print-full-grid` prints the full grid of the paper to start a config from.\n"
+              "Example:\n  deltaedit sweep docs/sweep-example.json --out sweep-llama3");
+  auto config = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto print_grid = std::make_shared<bool>(false);
+  sub->add_option("CONFIG", *config, "sweep configuration (JSON)");
+  sub->add_option("--out", *out, "output directory (resumed when it holds the same sweep)");
+  sub->add_flag("--print-full-grid", *print_grid, "print the full experiment grid as JSON and exit");
+  return {sub, [=] {
+            if (*print_grid) {
+              std::cout << experiments::full_grid_json().dump(2) << "\n";
+              return int(kOk);
+            }
+            if (config->empty() || out->empty()) throw Error(ErrorKind::Usage, "sweep needs CONFIG and --out DIR");
+            std::ifstream in(*config, std::ios::binary);
+            if (!in) throw Error(ErrorKind::Io, "cannot open sweep config", *config);
+            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            auto j = io::parse_json_strict(text, *config);
+            auto cfg = experiments::SweepConfig::from_json(j, fs::path(*config).parent_path());
+            return run_sweep_cli(cfg, *out);
+          }};
+}
+
+Command add_demo(CLI::App& app) {
+  auto* sub = app.add_subcommand("demo", "The paper's experiments on the shipped in-house model pair, with a report");
+  sub->footer("Runs the built-in sweep (reduced grid) on models/zoo: base = pre-trained, post = post-trained on\n"
+              "GSM8K-format arithmetic. Writes OUT/report/index.html, OUT/results.json and CSVs. Resumable.\n"
+              "Example:\n  deltaedit demo --out out/demo");
+  auto out = std::make_shared<std::string>("out/demo");
+  auto zoo = std::make_shared<std::string>(DELTAEDIT_DEFAULT_ZOO);
+  sub->add_option("--out", *out, "output directory (default out/demo)");
+  sub->add_option("--zoo", *zoo, "model pair directory made by `deltaedit zoo` (default: the shipped one)");
+  return {sub, [=] {
+            auto cfg = experiments::SweepConfig::from_json(experiments::demo_config_json(*zoo), {});
+            return run_sweep_cli(cfg, *out);
+          }};
+}
+
 }  // namespace
 
 std::vector<Command> add_torch_commands(CLI::App& app) {
-  return {add_eval(app), add_grad(app), add_approx(app), add_zoo(app)};
+  return {add_eval(app), add_grad(app), add_approx(app), add_zoo(app), add_sweep(app), add_demo(app)};
 }
 
 }  // namespace deltaedit::cli

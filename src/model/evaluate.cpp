@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -116,19 +117,55 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
   std::optional<int64_t> eos;
   if (auto e = tok.eos_id()) eos = *e;
   else if (model.config().eos_token_id) eos = *model.config().eos_token_id;
-  for (const auto& rec : records) {
-    io::check_interrupted();
+  // Prompts of equal token length decode together with one KV cache (no padding needed), in
+  // groups of at most kGroup; every sequence's greedy path is its own.
+  constexpr size_t kGroup = 64;
+  std::map<size_t, std::vector<size_t>> by_len;
+  std::vector<std::vector<int32_t>> prompts(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& rec = records[i];
     if (rec.prompt.empty() && rec.response.empty())
       throw Error(ErrorKind::Format, fmt::format("line {}: accuracy needs {{\"prompt\",\"response\"}} records", rec.line));
-    auto p32 = tok.encode(rec.prompt, true);
-    std::vector<int64_t> prompt(p32.begin(), p32.end());
-    auto gen = model.generate(prompt, max_new_tokens, eos);
-    std::vector<int32_t> g32(gen.begin(), gen.end());
-    std::string text = tok.decode(g32, true);
-    ++r.examples;
-    r.correct += zoo::answers_match(zoo::extract_answer(text), zoo::extract_answer(rec.response));
-    r.outputs.push_back(std::move(text));
+    prompts[i] = tok.encode(rec.prompt, true);
+    by_len[prompts[i].size()].push_back(i);
   }
+  r.outputs.assign(records.size(), {});
+  std::vector<bool> ok(records.size(), false);
+  for (const auto& [len, all] : by_len) {
+    for (size_t g0 = 0; g0 < all.size(); g0 += kGroup) {
+      io::check_interrupted();
+      std::vector<size_t> idx(all.begin() + g0, all.begin() + std::min(all.size(), g0 + kGroup));
+      const int64_t B = int64_t(idx.size());
+      auto ids = torch::empty({B, int64_t(len)}, torch::kInt64);
+      auto pa = ids.accessor<int64_t, 2>();
+      for (int64_t b = 0; b < B; ++b)
+        for (size_t t = 0; t < len; ++t) pa[b][int64_t(t)] = prompts[idx[size_t(b)]][t];
+      KVCache cache;
+      auto logits = model.forward(ids.to(model.device()), cache);
+      std::vector<std::vector<int32_t>> gen(static_cast<size_t>(B));
+      std::vector<bool> done(static_cast<size_t>(B), false);
+      for (int64_t step = 0; step < max_new_tokens; ++step) {
+        auto next = logits.select(1, logits.size(1) - 1).argmax(-1).to(torch::kCPU);
+        auto pn = next.accessor<int64_t, 1>();
+        bool all_done = true;
+        for (int64_t b = 0; b < B; ++b) {
+          if (done[size_t(b)]) continue;
+          gen[size_t(b)].push_back(int32_t(pn[b]));
+          if (eos && pn[b] == *eos) done[size_t(b)] = true;
+          all_done = all_done && done[size_t(b)];
+        }
+        if (all_done || step + 1 == max_new_tokens) break;
+        logits = model.forward(next.view({B, 1}).to(model.device()), cache);
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        const size_t i = idx[size_t(b)];
+        r.outputs[i] = tok.decode(gen[size_t(b)], true);
+        ok[i] = zoo::answers_match(zoo::extract_answer(r.outputs[i]), zoo::extract_answer(records[i].response));
+      }
+    }
+  }
+  r.examples = records.size();
+  for (bool b : ok) r.correct += b;
   return r;
 }
 

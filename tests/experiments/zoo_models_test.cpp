@@ -1,0 +1,152 @@
+// The shipped in-house pair meets its bars; zoo training is deterministic; sweep points resume.
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "experiments/sweep.h"
+#include "experiments/zoo.h"
+#include "io/checkpoint.h"
+#include "model/evaluate.h"
+#include "text/dataset.h"
+#include "text/zoo_answer.h"
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+using namespace deltaedit;
+
+namespace {
+const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string t = (fs::temp_directory_path() / "deltaedit-exp-XXXXXX").string();
+    path = ::mkdtemp(t.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+std::string read(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+}  // namespace
+
+// The bars of the shipped pair, measured on 200 held-out problems (disjoint from training).
+TEST(ZooModels, ShippedPairMeetsAccuracyBars) {
+  auto tok = text::Tokenizer::load(kZoo / "post");
+  auto recs = text::load_jsonl(kZoo / "data/tasks_test.jsonl", &tok, {0, 200});
+  ASSERT_EQ(recs.size(), 200u);
+  auto post = model::Model::load(io::Checkpoint::open(kZoo / "post"));
+  auto base = model::Model::load(io::Checkpoint::open(kZoo / "base"));
+  const double post_acc = model::dataset_accuracy(post, tok, recs, 48).accuracy();
+  const double base_acc = model::dataset_accuracy(base, tok, recs, 48).accuracy();
+  EXPECT_GE(post_acc, 0.80);
+  EXPECT_LE(base_acc, 0.20);
+  RecordProperty("post_accuracy", std::to_string(post_acc));
+  RecordProperty("base_accuracy", std::to_string(base_acc));
+  // The model cards record what the bars need.
+  auto card = nlohmann::json::parse(read(kZoo / "post/zoo.json"));
+  EXPECT_GT(card["parameters"].get<int64_t>(), 0);
+  EXPECT_GT(card["post_training"]["tokens_seen"].get<int64_t>(), 0);
+  EXPECT_GT(card["post_training"]["seconds"].get<double>(), 0);
+}
+
+// Batched decoding (equal-length prompts share a KV cache) gives each prompt its own greedy path.
+TEST(ZooModels, BatchedAccuracyMatchesOneByOneDecoding) {
+  auto tok = text::Tokenizer::load(kZoo / "post");
+  auto recs = text::load_jsonl(kZoo / "data/tasks_test.jsonl", &tok, {0, 40});
+  auto m = model::Model::load(io::Checkpoint::open(kZoo / "post"));
+  auto batched = model::dataset_accuracy(m, tok, recs, 48);
+  size_t correct = 0;
+  for (size_t i = 0; i < recs.size(); ++i) {
+    auto p = tok.encode(recs[i].prompt, true);
+    auto g = m.generate(std::vector<int64_t>(p.begin(), p.end()), 48, tok.eos_id());
+    std::vector<int32_t> g32(g.begin(), g.end());
+    const std::string text = tok.decode(g32, true);
+    EXPECT_EQ(text, batched.outputs[i]) << i;
+    correct += zoo::answers_match(zoo::extract_answer(text), zoo::extract_answer(recs[i].response));
+  }
+  EXPECT_EQ(correct, batched.correct);
+}
+
+// Same seed and threads: identical checkpoints. A different seed: different weights.
+TEST(Zoo, TrainingIsDeterministic) {
+  TempDir t;
+  experiments::ZooOptions o;
+  o.hidden = 32;
+  o.intermediate = 64;
+  o.layers = 1;
+  o.heads = 2;
+  o.kv_heads = 1;
+  o.vocab = 300;
+  o.pretrain_steps = 3;
+  o.sft_steps = 3;
+  o.pretrain_batch = o.sft_batch = 4;
+  o.n_train = 200;
+  o.n_test = 20;
+  o.n_eval = 4;
+  o.corpus_bytes = 20000;
+  o.threads = 1;
+  experiments::build_zoo(t.path / "a", o);
+  experiments::build_zoo(t.path / "b", o);
+  o.seed = 2;
+  experiments::build_zoo(t.path / "c", o);
+  for (const char* f : {"base/model.safetensors", "post/model.safetensors", "post/tokenizer.json",
+                        "data/tasks_test.jsonl"})
+    EXPECT_EQ(read(t.path / "a" / f), read(t.path / "b" / f)) << f;
+  EXPECT_NE(read(t.path / "a/post/model.safetensors"), read(t.path / "c/post/model.safetensors"));
+  EXPECT_EQ(io::Checkpoint::open(t.path / "a/post").config()->architecture, "LlamaForCausalLM");
+  EXPECT_THROW(experiments::build_zoo(t.path / "a", o), Error);  // never over an existing output
+}
+
+TEST(Sweep, PointsAndConfigValidation) {
+  auto pts = experiments::expand_points(experiments::full_grid_json());
+  std::map<std::string, size_t> n;
+  for (const auto& p : pts) ++n[p.experiment];
+  EXPECT_EQ(n["F1"], 45u);
+  EXPECT_EQ(n["T1"], 18u);
+  EXPECT_EQ(n["F3"], 17u);
+  EXPECT_EQ(n["F4"], 6u);
+  EXPECT_EQ(n["F5"], 8u);
+  EXPECT_EQ(n["F6"], 21u);
+  std::set<std::string> ids;
+  for (const auto& p : pts) EXPECT_TRUE(ids.insert(p.id).second) << p.id;
+  nlohmann::json bad = experiments::demo_config_json(kZoo);
+  bad["experiments"]["F9"] = nlohmann::json::object();
+  EXPECT_THROW(experiments::SweepConfig::from_json(bad, {}), Error);
+  nlohmann::json bad2 = experiments::demo_config_json(kZoo);
+  bad2["experiments"]["F1"]["p"] = {1.0};  // dare p=1 divides by zero: refused before any work
+  EXPECT_THROW(experiments::expand_points(bad2["experiments"]), Error);
+}
+
+// A small sweep writes every artefact; a second run reuses the finished points.
+TEST(Sweep, RunsAndResumes) {
+  TempDir t;
+  auto j = experiments::demo_config_json(kZoo);
+  j["eval_examples"] = 8;
+  j["loss_examples"] = 8;
+  j["steps"] = 2;
+  j["experiments"] = {{"F4", {{"bits", {0, 4}}}}, {"F6", {{"alpha", {-1.0, 0.5}}}}, {"T1", {{"k", {0.9}}}}};
+  auto cfg = experiments::SweepConfig::from_json(j, {});
+  auto r1 = experiments::run_sweep(cfg, t.path / "s");
+  ASSERT_EQ(r1["experiments"]["F4"].size(), 2u);
+  ASSERT_EQ(r1["experiments"]["T1"].size(), 3u);
+  for (const char* f : {"results.json", "report/index.html", "F4.csv", "F6.csv", "T1.csv"})
+    EXPECT_TRUE(fs::exists(t.path / "s" / f)) << f;
+  // α = −1 gives the base: its ΔL is L(base) − L(post).
+  for (const auto& p : r1["experiments"]["F6"])
+    if (p["params"]["alpha"].get<double>() == -1.0)
+      EXPECT_NEAR(p["loss"].get<double>(), r1["models"]["base"]["loss"].get<double>(), 1e-4);
+  const auto stamp = fs::last_write_time(t.path / "s/points/F4_bits=4.json");
+  auto r2 = experiments::run_sweep(cfg, t.path / "s");
+  EXPECT_EQ(fs::last_write_time(t.path / "s/points/F4_bits=4.json"), stamp);
+  EXPECT_EQ(r2["experiments"], r1["experiments"]);
+  // A different sweep into the same folder is refused.
+  j["seed"] = 99;
+  EXPECT_THROW(experiments::run_sweep(experiments::SweepConfig::from_json(j, {}), t.path / "s"), Error);
+}
