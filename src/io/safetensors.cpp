@@ -49,8 +49,13 @@ const TensorInfo* Header::find(std::string_view name) const {
 }
 
 json parse_json_strict(std::string_view text, const std::string& file) {
+  // The JSON library stops at a NUL byte; a NUL is never valid JSON text, anywhere.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos)
+    fail(file, "NUL byte at offset " + std::to_string(nul) + " of the JSON text");
   std::vector<std::set<std::string>> keys;  // one set per open object
+  std::vector<std::string> owner;           // per open object: the key it is the value of
   std::vector<bool> is_object;              // open containers, innermost last
+  std::string last_key;
   auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
     switch (ev) {
       case json::parse_event_t::object_start:
@@ -58,10 +63,14 @@ json parse_json_strict(std::string_view text, const std::string& file) {
         if (depth >= kMaxJsonDepth)
           fail(file, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
         is_object.push_back(ev == json::parse_event_t::object_start);
-        if (is_object.back()) keys.emplace_back();
+        if (is_object.back()) {
+          keys.emplace_back();
+          owner.push_back(keys.size() == 1 ? std::string() : last_key);
+        }
         break;
       case json::parse_event_t::object_end:
         keys.pop_back();
+        owner.pop_back();
         is_object.pop_back();
         break;
       case json::parse_event_t::array_end:
@@ -69,7 +78,12 @@ json parse_json_strict(std::string_view text, const std::string& file) {
         break;
       case json::parse_event_t::key: {
         const auto& k = parsed.get_ref<const std::string&>();
-        if (!keys.back().insert(k).second) fail(file, "duplicate JSON key '" + k + "'");
+        last_key = k;
+        if (!keys.back().insert(k).second) {
+          // Name the top-level entry (the tensor of a safetensors header) the duplicate sits in.
+          const std::string entry = owner.size() >= 2 ? owner[1] : std::string();
+          fail(file, "duplicate JSON key '" + k + "'" + (owner.size() > 2 ? " (nested)" : ""), entry);
+        }
         break;
       }
       default:
@@ -249,12 +263,17 @@ std::span<const std::byte> SafetensorsFile::data(std::string_view name) const {
   return data(*t);
 }
 
-void SafetensorsFile::release(const TensorInfo& t) const {
-  if (!map_) return;
-  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
-  uint64_t lo = header_.data_offset() + t.begin;
-  uint64_t hi = header_.data_offset() + t.end;
-  lo = (lo + page - 1) / page * page;  // only whole pages inside the tensor
+void SafetensorsFile::release(const TensorInfo& t) const { release_range(t, 0, t.nbytes()); }
+
+void SafetensorsFile::release_range(const TensorInfo& t, uint64_t offset, uint64_t bytes) const {
+  if (!map_ || t.end < t.begin) return;
+  const uint64_t size = t.end - t.begin;
+  if (offset >= size) return;
+  bytes = std::min(bytes, size - offset);
+  static const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  uint64_t lo = header_.data_offset() + t.begin + offset;
+  uint64_t hi = std::min(lo + bytes, size_);
+  lo = (lo + page - 1) / page * page;  // only whole pages inside the range
   hi = hi / page * page;
   if (hi > lo) ::madvise(const_cast<std::byte*>(map_) + lo, hi - lo, MADV_DONTNEED);
 }
