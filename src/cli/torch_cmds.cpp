@@ -229,7 +229,7 @@ Command add_zoo(CLI::App& app) {
   sub->add_option("--sft-steps", o->sft_steps, "post-training steps");
   sub->add_option("--hidden", o->hidden, "hidden size");
   sub->add_option("--layers", o->layers, "layers");
-  sub->add_option("--threads", o->threads, "CPU threads (default 2; part of the determinism key)");
+  sub->add_option("--threads", o->threads, "CPU threads (default 1, as the shipped pair; part of the determinism key)");
   sub->add_option("--eval", o->n_eval, "test problems used for the accuracy bars");
   return {sub, [=] {
             auto s = experiments::build_zoo(*out, *o, [](const std::string& m) { std::cerr << m << std::endl; });
