@@ -177,6 +177,11 @@ void Checkpoint::release(std::string_view name) const {
   files_[r.file].release(*r.info);
 }
 
+void Checkpoint::release_range(std::string_view name, uint64_t offset, uint64_t bytes) const {
+  const auto& r = ref(name);
+  files_[r.file].release_range(*r.info, offset, bytes);
+}
+
 const std::string& Checkpoint::file_of(std::string_view name) const { return file_names_[ref(name).file]; }
 
 uint64_t Checkpoint::total_bytes() const {

@@ -37,6 +37,8 @@ class Checkpoint {
   const TensorInfo& info(std::string_view name) const { return *ref(name).info; }
   std::span<const std::byte> data(std::string_view name) const;
   void release(std::string_view name) const;
+  // Drops the mapped pages of bytes [offset, offset + bytes) of a tensor once consumed.
+  void release_range(std::string_view name, uint64_t offset, uint64_t bytes) const;
   const std::string& file_of(std::string_view name) const;  // file name (no directory)
 
   const std::optional<ModelConfig>& config() const { return config_; }

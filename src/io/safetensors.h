@@ -64,6 +64,9 @@ class SafetensorsFile {
   std::span<const std::byte> data(std::string_view name) const;
   // Let the kernel drop the pages of a tensor already consumed (keeps RSS bounded when streaming).
   void release(const TensorInfo& t) const;
+  // The same for bytes [offset, offset + bytes) of a tensor's data (clamped to the tensor): only
+  // whole pages inside the range are dropped, so the neighbours' bytes stay mapped.
+  void release_range(const TensorInfo& t, uint64_t offset, uint64_t bytes) const;
 
  private:
   SafetensorsFile() = default;
