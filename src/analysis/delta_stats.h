@@ -1,4 +1,10 @@
 // Delta statistics of SPEC §4, accumulated in f64 in a fixed order (thread-count independent).
+//
+// Summation order: element g of a tensor (g counted from the first element ever added to the
+// accumulator) goes to lane g % kLanes; each lane adds its elements in index order; the lanes
+// are folded into the totals in lane order when the statistics are read (or merged). The result
+// therefore depends only on the element sequence, not on how it was cut into add() calls, nor on
+// which thread ran them.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -9,13 +15,25 @@
 
 namespace deltaedit::analysis {
 
+inline constexpr size_t kAccumLanes = 4;
+
 // Running sums for Δ = post − base over one tensor (or a whole model, by merge()).
 struct DeltaAccum {
   uint64_t n = 0, positive = 0, zero = 0, nonfinite = 0;
   double sum = 0, sumsq = 0, sumabs = 0, maxabs = 0, base_sumsq = 0;
   // Accumulate a chunk: base and post in f32, same length.
   void add(std::span<const float> base, std::span<const float> post);
+  // Adds another accumulator's folded totals to this one's totals.
   void merge(const DeltaAccum& o);
+  // A copy whose totals include the pending lanes (and whose lanes are empty).
+  DeltaAccum folded() const;
+
+  // Per-lane partial sums not yet folded into the totals above.
+  struct Lanes {
+    double s[kAccumLanes] = {}, sq[kAccumLanes] = {}, sa[kAccumLanes] = {}, mx[kAccumLanes] = {},
+           bsq[kAccumLanes] = {};
+    uint64_t pos[kAccumLanes] = {}, zer[kAccumLanes] = {}, bad[kAccumLanes] = {};
+  } lanes;
 };
 
 struct DeltaStats {
@@ -28,11 +46,18 @@ struct DeltaStats {
 };
 
 // Statistics of an edit: Δ (original delta) against Δ' (edited delta), D = Δ' − Δ.
+// Same lane scheme as DeltaAccum.
 struct EditAccum {
   uint64_t n = 0, sign_agree = 0, nonzero_pairs = 0, nonfinite = 0;
   double delta_sumsq = 0, edited_sumsq = 0, d_sumsq = 0, dot = 0;
   void add(std::span<const float> delta, std::span<const float> edited);
   void merge(const EditAccum& o);
+  EditAccum folded() const;
+
+  struct Lanes {
+    double dsq[kAccumLanes] = {}, esq[kAccumLanes] = {}, dd[kAccumLanes] = {}, dot[kAccumLanes] = {};
+    uint64_t agree[kAccumLanes] = {}, nz[kAccumLanes] = {}, bad[kAccumLanes] = {};
+  } lanes;
 };
 
 struct EditStats {
