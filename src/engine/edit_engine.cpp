@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <memory>
 #include <mutex>
 
 #include <fmt/format.h>
@@ -26,6 +28,7 @@ namespace deltaedit::engine {
 namespace {
 
 constexpr size_t kChunk = size_t(1) << 20;  // elements per streaming chunk
+constexpr size_t kBlock = 4096;              // elements per in-cache block within a chunk
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -164,54 +167,75 @@ struct ShardWriters {
 
 // W' = base + Δ' in f32, rounded once into the output dtype; streams chunks to `sink`.
 // Also accumulates edit statistics against Δ = post − base when post is given.
-template <class Sink>
+// release(elem_offset, elems) is called once each chunk of the inputs has been consumed.
+// Within a chunk the work goes block by block through small buffers that stay in cache.
+template <class Sink, class Release>
 uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt, std::span<const std::byte> post_bytes,
                         io::DType post_dt, std::span<const float> edited, io::DType out_dt, analysis::EditAccum* acc,
-                        Sink&& sink) {
+                        Sink&& sink, Release&& release) {
   const uint64_t n = edited.size();
   const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8, osz = io::dtype_bits(out_dt) / 8;
-  std::vector<float> b(std::min<uint64_t>(n, kChunk)), d(acc ? b.size() : 0), w(b.size());
-  std::vector<std::byte> o(b.size() * osz);
+  float b[kBlock], d[kBlock], w[kBlock];
+  const auto o = std::make_unique_for_overwrite<std::byte[]>(std::min<uint64_t>(n, kChunk) * osz);
   uint64_t bad = 0;
+  analysis::EditAccum local;  // added in element order; copied out at the end (acc starts empty)
   for (uint64_t off = 0; off < n; off += kChunk) {
     io::check_interrupted();
     const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
-    io::to_f32(base_bytes.subspan(off * bsz, m * bsz), base_dt, std::span(b.data(), m));
-    if (acc) {
-      io::to_f32(post_bytes.subspan(off * psz, m * psz), post_dt, std::span(d.data(), m));
-      for (size_t i = 0; i < m; ++i) d[i] -= b[i];
-      acc->add(std::span(d.data(), m), edited.subspan(off, m));
+    for (size_t k = 0; k < m; k += kBlock) {
+      const size_t c = std::min(kBlock, m - k);
+      const uint64_t at = off + k;
+      const float* e = edited.data() + at;
+      io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
+      if (acc) {
+        io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(d, c));
+        for (size_t i = 0; i < c; ++i) d[i] -= b[i];
+        local.add(std::span<const float>(d, c), std::span(e, c));
+      }
+      uint32_t newly_bad = 0;  // finite base, non-finite sum
+      for (size_t i = 0; i < c; ++i) {
+        w[i] = b[i] + e[i];
+        newly_bad += (std::fabs(w[i]) <= std::numeric_limits<float>::max() ? 0u : 1u) &
+                     (std::fabs(b[i]) <= std::numeric_limits<float>::max() ? 1u : 0u);
+      }
+      bad += newly_bad;
+      auto ns = io::from_f32(std::span<const float>(w, c), out_dt, std::span(o.get() + k * osz, c * osz));
+      bad += ns.overflow;
     }
-    for (size_t i = 0; i < m; ++i) {
-      w[i] = b[i] + edited[off + i];
-      bad += !std::isfinite(w[i]) && std::isfinite(b[i]);
-    }
-    auto ns = io::from_f32(std::span(w.data(), m), out_dt, std::span(o.data(), m * osz));
-    bad += ns.overflow;
-    sink(std::span<const std::byte>(o.data(), m * osz), off * osz);
+    sink(std::span<const std::byte>(o.get(), m * osz), off * osz);
+    release(off, uint64_t(m));
   }
+  if (acc) acc->merge(local);
   return bad;
 }
 
-// Raw copy or dtype conversion of a tensor that is not edited.
-template <class Sink>
-void copy_tensor(std::span<const std::byte> src, io::DType src_dt, io::DType out_dt, uint64_t numel, Sink&& sink) {
+// Raw copy or dtype conversion of a tensor that is not edited. release(byte_offset, bytes) is
+// called once each piece of the source has been consumed.
+template <class Sink, class Release>
+void copy_tensor(std::span<const std::byte> src, io::DType src_dt, io::DType out_dt, uint64_t numel, Sink&& sink,
+                 Release&& release) {
   if (src_dt == out_dt) {
     constexpr size_t kBytes = size_t(64) << 20;
     for (uint64_t off = 0; off < src.size(); off += kBytes) {
       io::check_interrupted();
-      sink(src.subspan(off, std::min<uint64_t>(kBytes, src.size() - off)), off);
+      const uint64_t len = std::min<uint64_t>(kBytes, src.size() - off);
+      sink(src.subspan(off, len), off);
+      release(off, len);
     }
     return;
   }
   const size_t isz = io::dtype_bits(src_dt) / 8, osz = io::dtype_bits(out_dt) / 8;
-  std::vector<float> f(std::min<uint64_t>(numel, kChunk));
-  std::vector<std::byte> o(f.size() * osz);
+  float f[kBlock];
+  const auto o = std::make_unique_for_overwrite<std::byte[]>(std::min<uint64_t>(numel, kChunk) * osz);
   for (uint64_t off = 0; off < numel; off += kChunk) {
     const size_t m = size_t(std::min<uint64_t>(kChunk, numel - off));
-    io::to_f32(src.subspan(off * isz, m * isz), src_dt, std::span(f.data(), m));
-    io::from_f32(std::span(f.data(), m), out_dt, std::span(o.data(), m * osz));
-    sink(std::span<const std::byte>(o.data(), m * osz), off * osz);
+    for (size_t k = 0; k < m; k += kBlock) {
+      const size_t c = std::min(kBlock, m - k);
+      io::to_f32(src.subspan((off + k) * isz, c * isz), src_dt, std::span(f, c));
+      io::from_f32(std::span<const float>(f, c), out_dt, std::span(o.get() + k * osz, c * osz));
+    }
+    sink(std::span<const std::byte>(o.get(), m * osz), off * osz);
+    release(off * isz, uint64_t(m) * isz);
   }
 }
 
@@ -354,12 +378,21 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
   {
     const auto bb = base.data(name), pb = post.data(name);
     const size_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
-    std::vector<float> b(std::min<uint64_t>(n, kChunk));
+    float b[kBlock];
     for (uint64_t off = 0; off < n; off += kChunk) {
       const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
-      io::to_f32(pb.subspan(off * psz, m * psz), pi.dtype, std::span(te.edited.data() + off, m));
-      io::to_f32(bb.subspan(off * bsz, m * bsz), bi.dtype, std::span(b.data(), m));
-      for (size_t i = 0; i < m; ++i) te.edited[off + i] -= b[i];
+      for (size_t k = 0; k < m; k += kBlock) {
+        const size_t c = std::min(kBlock, m - k);
+        const uint64_t at = off + k;
+        float* e = te.edited.data() + at;
+        io::to_f32(pb.subspan(at * psz, c * psz), pi.dtype, std::span(e, c));
+        io::to_f32(bb.subspan(at * bsz, c * bsz), bi.dtype, std::span(b, c));
+        for (size_t i = 0; i < c; ++i) e[i] -= b[i];
+      }
+      // The inputs are read again (from the page cache) when the output is composed; meanwhile
+      // their pages need not stay mapped while the ops run.
+      base.release_range(name, off * bsz, m * bsz);
+      post.release_range(name, off * psz, m * psz);
     }
   }
   std::vector<float> g;
@@ -576,6 +609,11 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     if (edit_it[ot.name]) {
       TensorEdit te = edit_tensor(chain, base, post, ot.name, grad ? &*grad : nullptr);
       const auto& bi = base.info(ot.name);
+      const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
+      const auto release_both = [&](uint64_t off, uint64_t m) {
+        base.release_range(ot.name, off * bsz, m * bsz);
+        post.release_range(ot.name, off * psz, m * psz);
+      };
       out.action = "edited";
       out.ops = te.applied;
       if (req.pack) {
@@ -583,7 +621,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited,
                                            ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) {
                                              std::memcpy(full.data() + off, b.data(), b.size());
-                                           });
+                                           }, release_both);
         auto enc = pack::encode_delta(te.edited, ot.shape, full, te.factors);
         out.encoding = enc.encoding;
         out.stored_bytes = enc.stored_bytes();
@@ -593,16 +631,18 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited,
                                            ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) {
                                              w.write(ot.name, b, off);
-                                           });
+                                           }, release_both);
       }
       out.stats = analysis::EditStats::from(accs[i]);
       base.release(ot.name);
     } else {
       out.action = ot.dtype == pi.dtype ? "copied" : "converted";
+      const auto release_post = [&](uint64_t off, uint64_t bytes) { post.release_range(ot.name, off, bytes); };
       if (req.pack) {
         std::vector<std::byte> full(ot.nbytes());
         copy_tensor(post.data(ot.name), pi.dtype, ot.dtype, pi.numel(),
-                    [&](std::span<const std::byte> b, uint64_t off) { std::memcpy(full.data() + off, b.data(), b.size()); });
+                    [&](std::span<const std::byte> b, uint64_t off) { std::memcpy(full.data() + off, b.data(), b.size()); },
+                    release_post);
         auto enc = pack::encode_raw(full, ot.dtype, ot.shape);
         out.encoding = enc.encoding;
         out.stored_bytes = enc.stored_bytes();
@@ -610,7 +650,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       } else {
         auto& w = writers->of(ot.name);
         copy_tensor(post.data(ot.name), pi.dtype, ot.dtype, pi.numel(),
-                    [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); });
+                    [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); }, release_post);
       }
     }
     post.release(ot.name);
@@ -743,8 +783,11 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
       std::vector<float> edited(numel);
       pack::decode(enc, tm.value("params", json::object()), get, edited, {});
       const auto& bi = base.info(ot.name);
-      out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, {}, bi.dtype, edited, ot.dtype, nullptr,
-                                         [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); });
+      const uint64_t bsz = io::dtype_bits(bi.dtype) / 8;
+      out.nonfinite_out = compose_output(
+          base.data(ot.name), bi.dtype, {}, bi.dtype, edited, ot.dtype, nullptr,
+          [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); },
+          [&](uint64_t off, uint64_t m) { base.release_range(ot.name, off * bsz, m * bsz); });
       base.release(ot.name);
       out.action = "edited";
     }
