@@ -1,20 +1,58 @@
 // dare: Δ' = k·M⊙Δ + (1−k·p)/(1−p)·(1−M)⊙Δ, M~Bernoulli(p); drop: Δ' = (1−M)⊙Δ; biased: dare's formula with a chosen M.
 //
-// Masks: element i is selected (M=1) iff uniform(i) < p, drawn from the keyed Philox stream, so
+// Masks: element i is selected (M=1) iff uniform(i) < p, drawn from the keyed Philox stream
+// (computed kPhiloxBatch counters at a time, the same values as one at a time), so
 // dare and drop with the same (seed, tensor, op index) select the same entries.
 // rescale=l1 (mergekit's convention, generalised to k): the dropped fraction p is replaced by the
 // realised fraction of L1 mass selected, p_m = Σ_M|Δ| / Σ|Δ| (finite entries), so that
 // k·Σ_M|Δ| + c·Σ_{1−M}|Δ| = Σ|Δ|; for k=0 the kept entries keep the tensor's L1 norm exactly.
 // Multipliers are rounded once to f32; each element is one f32 multiply. Non-finite inputs are
 // multiplied like any other value (a NaN stays NaN) and are left out of the l1 sums.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "edit/op_impl.h"
 #include "util/reduce.h"
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define DELTAEDIT_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define DELTAEDIT_KERNEL
+#endif
+
 namespace deltaedit::edit::detail {
 namespace {
+
+// mask[j] = drawn(rng, first + j, p) for j < n, with threshold = KeyedRng::uniform_threshold(p):
+// the same stream and the same comparison, kPhiloxBatch counters at a time.
+DELTAEDIT_KERNEL void draw_mask(util::PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
+                                uint8_t* __restrict mask) {
+  const int64_t t = static_cast<int64_t>(threshold);  // ≤ 2^53: signed compares are exact
+  for (size_t i = 0; i < n; i += util::kPhiloxBatch) {
+    uint32_t w0[util::kPhiloxBatch], w1[util::kPhiloxBatch];
+    util::philox4x32_10_w01(key, first + i, 0, w0, w1);
+    uint8_t m[util::kPhiloxBatch];
+    for (size_t j = 0; j < util::kPhiloxBatch; ++j)
+      m[j] = static_cast<int64_t>(util::KeyedRng::uniform_bits(w0[j], w1[j])) < t ? 1 : 0;
+    const size_t take = std::min(util::kPhiloxBatch, n - i);
+    for (size_t j = 0; j < take; ++j) mask[i + j] = m[j];
+  }
+}
+
+// Calls fn(offset, mask, count) over [0, n) in blocks, mask[j] = drawn(rng, offset + j, p).
+template <class Fn>
+void for_each_mask_block(const util::KeyedRng& rng, size_t n, double p, Fn&& fn) {
+  constexpr size_t kBlock = 4096;
+  uint8_t mask[kBlock];
+  const uint64_t threshold = util::KeyedRng::uniform_threshold(p);
+  for (size_t off = 0; off < n; off += kBlock) {
+    const size_t m = std::min(kBlock, n - off);
+    draw_mask(rng.key(), off, m, threshold, mask);
+    fn(off, mask, m);
+  }
+}
 
 class DareOp final : public OpBase {
  public:
@@ -33,11 +71,16 @@ class DareOp final : public OpBase {
     const float kf = static_cast<float>(k_);
     if (!l1_) {
       const float cf = static_cast<float>((1.0 - k_ * p_) / (1.0 - p_));
-      for (size_t i = 0; i < delta.size(); ++i) delta[i] *= drawn(rng, i, p_) ? kf : cf;
+      for_each_mask_block(rng, delta.size(), p_, [&](size_t off, const uint8_t* m, size_t count) {
+        float* d = delta.data() + off;
+        for (size_t j = 0; j < count; ++j) d[j] *= m[j] != 0 ? kf : cf;
+      });
       return {};
     }
     std::vector<uint8_t> mask(delta.size());
-    for (size_t i = 0; i < delta.size(); ++i) mask[i] = drawn(rng, i, p_) ? 1 : 0;
+    for_each_mask_block(rng, delta.size(), p_, [&](size_t off, const uint8_t* m, size_t count) {
+      std::copy(m, m + count, mask.begin() + static_cast<std::ptrdiff_t>(off));
+    });
     const auto mass = [&](bool selected) {
       return util::ordered_sum(delta.size(), [&](size_t i) {
         return (mask[i] != 0) == selected && std::isfinite(delta[i]) ? std::fabs(static_cast<double>(delta[i]))
@@ -65,9 +108,10 @@ class DropOp final : public OpBase {
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
     if (p_ == 0.0) return {};
     const util::KeyedRng rng = rng_for(ctx);
-    for (size_t i = 0; i < delta.size(); ++i) {
-      if (drawn(rng, i, p_)) delta[i] = 0.0f;
-    }
+    for_each_mask_block(rng, delta.size(), p_, [&](size_t off, const uint8_t* m, size_t count) {
+      float* d = delta.data() + off;
+      for (size_t j = 0; j < count; ++j) d[j] = m[j] != 0 ? 0.0f : d[j];
+    });
     return {};
   }
 

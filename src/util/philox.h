@@ -7,6 +7,7 @@
 #pragma once
 #include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -30,6 +31,44 @@ constexpr PhiloxCounter philox4x32_10(PhiloxCounter c, PhiloxKey k) noexcept {
          static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k[1], static_cast<uint32_t>(p0)};
   }
   return c;
+}
+
+// Philox4x32-10 on kPhiloxBatch consecutive counters {first + j, lane, 0} at once, returning
+// words 0 and 1 of each block: the same values as philox4x32_10 one counter at a time, laid out
+// lane by lane so the rounds vectorise (32×32→64 multiplies on independent counters).
+inline constexpr size_t kPhiloxBatch = 8;
+inline void philox4x32_10_w01(PhiloxKey k, uint64_t first, uint32_t lane, uint32_t (&w0)[kPhiloxBatch],
+                              uint32_t (&w1)[kPhiloxBatch]) noexcept {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  uint32_t c0[kPhiloxBatch], c1[kPhiloxBatch], c2[kPhiloxBatch], c3[kPhiloxBatch];
+  for (size_t j = 0; j < kPhiloxBatch; ++j) {
+    const uint64_t i = first + j;
+    c0[j] = static_cast<uint32_t>(i);
+    c1[j] = static_cast<uint32_t>(i >> 32);
+    c2[j] = lane;
+    c3[j] = 0u;
+  }
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k[0] += kW0;
+      k[1] += kW1;
+    }
+    for (size_t j = 0; j < kPhiloxBatch; ++j) {
+      const uint64_t p0 = uint64_t{kM0} * c0[j];
+      const uint64_t p1 = uint64_t{kM1} * c2[j];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[j] ^ k[0];
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[j] ^ k[1];
+      c1[j] = static_cast<uint32_t>(p1);
+      c3[j] = static_cast<uint32_t>(p0);
+      c0[j] = n0;
+      c2[j] = n2;
+    }
+  }
+  for (size_t j = 0; j < kPhiloxBatch; ++j) {
+    w0[j] = c0[j];
+    w1[j] = c1[j];
+  }
 }
 
 // FNV-1a, 64 bit: a stable hash of tensor names (independent of the standard library).
@@ -77,6 +116,14 @@ class KeyedRng {
     const PhiloxCounter w = words(i, lane);
     return static_cast<double>(bits53(w[0], w[1])) * 0x1.0p-53;
   }
+
+  // uniform(i, lane) < p  ⇔  (53-bit word of element i) < uniform_threshold(p): the draw
+  // x·2^-53 < p holds exactly when the integer x is below ⌈p·2^53⌉ (p·2^53 is exact). p in [0, 1].
+  static uint64_t uniform_threshold(double p) noexcept {
+    return static_cast<uint64_t>(std::ceil(p * 0x1.0p53));
+  }
+  // The 53-bit integer behind uniform(): uniform(i) == uniform_bits(w0, w1) · 2^-53.
+  static constexpr uint64_t uniform_bits(uint32_t w0, uint32_t w1) noexcept { return bits53(w0, w1); }
 
   // Uniform in [0, 1) with 24 random bits (word 0).
   float uniform_float(uint64_t i, uint32_t lane = 0) const noexcept {
