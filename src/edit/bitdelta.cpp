@@ -11,6 +11,7 @@
 // part in any statistic and pass through unchanged.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "edit/op_impl.h"
@@ -82,14 +83,53 @@ class BitDeltaOp final : public OpBase {
     return static_cast<float>(s_ * st);
   }
 
+  // block_value over the finite |x| (mean or rms) without gathering them: the same sums in the
+  // same order as util::ordered_sum over the gathered array (blocks of kReduceBlock finite
+  // entries, each summed in index order, block sums added in block order).
+  float finite_block_value(std::span<const float> x) const {
+    double total = 0.0, block = 0.0;
+    size_t count = 0, in_block = 0;
+    for (float v : x) {
+      if (!std::isfinite(v)) continue;
+      const double a = std::fabs(static_cast<double>(v));
+      block += stat_ == Stat::Rms ? static_cast<double>(std::fabs(v)) * std::fabs(v) : a;
+      ++count;
+      if (++in_block == util::kReduceBlock) {
+        total += block;
+        block = 0.0;
+        in_block = 0;
+      }
+    }
+    if (in_block != 0) total += block;
+    if (count == 0) return 0.0f;
+    const double st = stat_ == Stat::Rms ? std::sqrt(total / static_cast<double>(count))
+                                         : total / static_cast<double>(count);
+    return static_cast<float>(s_ * st);
+  }
+
+  // x ← signed_value(x, value) on the finite entries (NaN and ±Inf unchanged), branch-free.
+  void set_signs(std::span<float> x, float value) const {
+    const float neg = -value, zero = plus_ ? value : 0.0f;
+    for (float& v : x) {
+      const float r = v > 0.0f ? value : (v < 0.0f ? neg : zero);
+      v = std::fabs(v) <= std::numeric_limits<float>::max() ? r : v;
+    }
+  }
+
   void scope(std::span<float> x, std::vector<uint64_t>& keys, std::vector<float>& mags) const {
     if (bits_ == 0) {
+      float value = 0.0f;
+      if (stat_ != Stat::Median) {
+        value = finite_block_value(x);
+        set_signs(x, value);
+        return;
+      }
       mags.clear();
+      mags.reserve(x.size());
       for (float v : x) {
         if (std::isfinite(v)) mags.push_back(std::fabs(v));
       }
-      float value = 0.0f;
-      if (stat_ == Stat::Median && !mags.empty()) {
+      if (!mags.empty()) {
         // Linear-time median: the upper middle by nth_element, the lower middle is the largest
         // value before it.
         const size_t mid = mags.size() / 2;
@@ -97,15 +137,12 @@ class BitDeltaOp final : public OpBase {
         const double hi = mags[mid];
         const double lo = mags.size() % 2 == 1 ? hi : *std::max_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mid));
         value = static_cast<float>(s_ * (mags.size() % 2 == 1 ? hi : 0.5 * (lo + hi)));
-      } else {
-        value = block_value(mags.data(), mags.size());
       }
-      for (float& v : x) {
-        if (std::isfinite(v)) v = signed_value(v, value);
-      }
+      set_signs(x, value);
       return;
     }
     keys.clear();
+    keys.reserve(x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       if (std::isfinite(x[i])) keys.push_back((uint64_t{abs_bits(x[i])} << 32) | i);
     }
