@@ -35,7 +35,8 @@ constexpr PhiloxCounter philox4x32_10(PhiloxCounter c, PhiloxKey k) noexcept {
 
 // Philox4x32-10 on kPhiloxBatch consecutive counters {first + j, lane, 0} at once, returning
 // words 0 and 1 of each block: the same values as philox4x32_10 one counter at a time, laid out
-// lane by lane so the rounds vectorise (32×32→64 multiplies on independent counters).
+// lane by lane (independent counters). The portable batch; hot loops may use a SIMD version of
+// the same rounds (edit/dare.cpp).
 inline constexpr size_t kPhiloxBatch = 8;
 inline void philox4x32_10_w01(PhiloxKey k, uint64_t first, uint32_t lane, uint32_t (&w0)[kPhiloxBatch],
                               uint32_t (&w1)[kPhiloxBatch]) noexcept {
