@@ -83,7 +83,8 @@ Command add_edit(CLI::App& app) {
   sub->add_option("--threads", req->threads, "worker threads (default 2); output bytes do not depend on it")
       ->check(CLI::Range(1u, 256u));
   sub->add_option("--dtype", *dtype, "output dtype of floating tensors: F32, BF16, F16, F64 (default: post's)");
-  sub->add_option("--max-shard-size", *shard, "reshard the output, e.g. 5GB, 500MB (default: post's layout)");
+  sub->add_option("--max-shard-size", *shard,
+                  "reshard the output at this size, e.g. 5GB, 500MB (default: post's shards; a single-file post is split at 5GB)");
   sub->add_option("--grad", *grad, "safetensors file of ∇L(W_post) per tensor (for biased:by=grad)");
   sub->add_flag("--dry-run", req->dry_run, "print the plan with memory, disk and time estimates, write nothing");
   sub->add_flag("--json", *as_json, "machine-readable report");

@@ -28,6 +28,7 @@ namespace deltaedit::engine {
 namespace {
 
 constexpr size_t kChunk = size_t(1) << 20;  // elements per streaming chunk
+constexpr uint64_t kDefaultMaxShard = 5'000'000'000;
 constexpr size_t kBlock = 4096;              // elements per in-cache block within a chunk
 
 std::string read_text(const fs::path& p) {
@@ -95,6 +96,11 @@ OutLayout plan_layout_like(const io::Checkpoint& post, const std::vector<std::st
     const auto& ti = post.info(n);
     L.tensors.push_back({n, dtype_of(n), ti.shape, 0});
   }
+  // A single-file post stays one file up to the Hugging Face default shard size (5 GB); beyond
+  // it the output is sharded at that size. A sharded post keeps its layout unless asked.
+  uint64_t total = 0;
+  for (const auto& t : L.tensors) total += t.nbytes();
+  if (!max_shard && !post.is_sharded() && total > kDefaultMaxShard) max_shard = kDefaultMaxShard;
   if (max_shard) {
     std::vector<uint64_t> sizes;
     for (auto& t : L.tensors) {
