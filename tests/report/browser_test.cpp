@@ -16,54 +16,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "browser_util.h"
 #include "report/html.h"
 #include "report/svg.h"
 
 namespace dr = deltaedit::report;
+using namespace deltaedit::report::testing;
 
 namespace {
-
-constexpr const char* kChromium = "/usr/bin/chromium";
-
-std::filesystem::path make_temp_dir(const std::string& tag) {
-  std::string pattern = (std::filesystem::temp_directory_path() / ("deltaedit-" + tag + "-XXXXXX")).string();
-  if (::mkdtemp(pattern.data()) == nullptr) return {};
-  return pattern;
-}
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-// Attributes of the start tag beginning at `at` (name="value" or name='value').
-std::map<std::string, std::string> tag_attributes(const std::string& doc, std::size_t at) {
-  std::map<std::string, std::string> attrs;
-  std::size_t i = doc.find_first_of(" \t\n>", at);
-  while (i < doc.size() && doc[i] != '>') {
-    while (i < doc.size() && (doc[i] == ' ' || doc[i] == '\t' || doc[i] == '\n' || doc[i] == '/')) ++i;
-    if (i >= doc.size() || doc[i] == '>') break;
-    const std::size_t name_end = doc.find_first_of("= \t\n>", i);
-    const std::string name = doc.substr(i, name_end - i);
-    i = name_end;
-    if (i < doc.size() && doc[i] == '=') {
-      const char quote = doc[i + 1];
-      const std::size_t end = doc.find(quote, i + 2);
-      attrs[name] = doc.substr(i + 2, end - i - 2);
-      i = end + 1;
-    } else {
-      attrs[name] = "";
-    }
-  }
-  return attrs;
-}
-
-std::size_t count(const std::string& s, const std::string& needle) {
-  std::size_t n = 0;
-  for (auto p = s.find(needle); p != std::string::npos; p = s.find(needle, p + needle.size())) ++n;
-  return n;
-}
-
 dr::Report sample_report() {
   dr::Report r("deltaedit browser check");
   r.add_summary("model", "tiny").add_summary("post accuracy", dr::Cell::percent(0.754));
@@ -102,20 +62,6 @@ dr::Report sample_report() {
   r.add_claims({{"F1", "accuracy flat for k in [0.5, 1.5]", "flat", "reproduced", dr::Verdict::Supported}});
   return r;
 }
-
-int run(const std::string& cmd) {
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string chromium_command(const std::filesystem::path& profile, const std::string& extra,
-                             const std::filesystem::path& page) {
-  return std::string("timeout 60 ") + kChromium +
-         " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
-         " --disable-component-update --disable-sync --disable-dev-shm-usage --hide-scrollbars"
-         " --user-data-dir='" + profile.string() + "' " + extra + " 'file://" + page.string() + "'";
-}
-
 }  // namespace
 
 TEST(Browser, ChromiumRendersTheReport) {

@@ -25,18 +25,18 @@
 
 #include "report/cell.h"
 #include "report/correlation.h"
+#include "browser_util.h"
 #include "report/html.h"
 #include "report/svg.h"
 #include "report/sweep_report.h"
 
 namespace dr = deltaedit::report;
+using namespace deltaedit::report::testing;
 using nlohmann::json;
 
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr const char* kChromium = "/usr/bin/chromium";
-
 // ---------------------------------------------------------------- synthetic data
 
 struct Shape {
@@ -187,55 +187,12 @@ json damaged_results() {
   r["timing"] = nullptr;
   return r;
 }
-
-// ---------------------------------------------------------------- helpers
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
-std::filesystem::path make_temp_dir(const std::string& tag) {
-  std::string pattern = (std::filesystem::temp_directory_path() / ("deltaedit-" + tag + "-XXXXXX")).string();
-  if (::mkdtemp(pattern.data()) == nullptr) return {};
-  return pattern;
-}
-
-std::size_t count(const std::string& s, const std::string& needle) {
-  std::size_t n = 0;
-  for (auto p = s.find(needle); p != std::string::npos; p = s.find(needle, p + needle.size())) ++n;
-  return n;
-}
-
 std::vector<std::string> files_in(const std::filesystem::path& dir) {
   std::vector<std::string> out;
   for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
     if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), dir).generic_string());
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// Attributes of the start tag at `at` (name="value" or name='value').
-std::map<std::string, std::string> tag_attributes(const std::string& doc, std::size_t at) {
-  std::map<std::string, std::string> attrs;
-  std::size_t i = doc.find_first_of(" \t\n>", at);
-  while (i < doc.size() && doc[i] != '>') {
-    while (i < doc.size() && std::isspace(static_cast<unsigned char>(doc[i]))) ++i;
-    if (i < doc.size() && doc[i] == '/') ++i;
-    if (i >= doc.size() || doc[i] == '>') break;
-    const std::size_t name_end = doc.find_first_of("= \t\n/>", i);
-    const std::string name = doc.substr(i, name_end - i);
-    i = name_end;
-    if (i < doc.size() && doc[i] == '=') {
-      const char quote = doc[i + 1];
-      const std::size_t end = doc.find(quote, i + 2);
-      attrs[name] = doc.substr(i + 2, end - i - 2);
-      i = end + 1;
-    } else {
-      attrs[name] = "";
-    }
-  }
-  return attrs;
 }
 
 // Balanced, properly nested tags with quoted attributes and known entities;
@@ -542,20 +499,6 @@ TEST(SweepReport, MissingExperimentsNullsAndNaNs) {
 // ---------------------------------------------------------------- headless Chromium
 
 namespace {
-
-int run(const std::string& cmd) {
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string chromium_command(const std::filesystem::path& profile, const std::string& extra,
-                             const std::filesystem::path& page) {
-  return std::string("timeout 60 ") + kChromium +
-         " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
-         " --disable-component-update --disable-sync --disable-dev-shm-usage --hide-scrollbars"
-         " --user-data-dir='" + profile.string() + "' " + extra + " 'file://" + page.string() + "'";
-}
-
 }  // namespace
 
 TEST(SweepReportBrowser, ChromiumRendersEveryChart) {
