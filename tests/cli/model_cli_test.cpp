@@ -36,6 +36,8 @@ TEST(ModelCli, TokenizeMatchesTheLibrary) {
   EXPECT_EQ(j["tokens"].size(), j["ids"].size());
 }
 
+#ifdef DELTAEDIT_HAVE_TORCH  // eval, grad, approx and zoo exist only in the libtorch build
+
 TEST(ModelCli, EvalGradApproxJson) {
   TempDir t;
   const std::string data = (kZoo / "data/eval.jsonl").string();
@@ -101,3 +103,5 @@ TEST(ModelCli, ErrorsNameTheProblem) {
   auto c = run_cli({"zoo", "--out", (kZoo).string()});
   EXPECT_EQ(c.status, 2);  // never over an existing directory
 }
+
+#endif  // DELTAEDIT_HAVE_TORCH
