@@ -102,6 +102,17 @@ TEST(ModelCli, ErrorsNameTheProblem) {
   EXPECT_NE(u.err.find("tokenizer"), std::string::npos) << u.err;
   auto c = run_cli({"zoo", "--out", (kZoo).string()});
   EXPECT_EQ(c.status, 2);  // never over an existing directory
+  EXPECT_EQ(run_cli({"sweep"}).status, 2);
+  auto s = run_cli({"sweep", (t / "missing.json").string(), "--out", (t / "s").string()});
+  EXPECT_EQ(s.status, 1);
+  EXPECT_NE(s.err.find("missing.json"), std::string::npos) << s.err;
+  std::ofstream(t / "bad.json") << "{\"base\": \"b\", \"post\": \"p\", \"eval_data\": \"e\", \"experiments\": {\"F9\": {}}}";
+  auto b = run_cli({"sweep", (t / "bad.json").string(), "--out", (t / "s").string()});
+  EXPECT_EQ(b.status, 2);
+  EXPECT_NE(b.err.find("F9"), std::string::npos) << b.err;
+  auto k = run_cli({"tokenize", (t / "nothing").string()});
+  EXPECT_EQ(k.status, 1);
+  EXPECT_NE(k.err.find("nothing"), std::string::npos) << k.err;
 }
 
 #endif  // DELTAEDIT_HAVE_TORCH
