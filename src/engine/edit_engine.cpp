@@ -20,6 +20,7 @@
 #include "io/writer.h"
 #include "pack/pack.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -30,12 +31,6 @@ namespace {
 constexpr size_t kChunk = size_t(1) << 20;  // elements per streaming chunk
 constexpr uint64_t kDefaultMaxShard = 5'000'000'000;
 constexpr size_t kBlock = 4096;              // elements per in-cache block within a chunk
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Io, "cannot open", p.string());
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 const char* torch_dtype_name(io::DType d) {
   switch (d) {
@@ -692,7 +687,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   // config.json: byte for byte unless the dtype changed.
   std::optional<std::string> config_text;
   if (post.is_directory() && fs::exists(req.post / "config.json")) {
-    config_text = read_text(req.post / "config.json");
+    config_text = util::read_file(req.post / "config.json");
     if (req.dtype) {
       json c = io::parse_json_strict(*config_text, (req.post / "config.json").string());
       for (const char* k : {"torch_dtype", "dtype"})
@@ -731,7 +726,7 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
   if (fs::exists(req.out))
     throw Error(ErrorKind::Usage, "output already exists; choose a new --out or remove it first", req.out.string());
   const fs::path meta_path = req.pack / "deltaedit.json";
-  json meta = io::parse_json_strict(read_text(meta_path), meta_path.string());
+  json meta = io::parse_json_strict(util::read_file(meta_path), meta_path.string());
   if (!meta.contains("pack") || meta["pack"].value("format", "") != pack::kPackFormat)
     throw Error(ErrorKind::Format, std::string("not a ") + pack::kPackFormat + " pack", meta_path.string());
   const json& pm = meta["pack"];

@@ -15,6 +15,7 @@
 #include "text/dataset.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -47,12 +48,6 @@ std::vector<double> range(double lo, double hi, double step) {
     v.push_back(std::round(x * 1e6) / 1e6);
   }
   return v;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Io, "cannot open", p.string());
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 // Atomic small-file write: a point is either fully there or absent, whatever interrupts us.
@@ -216,7 +211,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   const json cfg_json = cfg.to_json();
   const fs::path cfg_file = out / "sweep-config.json";
   if (fs::exists(cfg_file)) {
-    auto prev = json::parse(read_text(cfg_file));
+    auto prev = json::parse(util::read_file(cfg_file));
     if (prev != cfg_json)
       throw Error(ErrorKind::Usage, "this output holds a different sweep; choose a new --out or remove it", out.string());
   } else {
@@ -234,7 +229,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   const fs::path models_file = out / "points/models.json";
   json models;
   if (fs::exists(models_file)) {
-    models = json::parse(read_text(models_file));
+    models = json::parse(util::read_file(models_file));
   } else {
     if (progress) progress(0, points.size(), "base and post models");
     auto bm = model::Model::load(base);
@@ -271,7 +266,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
     const fs::path pf = out / "points" / (safe_name(p.id) + ".json");
     json r;
     if (fs::exists(pf)) {
-      r = json::parse(read_text(pf));
+      r = json::parse(util::read_file(pf));
     } else {
       if (progress) progress(done, points.size(), p.label);
       auto t0 = std::chrono::steady_clock::now();

@@ -18,6 +18,7 @@
 #include "text/zoo_dataset.h"
 #include "text/zoo_tasks.h"
 #include "util/error.h"
+#include "util/read_file.h"
 #include "util/philox.h"
 
 namespace fs = std::filesystem;
@@ -122,11 +123,6 @@ TrainStats train(model::Model& m, int64_t steps, double lr, const std::function<
   return s;
 }
 
-std::string read_all(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 json build_zoo(const fs::path& out, const ZooOptions& o, const ZooLog& log) {
@@ -159,7 +155,7 @@ json build_zoo(const fs::path& out, const ZooOptions& o, const ZooLog& log) {
   const int64_t eos = tok.eos_id().value_or(0);
 
   // Pre-training stream: the corpus as one token sequence.
-  const std::string corpus = read_all(work / "data/corpus.txt");
+  const std::string corpus = util::read_file(work / "data/corpus.txt");
   auto ids32 = tok.encode(corpus, false);
   auto stream = torch::tensor(std::vector<int64_t>(ids32.begin(), ids32.end()), torch::kInt64);
   const int64_t nstream = stream.size(0);
@@ -236,7 +232,7 @@ json build_zoo(const fs::path& out, const ZooOptions& o, const ZooLog& log) {
   for (const char* f : {"tasks_test.jsonl", "corpus.txt", "zoo_data.json"}) fs::copy_file(work / "data" / f, tmp / "data" / f);
   {
     std::ofstream ev(tmp / "data/eval.jsonl", std::ios::binary);
-    std::istringstream all(read_all(work / "data/tasks_test.jsonl"));
+    std::istringstream all(util::read_file(work / "data/tasks_test.jsonl"));
     std::string line;
     for (size_t i = 0; i < eval.size() && std::getline(all, line); ++i) ev << line << "\n";
   }

@@ -8,18 +8,12 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace fs = std::filesystem;
 
 namespace deltaedit::io {
 namespace {
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Io, "cannot open", p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 bool is_weight_file(const fs::path& p) {
   const std::string n = p.filename().string();
   return p.extension() == ".safetensors" || n == kIndexName || p.extension() == ".bin" ||
@@ -89,7 +83,7 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     if (fs::exists(index)) {
       c.sharded_ = true;
       const std::string ifile = index.string();
-      IndexFile idx = parse_index(read_text(index), ifile);
+      IndexFile idx = parse_index(util::read_file(index), ifile);
       std::map<std::string, std::vector<std::string>> by_file;
       for (const auto& [tensor, f] : idx.weight_map) by_file[f].push_back(tensor);
       for (auto& [fname, tensors] : by_file) {

@@ -5,6 +5,7 @@
 
 #include "io/safetensors.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace deltaedit::io {
 namespace {
@@ -110,11 +111,7 @@ ModelConfig parse_config(std::string_view text, const std::string& file) {
 }
 
 ModelConfig load_config(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Io, "cannot open config.json", path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path.string());
+  return parse_config(util::read_file(path), path.string());
 }
 
 }  // namespace deltaedit::io
