@@ -11,11 +11,17 @@ namespace deltaedit::edit {
 namespace {
 using namespace edit_test;
 
-// Reference by full sort on (|Δ| descending, index ascending).
+double order_key(float x) { return std::fabs(double(x)); }
+
+// Reference by full sort on (|Δ| descending, NaN first; index ascending).
 std::vector<float> reference(const std::vector<float>& d, int64_t keep) {
   std::vector<size_t> idx(d.size());
   std::iota(idx.begin(), idx.end(), 0);
-  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return std::fabs(d[a]) > std::fabs(d[b]); });
+  std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+    const bool na = std::isnan(d[a]), nb = std::isnan(d[b]);
+    if (na != nb) return na;
+    return !na && order_key(d[a]) > order_key(d[b]);
+  });
   std::vector<float> out(d.size(), 0.0f);
   for (int64_t t = 0; t < keep; ++t) out[idx[t]] = d[idx[t]];
   return out;
@@ -36,6 +42,31 @@ TEST(Magnitude, KeepsExactlyFloorCount) {
       const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * n + 1e-9));
       EXPECT_EQ(out, reference(d, keep)) << "n=" << n << " p=" << p;
     }
+  }
+}
+
+// Scopes of 65536 entries and more select by radix select (histograms of the key bits), shorter
+// ones by nth_element: both must give the reference's exact top-keep, ties and NaN/Inf included.
+TEST(Magnitude, RadixSelectMatchesReference) {
+  for (size_t n : {65535u, 65536u, 200003u}) {
+    std::vector<float> d = tied_delta(n, n + 1);
+    // Keys spread over many high bins, and values that share the high 16 bits but not the low ones.
+    for (size_t i = 0; i < n; i += 7) d[i] = std::ldexp(1.0f + float(i % 97) / 128.0f, int(i % 40) - 20);
+    for (size_t i = 3; i < n; i += 1001) d[i] = (i % 2) ? NAN : -INFINITY;
+    for (double p : {0.0, 0.5, 0.9, 0.999, 0.99999}) {
+      const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * double(n) + 1e-9));
+      const std::vector<float> out = edited("magnitude:p=" + std::to_string(p), d);
+      const std::vector<float> ref = reference(d, keep);
+      ASSERT_TRUE(same_bytes(out, ref)) << "n=" << n << " p=" << p;
+    }
+  }
+  // Row scope with long rows (radix) on a 3 × 70000 tensor.
+  const int64_t rows = 3, cols = 70000;
+  const std::vector<float> d = tied_delta(rows * cols, 11);
+  const std::vector<float> out = edited("magnitude:scope=row,p=0.75", d, {rows, cols});
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<float> row(d.begin() + r * cols, d.begin() + (r + 1) * cols);
+    EXPECT_EQ(std::vector<float>(out.begin() + r * cols, out.begin() + (r + 1) * cols), reference(row, cols / 4));
   }
 }
 
