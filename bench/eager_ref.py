@@ -10,7 +10,7 @@ Ops (parameters named as in `deltaedit ops`):
   bitdelta            delta.abs().mean() * delta.sign()
   scale:alpha=A       delta * (1 + A)
   magnitude:p=P       keep the floor((1-P)*n) largest |delta| (threshold from torch.kthvalue)
-  lowrank:ratio=R     2-D only: r = floor(R*min(rows, cols)); torch.svd_lowrank(delta, q=r+10, niter=2),
+  lowrank:ratio=R     2-D only: r = floor(R*min(rows, cols)); torch.svd_lowrank(delta, q=r+10, niter=4),
                       delta = U_r diag(S_r) V_r^T
 
 --subset REGEX edits and writes only the tensors matching REGEX (others are neither read nor
@@ -120,7 +120,7 @@ def make_op(text, gen):
             r = int(ratio * min(d.shape))
             if r >= min(d.shape):
                 return d
-            u, s, v = torch.svd_lowrank(d, q=min(r + 10, min(d.shape)), niter=2)
+            u, s, v = torch.svd_lowrank(d, q=min(r + 10, min(d.shape)), niter=4)
             return (u[:, :r] * s[:r]) @ v[:, :r].T
     else:
         raise SystemExit(f"eager_ref: unsupported op '{name}'")

@@ -1,6 +1,6 @@
 // lowrank op: randomized vs exact SVD on one matrix with a decaying spectrum.
 // Usage: lowrank_bench [--rows N] [--cols M] [--rank R] [--variant KEY=V,...]... [--json]
-// Each --variant runs method=randomized once more with extra op keys (e.g. power_iters=4).
+// Each --variant runs method=randomized once more with extra op keys (e.g. power_iters=2).
 // The matrix is A = G1·diag(σ)·G2ᵀ/√(rows·cols) plus a small full-rank noise floor, G1, G2
 // Gaussian with an inner dimension of min(rows, cols)/4 and σ_k = 1/(1+k/16): a few strong
 // directions and a long tail, the shape of a fine-tuning delta. Both methods run through the edit-op registry exactly

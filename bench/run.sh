@@ -166,7 +166,7 @@ done
 if [[ $DO_SVD == 1 ]]; then
   if [[ -x $BUILD/lowrank_bench ]]; then
     note "lowrank_bench ${SVD_N}×${SVD_N}"
-    measure svd "$BUILD/lowrank_bench" --rows $SVD_N --cols $SVD_N --variant oversample=40 --json
+    measure svd "$BUILD/lowrank_bench" --rows $SVD_N --cols $SVD_N --variant power_iters=2 --variant power_iters=3,oversample=20 --json
   else
     note "lowrank_bench not built in $BUILD: skipped"
   fi

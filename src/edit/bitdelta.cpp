@@ -38,6 +38,8 @@ class BitDeltaOp final : public OpBase {
   uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
     const int64_t n = shape_elements(shape);
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
+    if (bits_ == 0 && stat_ != Stat::Median) return 0;  // one streaming pass, nothing gathered
+    if (bits_ == 0) return static_cast<uint64_t>(per) * sizeof(float);
     return static_cast<uint64_t>(per) * sizeof(uint64_t);
   }
 

@@ -93,15 +93,16 @@ void draw_mask(util::PhiloxKey key, uint64_t first, size_t n, uint64_t threshold
   draw_mask_generic(key, first, n, threshold, mask);
 }
 
-// Calls fn(offset, mask, count) over [0, n) in blocks, mask[j] = drawn(rng, offset + j, p).
+// Calls fn(offset, mask, count) over [0, n) in blocks, mask[j] = drawn(rng, first + offset + j, p):
+// the draws of elements [first, first + n) of the tensor.
 template <class Fn>
-void for_each_mask_block(const util::KeyedRng& rng, size_t n, double p, Fn&& fn) {
+void for_each_mask_block(const util::KeyedRng& rng, size_t n, double p, Fn&& fn, uint64_t first = 0) {
   constexpr size_t kBlock = 4096;
   uint8_t mask[kBlock];
   const uint64_t threshold = util::KeyedRng::uniform_threshold(p);
   for (size_t off = 0; off < n; off += kBlock) {
     const size_t m = std::min(kBlock, n - off);
-    draw_mask(rng.key(), off, m, threshold, mask);
+    draw_mask(rng.key(), first + off, m, threshold, mask);
     fn(off, mask, m);
   }
 }
@@ -117,18 +118,29 @@ class DareOp final : public OpBase {
     return l1_ ? static_cast<uint64_t>(shape_elements(shape)) : 0;
   }
 
+  // rescale=paper is pointwise; rescale=l1 needs the tensor's selected L1 mass first.
+  bool pointwise() const override { return !l1_; }
+  void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const override {
+    if (l1_) OpBase::apply_block(piece, first, ctx);  // not pointwise: throws
+    if (p_ == 0.0) return;                            // identity
+    const float kf = static_cast<float>(k_);
+    const float cf = static_cast<float>((1.0 - k_ * p_) / (1.0 - p_));
+    for_each_mask_block(
+        rng_for(ctx), piece.size(), p_,
+        [&](size_t off, const uint8_t* m, size_t count) {
+          float* d = piece.data() + off;
+          for (size_t j = 0; j < count; ++j) d[j] *= m[j] != 0 ? kf : cf;
+        },
+        first);
+  }
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
     if (p_ == 0.0) return {};  // identity
-    const util::KeyedRng rng = rng_for(ctx);
-    const float kf = static_cast<float>(k_);
     if (!l1_) {
-      const float cf = static_cast<float>((1.0 - k_ * p_) / (1.0 - p_));
-      for_each_mask_block(rng, delta.size(), p_, [&](size_t off, const uint8_t* m, size_t count) {
-        float* d = delta.data() + off;
-        for (size_t j = 0; j < count; ++j) d[j] *= m[j] != 0 ? kf : cf;
-      });
+      apply_block(delta, 0, ctx);
       return {};
     }
+    const util::KeyedRng rng = rng_for(ctx);
+    const float kf = static_cast<float>(k_);
     std::vector<uint8_t> mask(delta.size());
     for_each_mask_block(rng, delta.size(), p_, [&](size_t off, const uint8_t* m, size_t count) {
       std::copy(m, m + count, mask.begin() + static_cast<std::ptrdiff_t>(off));
@@ -157,13 +169,19 @@ class DropOp final : public OpBase {
   explicit DropOp(double p) : OpBase("drop"), p_(p) {}
   nlohmann::json own_params() const override { return {{"p", p_}}; }
   bool uses_rng() const override { return true; }
+  bool pointwise() const override { return true; }
+  void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const override {
+    if (p_ == 0.0) return;
+    for_each_mask_block(
+        rng_for(ctx), piece.size(), p_,
+        [&](size_t off, const uint8_t* m, size_t count) {
+          float* d = piece.data() + off;
+          for (size_t j = 0; j < count; ++j) d[j] = m[j] != 0 ? 0.0f : d[j];
+        },
+        first);
+  }
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    if (p_ == 0.0) return {};
-    const util::KeyedRng rng = rng_for(ctx);
-    for_each_mask_block(rng, delta.size(), p_, [&](size_t off, const uint8_t* m, size_t count) {
-      float* d = delta.data() + off;
-      for (size_t j = 0; j < count; ++j) d[j] = m[j] != 0 ? 0.0f : d[j];
-    });
+    apply_block(delta, 0, ctx);
     return {};
   }
 

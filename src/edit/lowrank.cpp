@@ -3,9 +3,10 @@
 // r is rank=r (capped at min(rows, cols)), or ⌊ratio·min(rows, cols)⌋ (default ratio 0.1), or the
 // smallest r whose Σ_{i≤r} σ_i² reaches energy·Σ σ_i² (exact method only). When r ≥ min(rows, cols)
 // the truncation is Δ itself and the tensor is left unchanged (no factors). Otherwise the SVD is
-// computed in f64 with Eigen — BDCSVD (method=exact) or the randomized range finder of Halko,
+// computed with Eigen — BDCSVD in f64 (method=exact) or the randomized range finder of Halko,
 // Martinsson & Tropp (method=randomized: sketch width ℓ = r + oversample, power_iters rounds of
-// re-orthonormalised power iteration, Gaussian test matrix from the keyed Philox stream) — the
+// re-orthonormalised power iteration in f32, Gaussian test matrix from the keyed Philox stream,
+// then the f64 SVD of the ℓ × cols projection) — the
 // factors are rounded to f32, and Δ' is written by reconstruct_lowrank(factors), the same routine
 // a pack rebuild uses. Tensors that are not 2-D are left untouched; NaN/Inf entries are a
 // Numeric error (the SVD is undefined).
@@ -22,9 +23,10 @@ namespace {
 
 enum class Mode { Rank, Ratio, Energy };
 
-Eigen::MatrixXd orthonormal_basis(const Eigen::MatrixXd& y) {
-  Eigen::HouseholderQR<Eigen::MatrixXd> qr(y);
-  return qr.householderQ() * Eigen::MatrixXd::Identity(y.rows(), y.cols());
+template <class M>
+M orthonormal_basis(const M& y) {
+  Eigen::HouseholderQR<M> qr(y);
+  return qr.householderQ() * M::Identity(y.rows(), y.cols());
 }
 
 class LowRankOp final : public OpBase {
@@ -59,7 +61,7 @@ class LowRankOp final : public OpBase {
     const uint64_t factors = 4 * (m + n + 1) * k + 4 * k * n;  // f32 factors + Vᵀ in reconstruction
     if (!randomized_) return 8 * (2 * m * n + m * k + n * k + 4 * k * k) + factors;
     const uint64_t l = std::min(k, static_cast<uint64_t>(target_rank(k) + oversample_));
-    return 8 * (m * n + 3 * (m + n) * l + 4 * l * l) + factors;
+    return 4 * 3 * (m + n) * l + 8 * (3 * (m + n) * l + 4 * l * l) + factors;
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
@@ -87,32 +89,37 @@ class LowRankOp final : public OpBase {
     int64_t r = target_rank(static_cast<uint64_t>(kmin));
     if (mode_ != Mode::Energy && r >= kmin) return out;  // the full-rank truncation is Δ itself
 
-    Eigen::MatrixXd a(m, n);
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) a(i, j) = delta[static_cast<size_t>(i * n + j)];
-    }
     Eigen::MatrixXd u, v;
     Eigen::VectorXd s;
     if (!randomized_) {
+      Eigen::MatrixXd a(m, n);
+      for (int64_t i = 0; i < m; ++i) {
+        for (int64_t j = 0; j < n; ++j) a(i, j) = delta[static_cast<size_t>(i * n + j)];
+      }
       Eigen::BDCSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
       u = svd.matrixU();
       s = svd.singularValues();
       v = svd.matrixV();
     } else {
+      // The range finder works on Δ in place (f32, row-major) with f32 products: its subspace
+      // only needs to be accurate to far better than the truncation error, and f32 halves the
+      // cost of the products that dominate. The small SVD of B = QᵀΔ is done in f64.
+      using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      const Eigen::Map<const RowMajorF> a(delta.data(), m, n);
       const int64_t l = std::min(kmin, r + oversample_);
       const util::KeyedRng rng = rng_for(ctx);
-      Eigen::MatrixXd omega(n, l);
+      Eigen::MatrixXf omega(n, l);
       for (int64_t j = 0; j < n; ++j) {
-        for (int64_t t = 0; t < l; ++t) omega(j, t) = rng.normal(static_cast<uint64_t>(j * l + t));
+        for (int64_t t = 0; t < l; ++t) omega(j, t) = static_cast<float>(rng.normal(static_cast<uint64_t>(j * l + t)));
       }
-      Eigen::MatrixXd q = orthonormal_basis(a * omega);
+      Eigen::MatrixXf q = orthonormal_basis<Eigen::MatrixXf>(a * omega);
       for (int64_t it = 0; it < power_iters_; ++it) {
-        q = orthonormal_basis(a.transpose() * q);
-        q = orthonormal_basis(a * q);
+        q = orthonormal_basis<Eigen::MatrixXf>(a.transpose() * q);
+        q = orthonormal_basis<Eigen::MatrixXf>(a * q);
       }
-      const Eigen::MatrixXd b = q.transpose() * a;  // ℓ × n
+      const Eigen::MatrixXd b = (q.transpose() * a).cast<double>();  // ℓ × n
       Eigen::BDCSVD<Eigen::MatrixXd> svd(b, Eigen::ComputeThinU | Eigen::ComputeThinV);
-      u = q * svd.matrixU();
+      u = q.cast<double>() * svd.matrixU();
       s = svd.singularValues();
       v = svd.matrixV();
     }
@@ -172,7 +179,7 @@ std::unique_ptr<OpBase> make_lowrank(ParamReader& r) {
   }
   const bool randomized = r.choice("method", "exact", {"exact", "randomized"}) == "randomized";
   const int64_t oversample = r.integer("oversample", 10, 0, 4096);
-  const int64_t power_iters = r.integer("power_iters", 2, 0, 64);
+  const int64_t power_iters = r.integer("power_iters", 4, 0, 64);
   if (energy && randomized) r.fail("energy", "needs method=exact (the full spectrum)");
   if (rank) return std::make_unique<LowRankOp>(Mode::Rank, static_cast<double>(*rank), randomized, oversample, power_iters);
   if (energy) return std::make_unique<LowRankOp>(Mode::Energy, *energy, randomized, oversample, power_iters);

@@ -71,6 +71,11 @@ class Op {
   virtual uint64_t workspace_bytes(std::span<const int64_t> shape) const { return 0; }
   // Edit Δ in place. Deterministic: depends only on (delta, ctx), never on threads or globals.
   virtual OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const = 0;
+  // Pointwise ops: Δ'_i depends only on (Δ_i, i, ctx), so the engine streams the tensor through
+  // apply_block in pieces without holding it whole. apply_block(piece, first, ctx) edits the
+  // elements [first, first + piece.size()) exactly as apply() on the whole tensor would.
+  virtual bool pointwise() const { return false; }
+  virtual void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const;
 };
 
 // Registry: builds an op from its spec, validating every key and range before any I/O.

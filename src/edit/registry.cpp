@@ -63,7 +63,7 @@ constexpr Entry kOps[] = {
      "dist=uniform|normal; s=1 [0, inf); sigma=1 (σ/μ) [0, inf); clip=false", &detail::make_resample},
     {"lowrank", "Δ' = U_r Σ_r V_rᵀ of the SVD of Δ (2-D tensors only)",
      "one of rank=r [0, 2^31), ratio=0.1 [0, 1], energy=e (0, 1]; method=exact|randomized; "
-     "oversample=10 [0, 4096]; power_iters=2 [0, 64]",
+     "oversample=10 [0, 4096]; power_iters=4 [0, 64]",
      &detail::make_lowrank},
     {"scale", "Δ' = (1+α)·Δ (α>0 extrapolates, α=−1 gives the base)", "alpha=0 (any real)",
      &detail::make_scale},
@@ -374,4 +374,8 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
 }
 
 }  // namespace detail
+void Op::apply_block(std::span<float>, uint64_t, const TensorContext& ctx) const {
+  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not pointwise", "", std::string(ctx.name));
+}
+
 }  // namespace deltaedit::edit

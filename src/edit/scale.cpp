@@ -11,10 +11,14 @@ class ScaleOp final : public OpBase {
  public:
   explicit ScaleOp(double alpha) : OpBase("scale"), alpha_(alpha) {}
   nlohmann::json own_params() const override { return {{"alpha", alpha_}}; }
-  OpOutcome apply(std::span<float> delta, const TensorContext&) const override {
-    if (alpha_ == 0.0) return {};
+  bool pointwise() const override { return true; }
+  void apply_block(std::span<float> piece, uint64_t, const TensorContext&) const override {
+    if (alpha_ == 0.0) return;
     const float f = static_cast<float>(1.0 + alpha_);
-    for (float& d : delta) d *= f;
+    for (float& d : piece) d *= f;
+  }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    apply_block(delta, 0, ctx);
     return {};
   }
 

@@ -13,15 +13,19 @@ class SignFlipOp final : public OpBase {
   SignFlipOp(double q, bool rescale) : OpBase("signflip"), q_(q), rescale_(rescale) {}
   nlohmann::json own_params() const override { return {{"q", q_}, {"rescale", rescale_ ? "mean" : "none"}}; }
   bool uses_rng() const override { return true; }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    if (q_ == 0.0) return {};
+  bool pointwise() const override { return true; }
+  void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const override {
+    if (q_ == 0.0) return;
     const util::KeyedRng rng = rng_for(ctx);
     const float c = static_cast<float>(1.0 / (1.0 - 2.0 * q_));
-    for (size_t i = 0; i < delta.size(); ++i) {
-      float v = drawn(rng, i, q_) ? -delta[i] : delta[i];
+    for (size_t i = 0; i < piece.size(); ++i) {
+      float v = drawn(rng, first + i, q_) ? -piece[i] : piece[i];
       if (rescale_) v *= c;
-      delta[i] = v;
+      piece[i] = v;
     }
+  }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    apply_block(delta, 0, ctx);
     return {};
   }
 

@@ -104,3 +104,52 @@ TEST(Reduce, FixedBlockOrder) {
 
 }  // namespace
 }  // namespace deltaedit::edit
+
+namespace deltaedit::edit {
+namespace {
+using namespace edit_test;
+
+// Pointwise ops stream through apply_block in pieces; any cut of the tensor gives the bytes of
+// apply() on the whole (the random ones draw by element index). Every other op says it is not
+// pointwise and refuses apply_block.
+TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
+  const char* const pointwise[] = {"dare", "dare:p=0.5,k=-1", "drop:p=0.3", "scale:alpha=0.7", "scale:alpha=-1",
+                                   "signflip:q=0.3", "signflip:q=0.2,rescale=mean"};
+  std::vector<float> d = gaussian(20011, 9);
+  d[5] = NAN;
+  d[4099] = INFINITY;
+  for (const char* spec : pointwise) {
+    const auto o = op(spec);
+    ASSERT_TRUE(o->pointwise()) << spec;
+    const std::vector<int64_t> shape{int64_t(d.size())};
+    TensorContext ctx;
+    ctx.name = "layers.0.w";
+    ctx.shape = shape;
+    ctx.seed = 5;
+    ctx.op_index = 2;
+    std::vector<float> whole = d;
+    o->apply(whole, ctx);
+    for (size_t piece : {size_t(1), size_t(7), size_t(4096), size_t(5000)}) {
+      std::vector<float> cut = d;
+      for (size_t at = 0; at < cut.size(); at += piece) {
+        const size_t m = std::min(piece, cut.size() - at);
+        o->apply_block(std::span<float>(cut.data() + at, m), at, ctx);
+      }
+      EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
+    }
+  }
+  for (const char* spec : kSpecs) {
+    const auto o = op(spec);
+    bool listed = false;
+    for (const char* p : pointwise) listed |= std::string_view(p) == spec;
+    if (listed) continue;
+    EXPECT_FALSE(o->pointwise()) << spec;
+    std::vector<float> x(8, 1.0f);
+    TensorContext ctx;
+    ctx.name = "w";
+    EXPECT_THROW(o->apply_block(x, 0, ctx), Error) << spec;
+  }
+}
+
+}  // namespace
+}  // namespace deltaedit::edit

@@ -91,7 +91,7 @@ TEST(MakeOp, CanonicalParams) {
                                                       {"granularity", "tensor"}, {"bits", 0}}));
   EXPECT_EQ(op("lowrank")->params(), (nlohmann::json{{"ratio", 0.1}, {"method", "exact"}}));
   EXPECT_EQ(op("lowrank:rank=8,method=randomized")->params(),
-            (nlohmann::json{{"rank", 8}, {"method", "randomized"}, {"oversample", 10}, {"power_iters", 2}}));
+            (nlohmann::json{{"rank", 8}, {"method", "randomized"}, {"oversample", 10}, {"power_iters", 4}}));
   EXPECT_EQ(op("scale:alpha=0.3")->params(), (nlohmann::json{{"alpha", 0.3}}));
   EXPECT_EQ(op("resample")->params(),
             (nlohmann::json{{"dist", "uniform"}, {"s", 1.0}, {"sigma", 1.0}, {"clip", false}}));
