@@ -86,6 +86,9 @@ Command add_edit(CLI::App& app) {
   sub->add_option("--max-shard-size", *shard,
                   "reshard the output at this size, e.g. 5GB, 500MB (default: post's shards; a single-file post is split at 5GB)");
   sub->add_option("--grad", *grad, "safetensors file of ∇L(W_post) per tensor (for biased:by=grad)");
+  auto memory = std::make_shared<std::string>();
+  sub->add_option("--max-memory", *memory,
+                  "tensor buffers all workers may hold at once, e.g. 768MB (default), 4GB; a larger tensor runs alone");
   sub->add_flag("--dry-run", req->dry_run, "print the plan with memory, disk and time estimates, write nothing");
   sub->add_flag("--json", *as_json, "machine-readable report");
   return {sub, [=] {
@@ -96,6 +99,7 @@ Command add_edit(CLI::App& app) {
             }
             if (!shard->empty()) req->max_shard_size = engine::parse_size(*shard);
             if (!grad->empty()) req->grad = *grad;
+            if (!memory->empty()) req->max_memory = engine::parse_size(*memory);
             ProgressLine bar("edit", !*as_json && stderr_is_tty() && !req->dry_run);
             auto r = engine::run_edit(*req, [&](size_t d, size_t n, uint64_t b) {
               bar.update(double(d), double(n), human_bytes(b));
@@ -121,8 +125,11 @@ Command add_apply(CLI::App& app) {
   sub->add_option("--pack", req->pack, "delta pack directory written by `edit --pack`")->required();
   sub->add_option("--out", req->out, "output directory (must not exist)")->required();
   sub->add_option("--threads", req->threads, "worker threads (default 2)")->check(CLI::Range(1u, 256u));
+  auto memory = std::make_shared<std::string>();
+  sub->add_option("--max-memory", *memory, "tensor buffers all workers may hold at once (default 768MB)");
   sub->add_flag("--json", *as_json, "machine-readable report");
   return {sub, [=] {
+            if (!memory->empty()) req->max_memory = engine::parse_size(*memory);
             ProgressLine bar("apply", !*as_json && stderr_is_tty());
             auto r = engine::run_apply(*req, [&](size_t d, size_t n, uint64_t b) {
               bar.update(double(d), double(n), human_bytes(b));

@@ -170,13 +170,15 @@ struct ShardWriters {
 // Also accumulates edit statistics against Δ = post − base when post is given.
 // release(elem_offset, elems) is called once each chunk of the inputs has been consumed.
 // Within a chunk the work goes block by block through small buffers that stay in cache.
-template <class Sink, class Release>
+// Δ' comes block by block from edited(at, count, delta, scratch) → pointer to `count` values:
+// either a slice of a whole-tensor buffer, or computed into `scratch` from the block's Δ (which
+// is null when no post is given) by pointwise ops.
+template <class Edited, class Sink, class Release>
 uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt, std::span<const std::byte> post_bytes,
-                        io::DType post_dt, std::span<const float> edited, io::DType out_dt, analysis::EditAccum* acc,
+                        io::DType post_dt, uint64_t n, Edited&& edited, io::DType out_dt, analysis::EditAccum* acc,
                         Sink&& sink, Release&& release) {
-  const uint64_t n = edited.size();
   const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8, osz = io::dtype_bits(out_dt) / 8;
-  float b[kBlock], d[kBlock], w[kBlock];
+  float b[kBlock], d[kBlock], w[kBlock], scratch[kBlock];
   const auto o = std::make_unique_for_overwrite<std::byte[]>(std::min<uint64_t>(n, kChunk) * osz);
   uint64_t bad = 0;
   analysis::EditAccum local;  // added in element order; copied out at the end (acc starts empty)
@@ -186,13 +188,14 @@ uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt
     for (size_t k = 0; k < m; k += kBlock) {
       const size_t c = std::min(kBlock, m - k);
       const uint64_t at = off + k;
-      const float* e = edited.data() + at;
       io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
-      if (acc) {
+      const bool have_post = !post_bytes.empty();
+      if (have_post) {
         io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(d, c));
         for (size_t i = 0; i < c; ++i) d[i] -= b[i];
-        local.add(std::span<const float>(d, c), std::span(e, c));
       }
+      const float* e = edited(at, c, have_post ? d : nullptr, scratch);
+      if (acc) local.add(std::span<const float>(d, c), std::span(e, c));
       uint32_t newly_bad = 0;  // finite base, non-finite sum
       for (size_t i = 0; i < c; ++i) {
         w[i] = b[i] + e[i];
@@ -208,6 +211,11 @@ uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt
   }
   if (acc) acc->merge(local);
   return bad;
+}
+
+// compose_output's Δ' from a whole-tensor buffer.
+inline auto from_buffer(std::span<const float> edited) {
+  return [edited](uint64_t at, size_t, const float*, float*) { return edited.data() + at; };
 }
 
 // Raw copy or dtype conversion of a tensor that is not edited. release(byte_offset, bytes) is
@@ -533,7 +541,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     return req.dtype && io::is_compute_dtype(d) ? *req.dtype : d;
   };
   OutLayout layout = plan_layout_like(post, order, dtype_of, req.max_shard_size);
-  uint64_t out_bytes = 0, max_numel = 0, edited_params = 0, edited_count = 0;
+  uint64_t out_bytes = 0, max_numel = 0, edited_params = 0, edited_count = 0, streamed_count = 0;
   for (const auto& t : layout.tensors) {
     out_bytes += t.nbytes();
     if (edit_it[t.name]) {
@@ -543,11 +551,40 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       ++edited_count;
     }
   }
-  uint64_t workspace = 0;
-  for (const auto& n : editable)
-    for (const auto& op : chain.ops) workspace = std::max(workspace, op->workspace_bytes(post.info(n).shape));
+  // Whether a tensor goes through the one-pass streaming path: a full checkpoint, and every op
+  // that touches it pointwise.
+  const auto streams = [&](const std::string& name) {
+    if (req.pack || !req.stream_pointwise) return false;
+    const auto& shape = post.info(name).shape;
+    for (size_t k = 0; k < chain.ops.size(); ++k)
+      if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise()) return false;
+    return true;
+  };
+  // Buffer bytes one edited tensor holds while in flight: Δ' in f32, the largest op workspace,
+  // and for a pack the composed output plus its encoding (at most a copy of Δ').
+  std::map<std::string, uint64_t> need;
+  uint64_t largest_need = 0, sum_largest = 0;
+  {
+    std::vector<uint64_t> needs;
+    for (const auto& t : layout.tensors) {
+      if (!edit_it[t.name]) continue;
+      const auto& ti = post.info(t.name);
+      uint64_t ws = 0;
+      for (const auto& op : chain.ops) ws = std::max(ws, op->workspace_bytes(ti.shape));
+      const uint64_t n = ti.numel();
+      const uint64_t b = streams(t.name) ? 0 : n * 4 + ws + (req.pack ? t.nbytes() + n * 4 : 0);
+      streamed_count += streams(t.name) ? 1 : 0;
+      need[t.name] = b;
+      needs.push_back(b);
+    }
+    std::sort(needs.rbegin(), needs.rend());
+    if (!needs.empty()) largest_need = needs[0];
+    for (size_t k = 0; k < needs.size() && k < std::max(1u, req.threads); ++k) sum_largest += needs[k];
+  }
   const unsigned workers = std::max(1u, req.threads);
-  const uint64_t mem = workers * (max_numel * (req.pack ? 14 : 8) + workspace) + (64u << 20);
+  // Held buffers are bounded by the budget (or the largest tensor, which runs alone); each worker
+  // adds its streaming chunks and the pages of the inputs it is reading (~64 MB in all).
+  const uint64_t mem = std::min(sum_largest, std::max(req.max_memory, largest_need)) + (64u << 20);
   const uint64_t avail = free_bytes(req.out);
 
   json provenance{{"tool", "deltaedit"},
@@ -566,6 +603,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   result.plan = {{"tensors", order.size()},
                  {"edited_tensors", edited_count},
                  {"edited_params", edited_params},
+                 {"streamed_tensors", streamed_count},
                  {"copied_tensors", order.size() - edited_count},
                  {"skipped", skipped},
                  {"scope", scope_json(chain, post, editable)},
@@ -575,6 +613,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
                  {"checkpoint_bytes", out_bytes},
                  {"free_bytes", avail},
                  {"peak_memory_estimate", mem},
+                 {"max_memory", req.max_memory},
                  // streaming reads both inputs and writes the output; ~300 MB/s per worker on 2 cores
                  {"time_estimate_s", double(base.total_bytes() + post.total_bytes() + out_bytes) / (300e6 * workers)},
                  {"warnings", post.warnings()}};
@@ -601,13 +640,46 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   std::atomic<size_t> done{0};
   std::atomic<uint64_t> bytes_done{0};
   std::mutex progress_mu;
+  MemoryBudget budget(req.max_memory);
   parallel_for(layout.tensors.size(), workers, [&](size_t i) {
     const OutTensor& ot = layout.tensors[i];
     const auto& pi = post.info(ot.name);
     TensorOutcome& out = result.tensors[i];
     out.name = ot.name;
     out.numel = pi.numel();
-    if (edit_it[ot.name]) {
+    if (edit_it[ot.name] && streams(ot.name)) {
+      // Pointwise ops only, full checkpoint: one pass, chunk by chunk, no whole-tensor buffer.
+      const auto& bi = base.info(ot.name);
+      const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
+      std::vector<std::pair<const edit::Op*, edit::TensorContext>> steps;
+      for (size_t k = 0; k < chain.ops.size(); ++k) {
+        if (!chain.touches(k, ot.name, pi.shape)) continue;
+        edit::TensorContext ctx;
+        ctx.name = ot.name;
+        ctx.shape = pi.shape;
+        ctx.seed = chain.seed;
+        ctx.op_index = uint32_t(k);
+        steps.emplace_back(chain.ops[k].get(), ctx);
+        out.ops.push_back(std::string(chain.ops[k]->name()));
+      }
+      out.action = "edited";
+      auto& w = writers->of(ot.name);
+      out.nonfinite_out = compose_output(
+          base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, pi.numel(),
+          [&](uint64_t at, size_t c, const float* delta, float* e) {
+            std::copy(delta, delta + c, e);
+            for (const auto& [op, ctx] : steps) op->apply_block(std::span<float>(e, c), at, ctx);
+            return static_cast<const float*>(e);
+          },
+          ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); },
+          [&](uint64_t off, uint64_t m) {
+            base.release_range(ot.name, off * bsz, m * bsz);
+            post.release_range(ot.name, off * psz, m * psz);
+          });
+      out.stats = analysis::EditStats::from(accs[i]);
+      base.release(ot.name);
+    } else if (edit_it[ot.name]) {
+      MemoryBudget::Hold hold(budget, need.at(ot.name));
       TensorEdit te = edit_tensor(chain, base, post, ot.name, grad ? &*grad : nullptr);
       const auto& bi = base.info(ot.name);
       const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
@@ -619,8 +691,9 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       out.ops = te.applied;
       if (req.pack) {
         std::vector<std::byte> full(ot.nbytes());
-        out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited,
-                                           ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) {
+        out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited.size(),
+                                           from_buffer(te.edited), ot.dtype, &accs[i],
+                                           [&](std::span<const std::byte> b, uint64_t off) {
                                              std::memcpy(full.data() + off, b.data(), b.size());
                                            }, release_both);
         auto enc = pack::encode_delta(te.edited, ot.shape, full, te.factors);
@@ -629,8 +702,9 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         spill->add(ot.name, ot, std::move(enc));
       } else {
         auto& w = writers->of(ot.name);
-        out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited,
-                                           ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) {
+        out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited.size(),
+                                           from_buffer(te.edited), ot.dtype, &accs[i],
+                                           [&](std::span<const std::byte> b, uint64_t off) {
                                              w.write(ot.name, b, off);
                                            }, release_both);
       }
@@ -763,6 +837,7 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
   std::atomic<size_t> done{0};
   std::atomic<uint64_t> bytes_done{0};
   std::mutex mu;
+  MemoryBudget budget(req.max_memory);
   parallel_for(layout.tensors.size(), std::max(1u, req.threads), [&](size_t i) {
     const OutTensor& ot = layout.tensors[i];
     const json& tm = tmeta.at(ot.name);
@@ -781,12 +856,13 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
       w.write(ot.name, b);
       out.action = enc == "raw" ? "copied" : "edited";
     } else {
+      MemoryBudget::Hold hold(budget, numel * 4);
       std::vector<float> edited(numel);
       pack::decode(enc, tm.value("params", json::object()), get, edited, {});
       const auto& bi = base.info(ot.name);
       const uint64_t bsz = io::dtype_bits(bi.dtype) / 8;
       out.nonfinite_out = compose_output(
-          base.data(ot.name), bi.dtype, {}, bi.dtype, edited, ot.dtype, nullptr,
+          base.data(ot.name), bi.dtype, {}, bi.dtype, edited.size(), from_buffer(edited), ot.dtype, nullptr,
           [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); },
           [&](uint64_t off, uint64_t m) { base.release_range(ot.name, off * bsz, m * bsz); });
       base.release(ot.name);

@@ -21,6 +21,7 @@
 namespace deltaedit::engine {
 
 inline constexpr const char* kVersion = "0.1.0";
+inline constexpr uint64_t kDefaultMaxMemory = 768'000'000;  // bytes
 
 // The validated op sequence with its name filters; built before any I/O.
 struct OpChain {
@@ -71,6 +72,12 @@ struct EditRequest {
   bool pack = false;
   std::optional<std::filesystem::path> grad;
   bool dry_run = false;
+  // Tensor buffers all workers may hold at once (f32 Δ', op workspace, pack encodings); a tensor
+  // that needs more runs alone. Bounds peak memory whatever the model size.
+  uint64_t max_memory = kDefaultMaxMemory;
+  // Tensors whose ops are all pointwise stream through in one pass without a whole-tensor
+  // buffer; false forces the buffered path (same bytes; for comparisons).
+  bool stream_pointwise = true;
 };
 
 struct TensorOutcome {
@@ -100,6 +107,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress = {});
 struct ApplyRequest {
   std::filesystem::path base, pack, out;
   unsigned threads = 2;
+  uint64_t max_memory = kDefaultMaxMemory;  // as in EditRequest
 };
 EditResult run_apply(const ApplyRequest& req, const Progress& progress = {});
 

@@ -1,6 +1,9 @@
 // Matching the tensors of a base and a post checkpoint (SPEC §2 "Scope").
 #pragma once
+#include <condition_variable>
+#include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -29,5 +32,35 @@ std::vector<TensorPair> pair_tensors(const io::Checkpoint& base, const io::Check
 // Simple work splitting: run fn(i) for i in [0, n) on `threads` workers (results must be stored by
 // index by the caller, so the outcome does not depend on scheduling). Exceptions are rethrown.
 void parallel_for(size_t n, unsigned threads, const std::function<void(size_t)>& fn);
+
+// Admits work against a byte budget so that concurrent workers never hold more than `limit`
+// bytes of tensor buffers together (e.g. the embedding and lm_head of a large vocabulary do not
+// run at the same time). A request larger than the limit is admitted when nothing else is held,
+// so every request is eventually served and peak use is max(limit, largest request). Requests are
+// admitted in arrival order (a waiting large request is not overtaken by later small ones).
+class MemoryBudget {
+ public:
+  explicit MemoryBudget(uint64_t limit) : limit_(limit) {}
+  class Hold {
+   public:
+    Hold(MemoryBudget& b, uint64_t bytes);
+    ~Hold();
+    Hold(const Hold&) = delete;
+    Hold& operator=(const Hold&) = delete;
+
+   private:
+    MemoryBudget& b_;
+    uint64_t bytes_;
+  };
+  uint64_t limit() const { return limit_; }
+  uint64_t peak() const;  // most bytes held at once so far
+
+ private:
+  uint64_t limit_;
+  uint64_t used_ = 0, peak_ = 0;
+  uint64_t next_ticket_ = 0, serving_ = 0;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+};
 
 }  // namespace deltaedit::engine

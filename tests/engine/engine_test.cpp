@@ -1,5 +1,6 @@
 // The edit engine end to end: fixtures, packs, invariances, pass-through, errors.
 #include <cmath>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -13,13 +14,6 @@ using namespace deltaedit::testing;
 using nlohmann::json;
 
 namespace {
-
-std::vector<float> tensor_f32(const io::Checkpoint& ck, const std::string& name) {
-  const auto& t = ck.info(name);
-  std::vector<float> v(t.numel());
-  io::to_f32(ck.data(name), t.dtype, v);
-  return v;
-}
 
 std::vector<float> tensor_f32(const io::SafetensorsFile& f, const std::string& name) {
   const auto* t = f.header().find(name);
@@ -336,4 +330,81 @@ TEST(Engine, CompositionAppliesInOrder) {
   EXPECT_EQ(te.applied, (std::vector<std::string>{"dare", "bitdelta"}));
   size_t zeros = std::count(te.edited.begin(), te.edited.end(), 0.0f);
   EXPECT_NEAR(double(zeros) / te.edited.size(), 0.5, 0.05);  // dare dropped about half
+}
+
+// A single-file post over 5 GB is planned as 5 GB Hugging Face shards by default; one at or under
+// 5 GB stays a single file. The checkpoints are sparse files (a header and a hole), so the plan
+// (a dry run reads no tensor data) costs no disk.
+namespace {
+void write_sparse_checkpoint(const fs::path& dir, const std::vector<uint64_t>& numels) {
+  fs::create_directories(dir);
+  json h = json::object();
+  uint64_t off = 0;
+  for (size_t i = 0; i < numels.size(); ++i) {
+    h["w" + std::to_string(i)] = {{"dtype", "BF16"}, {"shape", {numels[i]}}, {"data_offsets", {off, off + 2 * numels[i]}}};
+    off += 2 * numels[i];
+  }
+  std::string text = h.dump();
+  while (text.size() % 8) text += ' ';
+  const fs::path p = dir / io::kSingleName;
+  {
+    std::ofstream f(p, std::ios::binary);
+    const uint64_t n = text.size();
+    f.write(reinterpret_cast<const char*>(&n), 8);
+    f.write(text.data(), std::streamsize(text.size()));
+  }
+  fs::resize_file(p, 8 + text.size() + off);
+}
+}  // namespace
+
+TEST(Engine, SingleFilePostOverFiveGBIsShardedAtFiveGB) {
+  TempDir t;
+  write_sparse_checkpoint(t / "big_base", {1'000'000'000, 1'000'000'000, 1'000'000'000});  // 6 GB
+  write_sparse_checkpoint(t / "big_post", {1'000'000'000, 1'000'000'000, 1'000'000'000});
+  auto r = request(t / "big_base", t / "big_post", t / "o", {"scale:alpha=0.5"});
+  r.dry_run = true;
+  auto plan = engine::run_edit(r).plan;
+  EXPECT_EQ(plan["output_files"], json({"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}));
+  EXPECT_EQ(plan["checkpoint_bytes"].get<uint64_t>(), 6'000'000'000u);
+  EXPECT_FALSE(fs::exists(t / "o"));
+
+  write_sparse_checkpoint(t / "edge_base", {1'250'000'000, 1'250'000'000});  // exactly 5 GB
+  write_sparse_checkpoint(t / "edge_post", {1'250'000'000, 1'250'000'000});
+  auto e = request(t / "edge_base", t / "edge_post", t / "o", {"scale:alpha=0.5"});
+  e.dry_run = true;
+  EXPECT_EQ(engine::run_edit(e).plan["output_files"], json({"model.safetensors"}));
+  // An explicit --max-shard-size wins over the default.
+  e.max_shard_size = engine::parse_size("3GB");
+  EXPECT_EQ(engine::run_edit(e).plan["output_files"],
+            json({"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}));
+}
+
+// Chains of pointwise ops stream through in one pass; the bytes (and the report) are those of the
+// buffered path, on BF16 shards against an F32 base and with a dtype change.
+TEST(Engine, StreamedPointwiseEditEqualsBufferedEdit) {
+  TempDir t;
+  const std::vector<std::vector<std::string>> chains = {
+      {"dare:p=0.9"}, {"drop:p=0.5", "scale:alpha=0.3"}, {"signflip:q=0.2,rescale=mean"},
+      {"dare:p=0.5,k=0.5,include=mlp", "scale:alpha=-0.5,exclude=mlp"}};
+  for (const auto& ops : chains) {
+    for (const char* dtype : {"", "F32"}) {
+      auto a = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "s", ops, 7);
+      if (*dtype) a.dtype = io::DType::F32;
+      auto b = a;
+      b.out = t / "b";
+      b.stream_pointwise = false;
+      const auto ra = engine::run_edit(a), rb = engine::run_edit(b);
+      EXPECT_GT(ra.plan["streamed_tensors"].get<uint64_t>(), 0u);
+      EXPECT_EQ(rb.plan["streamed_tensors"].get<uint64_t>(), 0u);
+      EXPECT_EQ(ra.to_json()["tensors"].dump(), rb.to_json()["tensors"].dump()) << ops[0];
+      EXPECT_EQ(ra.to_json()["total"].dump(), rb.to_json()["total"].dump()) << ops[0];
+      expect_same_dirs(t / "s", t / "b");
+      fs::remove_all(t / "s");
+      fs::remove_all(t / "b");
+    }
+  }
+  // A chain with a non-pointwise op is never streamed.
+  auto m = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "m", {"dare:p=0.5", "magnitude:p=0.5"});
+  m.dry_run = true;
+  EXPECT_EQ(engine::run_edit(m).plan["streamed_tensors"].get<uint64_t>(), 0u);
 }

@@ -97,6 +97,53 @@ TEST(PerfInvariance, DeltaAccumDoesNotDependOnChunking) {
   for (uint32_t s : {3u, 4u, 5u}) expect_same(whole, add_in_pieces<analysis::DeltaAccum>(b, p, s));
 }
 
+// add_bf16 decodes in registers and takes a short path for all-finite blocks: bit-identical to
+// add() on the decoded values, for any chunking and with NaN/Inf/±0 anywhere.
+TEST(PerfInvariance, DeltaAccumBf16MatchesF32Path) {
+  const auto bf = messy(20011, 31), pf = messy(20011, 32);
+  std::vector<uint16_t> b16(bf.size()), p16(pf.size());
+  std::vector<float> b(bf.size()), p(pf.size());
+  for (size_t i = 0; i < bf.size(); ++i) {
+    // Truncation to BF16 keeps NaN/Inf/±0 and gives values whose differences are often exactly 0.
+    b16[i] = uint16_t(io::f32_to_bits(bf[i]) >> 16);
+    p16[i] = (i % 5 == 0) ? b16[i] : uint16_t(io::f32_to_bits(pf[i]) >> 16);
+    b[i] = io::bits_to_f32(uint32_t(b16[i]) << 16);
+    p[i] = io::bits_to_f32(uint32_t(p16[i]) << 16);
+  }
+  analysis::DeltaAccum want;
+  want.add(b, p);
+  analysis::DeltaAccum whole;
+  whole.add_bf16(b16, p16);
+  expect_same(want, whole);
+  for (uint32_t seed : {1u, 2u}) {
+    std::mt19937 g(seed);
+    std::uniform_int_distribution<size_t> len(0, 70);
+    analysis::DeltaAccum a;
+    size_t i = 0;
+    while (i < b16.size()) {
+      const size_t m = std::min(len(g), b16.size() - i);
+      a.add_bf16(std::span(b16.data() + i, m), std::span(p16.data() + i, m));
+      i += m;
+    }
+    expect_same(want, a);
+  }
+  // All finite: the short path only.
+  std::vector<uint16_t> fb(4096), fp(4096);
+  std::vector<float> ff(4096), fq(4096);
+  std::mt19937 g(5);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (size_t i = 0; i < fb.size(); ++i) {
+    fb[i] = uint16_t(io::f32_to_bits(d(g)) >> 16);
+    fp[i] = i % 3 ? uint16_t(io::f32_to_bits(d(g)) >> 16) : fb[i];
+    ff[i] = io::bits_to_f32(uint32_t(fb[i]) << 16);
+    fq[i] = io::bits_to_f32(uint32_t(fp[i]) << 16);
+  }
+  analysis::DeltaAccum x, y;
+  x.add(ff, fq);
+  y.add_bf16(fb, fp);
+  expect_same(x, y);
+}
+
 TEST(PerfInvariance, DeltaAccumMatchesItsDefinition) {
   // Counts exactly; sums to rounding; the fold of lanes is a permutation of the plain sums.
   const auto b = messy(4099, 7), p = messy(4099, 8);
@@ -233,7 +280,7 @@ TEST(PerfInvariance, DareAndDropMasksAreTheScalarDraws) {
   std::vector<float> ones(n, 1.0f);
   for (double p : {0.3, 0.9}) {
     const std::string ps = std::to_string(p);
-    for (const std::string spec : {"dare:p=" + ps + ",k=0", "drop:p=" + ps, "dare:p=" + ps + ",k=0,rescale=l1"}) {
+    for (const std::string& spec : {"dare:p=" + ps + ",k=0", "drop:p=" + ps, "dare:p=" + ps + ",k=0,rescale=l1"}) {
       auto o = edit::make_op(edit::parse_op_spec(spec));
       edit::TensorContext ctx;
       ctx.name = "w";
@@ -324,11 +371,18 @@ TEST(PerfInvariance, EditStatsAndBytesDoNotDependOnThreads) {
     auto b = a;
     b.out = t / "b";
     b.threads = 2;
-    const auto ra = engine::run_edit(a), rb = engine::run_edit(b);
+    // A memory budget of one byte: every edited tensor runs alone; nothing else changes.
+    auto c = b;
+    c.out = t / "c";
+    c.max_memory = 1;
+    const auto ra = engine::run_edit(a), rb = engine::run_edit(b), rc = engine::run_edit(c);
     EXPECT_EQ(ra.to_json()["total"].dump(), rb.to_json()["total"].dump()) << op;
     EXPECT_EQ(ra.to_json()["tensors"].dump(), rb.to_json()["tensors"].dump()) << op;
+    EXPECT_EQ(ra.to_json()["tensors"].dump(), rc.to_json()["tensors"].dump()) << op;
     expect_same_dirs(t / "a", t / "b");
+    expect_same_dirs(t / "a", t / "c");
     fs::remove_all(t / "a");
     fs::remove_all(t / "b");
+    fs::remove_all(t / "c");
   }
 }
