@@ -236,7 +236,71 @@ __attribute__((target("avx2"))) void edit_kernel_avx2(EditAccum::Lanes& L, const
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(L.bad), bad);
 }
 
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+// BF16 inputs decoded in registers. Blocks of 8 whose base and Δ are all finite (the common case)
+// take a short path: no masking, and the order-free parts (counts, max) are kept in f32/integer
+// form and folded into lane 0 at the end, which leaves every folded total unchanged. A block with
+// a non-finite entry goes through the masked step of delta_kernel_avx2, which is exact for it.
+__attribute__((target("avx2"))) inline __m256 bf16x8_to_f32(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,popcnt"))) void delta_kernel_bf16_avx2(DeltaAccum::Lanes& L, const uint16_t* base,
+                                                                   const uint16_t* post, size_t n) {
+  __m256d s = _mm256_loadu_pd(L.s), sq = _mm256_loadu_pd(L.sq), sa = _mm256_loadu_pd(L.sa),
+          bsq = _mm256_loadu_pd(L.bsq);
+  const __m256 absf = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 inff = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256 zerof = _mm256_setzero_ps();
+  const __m256d absm = _mm256_castsi256_pd(_mm256_set1_epi64x(kAbsMask));
+  __m256 mx8 = _mm256_setzero_ps();
+  uint64_t pos = 0, zer = 0;
+  const auto four = [&](__m128 bf, __m128 df) __attribute__((target("avx2"))) {
+    const __m256d dd = _mm256_cvtps_pd(df), bd = _mm256_cvtps_pd(bf);
+    s = _mm256_add_pd(s, dd);
+    sq = _mm256_add_pd(sq, _mm256_mul_pd(dd, dd));
+    sa = _mm256_add_pd(sa, _mm256_and_pd(dd, absm));
+    bsq = _mm256_add_pd(bsq, _mm256_mul_pd(bd, bd));
+  };
+  for (size_t i = 0; i < n; i += 8) {
+    const __m256 b8 = bf16x8_to_f32(base + i);
+    const __m256 d8 = _mm256_sub_ps(bf16x8_to_f32(post + i), b8);
+    const __m256 ad = _mm256_and_ps(d8, absf);
+    const __m256 fin = _mm256_and_ps(_mm256_cmp_ps(ad, inff, _CMP_LT_OQ),
+                                     _mm256_cmp_ps(_mm256_and_ps(b8, absf), inff, _CMP_LT_OQ));
+    if (_mm256_movemask_ps(fin) != 0xFF) {
+      alignas(32) float bb[8], pp[8];
+      _mm256_store_ps(bb, b8);
+      _mm256_store_ps(pp, bf16x8_to_f32(post + i));
+      _mm256_storeu_pd(L.s, s);
+      _mm256_storeu_pd(L.sq, sq);
+      _mm256_storeu_pd(L.sa, sa);
+      _mm256_storeu_pd(L.bsq, bsq);
+      delta_kernel_avx2(L, bb, pp, 8);
+      s = _mm256_loadu_pd(L.s);
+      sq = _mm256_loadu_pd(L.sq);
+      sa = _mm256_loadu_pd(L.sa);
+      bsq = _mm256_loadu_pd(L.bsq);
+      continue;
+    }
+    mx8 = _mm256_max_ps(mx8, ad);
+    pos += uint64_t(__builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_cmp_ps(d8, zerof, _CMP_GT_OQ)))));
+    zer += uint64_t(__builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_cmp_ps(d8, zerof, _CMP_EQ_OQ)))));
+    four(_mm256_castps256_ps128(b8), _mm256_castps256_ps128(d8));
+    four(_mm256_extractf128_ps(b8, 1), _mm256_extractf128_ps(d8, 1));
+  }
+  _mm256_storeu_pd(L.s, s);
+  _mm256_storeu_pd(L.sq, sq);
+  _mm256_storeu_pd(L.sa, sa);
+  _mm256_storeu_pd(L.bsq, bsq);
+  alignas(32) float m[8];
+  _mm256_store_ps(m, mx8);
+  for (float v : m) L.mx[0] = double(v) > L.mx[0] ? double(v) : L.mx[0];
+  L.pos[0] += pos;
+  L.zer[0] += zer;
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 #endif
 
 void delta_kernel(DeltaAccum::Lanes& L, const float* base, const float* post, size_t n) {
@@ -263,6 +327,39 @@ void DeltaAccum::add(std::span<const float> base, std::span<const float> post) {
   delta_kernel(lanes, base.data() + i, post.data() + i, body);
   i += body;
   for (j = 0; i < m; ++i, ++j) delta_one(lanes, j, base[i], post[i]);
+  n += m;
+}
+
+void DeltaAccum::add_bf16(std::span<const uint16_t> base, std::span<const uint16_t> post) {
+  const auto dec = [](uint16_t h) {
+    const uint32_t bits = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
+  const size_t m = base.size();
+  size_t i = 0, j = size_t(n % kAccumLanes);
+  for (; j != 0 && i < m; ++i, j = (j + 1) % kAccumLanes) delta_one(lanes, j, dec(base[i]), dec(post[i]));
+#if DELTAEDIT_AVX2_KERNELS
+  if (kHaveAvx2) {
+    const size_t body = (m - i) / 8 * 8;
+    delta_kernel_bf16_avx2(lanes, base.data() + i, post.data() + i, body);
+    i += body;
+  }
+#endif
+  // The rest (or all of it without AVX2) in small decoded blocks through the f32 kernel.
+  constexpr size_t kB = 256;
+  float b[kB], p[kB];
+  while (m - i >= kAccumLanes) {
+    const size_t c = std::min(kB, (m - i) / kAccumLanes * kAccumLanes);
+    for (size_t k = 0; k < c; ++k) {
+      b[k] = dec(base[i + k]);
+      p[k] = dec(post[i + k]);
+    }
+    delta_kernel(lanes, b, p, c);
+    i += c;
+  }
+  for (j = 0; i < m; ++i, ++j) delta_one(lanes, j, dec(base[i]), dec(post[i]));
   n += m;
 }
 

@@ -23,6 +23,9 @@ struct DeltaAccum {
   double sum = 0, sumsq = 0, sumabs = 0, maxabs = 0, base_sumsq = 0;
   // Accumulate a chunk: base and post in f32, same length.
   void add(std::span<const float> base, std::span<const float> post);
+  // The same for BF16 inputs given as raw bit patterns (decoded on the fly; identical result to
+  // add() on the decoded values).
+  void add_bf16(std::span<const uint16_t> base, std::span<const uint16_t> post);
   // Adds another accumulator's folded totals to this one's totals.
   void merge(const DeltaAccum& o);
   // A copy whose totals include the pending lanes (and whose lanes are empty).
