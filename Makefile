@@ -15,7 +15,7 @@ $(BUILD)/CMakeCache.txt:
 
 # The CLI only (what `make demo` needs).
 build: deps $(BUILD)/CMakeCache.txt
-	@cmake --build $(BUILD) -j$(JOBS) --target deltaedit
+	@cmake --build $(BUILD) -j$(JOBS) --target cli
 
 # Everything: CLI, tests, benchmarks.
 build-all: deps $(BUILD)/CMakeCache.txt

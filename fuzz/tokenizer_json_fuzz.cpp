@@ -9,12 +9,6 @@
 #include "text/tokenizer.h"
 #include "util/error.h"
 
-// The tokenizer sources are compiled into this target (instead of taken from deltaedit_core) so
-// that libFuzzer's coverage instrumentation sees them and can steer the inputs.
-#include "text/tokenizer.cpp"
-#include "text/tokenizer_detail.cpp"
-#include "text/tokenizer_nfc.cpp"
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view json(reinterpret_cast<const char*>(data), size);
   try {

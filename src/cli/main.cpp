@@ -1,8 +1,15 @@
 // deltaedit: edit, compress, evaluate and analyse the delta parameters of post-trained models.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/torch_names.h"
 #include "io/writer.h"
 
 using namespace deltaedit::cli;
@@ -13,7 +20,33 @@ std::vector<Command> add_torch_commands(CLI::App& app);
 }
 #endif
 
+namespace {
+
+#ifdef DELTAEDIT_TORCH_HELPER
+bool is_torch_command(const char* arg) {
+  for (const auto& c : kTorchCommands)
+    if (c.name == arg) return true;
+  return false;
+}
+
+// Replaces this process by deltaedit-torch (beside this executable) with the same arguments.
+int exec_torch_helper(char** argv) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const auto helper = (ec ? std::filesystem::path(argv[0]) : self).parent_path() / "deltaedit-torch";
+  ::execv(helper.c_str(), argv);
+  std::cerr << "error: " << helper.string() << ": cannot run the model runtime (" << std::strerror(errno)
+            << "); it is built beside deltaedit by `make build`\n";
+  return 1;
+}
+#endif
+
+}  // namespace
+
 int main(int argc, char** argv) {
+#ifdef DELTAEDIT_TORCH_HELPER
+  if (argc >= 2 && is_torch_command(argv[1])) return exec_torch_helper(argv);
+#endif
   deltaedit::io::install_signal_handlers();
   CLI::App app{
       "deltaedit — delta parameter editing of post-trained models.\n"
@@ -29,6 +62,13 @@ int main(int argc, char** argv) {
                             add_tokenize(app)};
 #ifdef DELTAEDIT_HAVE_TORCH
   for (auto& c : add_torch_commands(app)) cmds.push_back(c);
+#elif defined(DELTAEDIT_TORCH_HELPER)
+  // Listed for --help; reached only when an option precedes the command name.
+  for (const auto& c : kTorchCommands) {
+    auto* sub = app.add_subcommand(std::string(c.name), std::string(c.summary));
+    sub->allow_extras()->prefix_command();
+    cmds.push_back({sub, [argv] { return exec_torch_helper(argv); }});
+  }
 #endif
   try {
     app.parse(argc, argv);

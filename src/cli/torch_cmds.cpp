@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "cli/common.h"
+#include "cli/torch_names.h"
 #include "engine/edit_engine.h"
 #include "engine/pairing.h"
 #include "experiments/sweep.h"
@@ -87,7 +88,7 @@ Loaded load_all(const fs::path& model_path, const DataFlags& f) {
 }
 
 Command add_eval(CLI::App& app) {
-  auto* sub = app.add_subcommand("eval", "Loss (causal LM or DPO) and GSM8K-style accuracy of a model on JSONL data");
+  auto* sub = app.add_subcommand("eval", torch_summary("eval"));
   sub->footer("Loss = mean token cross-entropy over all scored tokens (DPO: mean over records).\n"
               "Accuracy: greedy decoding of each response; the answer is the number after the last ####.\n"
               "Examples:\n  deltaedit eval --model post --data test.jsonl --metric accuracy --json\n"
@@ -127,7 +128,7 @@ Command add_eval(CLI::App& app) {
 }
 
 Command add_grad(CLI::App& app) {
-  auto* sub = app.add_subcommand("grad", "f32 gradient of the mean loss for every parameter, as safetensors");
+  auto* sub = app.add_subcommand("grad", torch_summary("grad"));
   sub->footer("The output names tensors like the parameters; feed it to `edit --op biased:by=grad --grad G`.\n"
               "Example:\n  deltaedit grad --model post --data train.jsonl --out grad.safetensors");
   auto f = std::make_shared<DataFlags>();
@@ -156,7 +157,7 @@ Command add_grad(CLI::App& app) {
 }
 
 Command add_approx(CLI::App& app) {
-  auto* sub = app.add_subcommand("approx", "Approximation term of an edit: Riemann sum of ⟨∇L(W_post + t·D), D⟩");
+  auto* sub = app.add_subcommand("approx", torch_summary("approx"));
   sub->footer(
       "Builds D = Δ' − Δ with the same engine and seed as `edit` (nothing written), then reports\n"
       "(1/C) Σ ⟨∇L(W_post + t_c·D), D⟩, per-tensor contributions (they sum to it), the true\n"
@@ -216,7 +217,7 @@ Command add_approx(CLI::App& app) {
 }
 
 Command add_zoo(CLI::App& app) {
-  auto* sub = app.add_subcommand("zoo", "Train the in-house base/post model pair (Llama architecture) and its data");
+  auto* sub = app.add_subcommand("zoo", torch_summary("zoo"));
   sub->footer("Pre-trains a small LM on a generated English corpus (base), then post-trains it (SFT) on GSM8K-format\n"
               "arithmetic word problems (post). Deterministic for a seed and thread count.\n"
               "Writes OUT/base, OUT/post (config.json, model.safetensors, tokenizer.json, zoo.json), OUT/data.\n"
@@ -259,7 +260,7 @@ int run_sweep_cli(const experiments::SweepConfig& cfg, const fs::path& out) {
 }
 
 Command add_sweep(CLI::App& app) {
-  auto* sub = app.add_subcommand("sweep", "Run the paper's experiments (F1, T1, F3, F4, F5, F6) from a JSON config");
+  auto* sub = app.add_subcommand("sweep", torch_summary("sweep"));
   sub->footer("CONFIG (JSON): {\"base\", \"post\", \"eval_data\", \"loss_data\", \"seed\", \"eval_examples\",\n"
               "\"loss_examples\", \"max_new_tokens\", \"steps\", \"experiments\": {\"F1\": {\"p\": [...], \"k\": [...]}, ...}}.\n"
               "Paths are relative to the config file. Resumable: finished points are kept in OUT/points and\n"
@@ -288,7 +289,7 @@ Command add_sweep(CLI::App& app) {
 }
 
 Command add_demo(CLI::App& app) {
-  auto* sub = app.add_subcommand("demo", "The paper's experiments on the shipped in-house model pair, with a report");
+  auto* sub = app.add_subcommand("demo", torch_summary("demo"));
   sub->footer("Runs the built-in sweep (reduced grid) on models/zoo: base = pre-trained, post = post-trained on\n"
               "GSM8K-format arithmetic. Writes OUT/report/index.html, OUT/results.json and CSVs. Resumable.\n"
               "Example:\n  deltaedit demo --out out/demo");
