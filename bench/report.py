@@ -132,6 +132,14 @@ def main():
           f"{ok(all(mb(v['deltaedit']['rss_kb']) < TARGETS['edit_rss_mb'] for v in res['edit'].values()))} "
           f"(max {max(mb(v['deltaedit']['rss_kb']) for v in res['edit'].values()):.0f} MB).")
         w("")
+        bound = {k: v["eager_full_s"] / v["floor"]["wall"] for k, v in res["edit"].items() if k in ELEMENTWISE}
+        w("No implementation can beat the copy floor, so on this machine the speed-up over eager is bounded by "
+          "eager ÷ floor: " + ", ".join(f"{k} {b:.1f}×" for k, b in bound.items()) +
+          f". The {TARGETS['edit_vs_eager']:.0f}× target assumed eager at ~100 ns per parameter; here eager DARE costs "
+          + (f"{1e9 * res['edit']['dare']['eager_full_s'] / pair['params']:.0f} ns" if "dare" in res["edit"] else "less")
+          + " per parameter.")
+        res["eager_bound"] = bound
+        w("")
 
     # svd
     if "svd" in R:

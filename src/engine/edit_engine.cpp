@@ -448,7 +448,7 @@ Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, con
       inc.delta_sumsq += double(delta) * double(delta);
       te.edited[i] -= delta;
     }
-    inc.d[p.name] = std::move(te.edited);
+    inc.d[p.name].assign(te.edited.begin(), te.edited.end());
   }
   return inc;
 }

@@ -16,6 +16,7 @@
 #include "analysis/delta_stats.h"
 #include "edit/op.h"
 #include "io/checkpoint.h"
+#include "util/big_buffer.h"
 #include "util/name_regex.h"
 
 namespace deltaedit::engine {
@@ -42,7 +43,7 @@ struct OpChain {
 
 // Δ' of one tensor (f32) and what produced it.
 struct TensorEdit {
-  std::vector<float> edited;                    // Δ'
+  util::BigFloatBuffer edited;                  // Δ' (resize leaves values unset)
   std::optional<edit::LowRankFactors> factors;  // set when the last op to touch it was lowrank
   std::vector<std::string> applied;             // names of the ops that touched it
 };
