@@ -85,30 +85,86 @@ class BitDeltaOp final : public OpBase {
     return static_cast<float>(s_ * st);
   }
 
-  // block_value over the finite |x| (mean or rms) without gathering them: the same sums in the
-  // same order as util::ordered_sum over the gathered array (blocks of kReduceBlock finite
-  // entries, each summed in index order, block sums added in block order).
-  float finite_block_value(std::span<const float> x) const {
+  // Σ|x| (mean) or Σx² (rms) over the finite entries, without gathering them: the same sums in
+  // the same order as util::ordered_sum over the gathered array (blocks of kReduceBlock finite
+  // entries, each summed in index order, block sums added in block order). It can be fed in
+  // pieces, which is how the streaming engine runs it.
+  struct FiniteSum {
     double total = 0.0, block = 0.0;
     size_t count = 0, in_block = 0;
-    for (float v : x) {
-      if (!std::isfinite(v)) continue;
-      const double a = std::fabs(static_cast<double>(v));
-      block += stat_ == Stat::Rms ? static_cast<double>(std::fabs(v)) * std::fabs(v) : a;
-      ++count;
-      if (++in_block == util::kReduceBlock) {
-        total += block;
-        block = 0.0;
-        in_block = 0;
+    void add(std::span<const float> x, bool squares) {
+      for (float v : x) {
+        if (!std::isfinite(v)) continue;
+        const double a = std::fabs(static_cast<double>(v));
+        block += squares ? static_cast<double>(std::fabs(v)) * std::fabs(v) : a;
+        ++count;
+        if (++in_block == util::kReduceBlock) {
+          total += block;
+          block = 0.0;
+          in_block = 0;
+        }
       }
     }
-    if (in_block != 0) total += block;
-    if (count == 0) return 0.0f;
-    const double st = stat_ == Stat::Rms ? std::sqrt(total / static_cast<double>(count))
-                                         : total / static_cast<double>(count);
+  };
+  float finite_value(const FiniteSum& f) const {
+    if (f.count == 0) return 0.0f;
+    const double total = f.in_block != 0 ? f.total + f.block : f.total;
+    const double st = stat_ == Stat::Rms ? std::sqrt(total / static_cast<double>(f.count))
+                                         : total / static_cast<double>(f.count);
     return static_cast<float>(s_ * st);
   }
+  float finite_block_value(std::span<const float> x) const {
+    FiniteSum f;
+    f.add(x, stat_ == Stat::Rms);
+    return finite_value(f);
+  }
 
+  // Per-tensor state of the two-pass form: one sum per scope, then one value per scope.
+  struct ScaleState final : Op::State {
+    uint64_t cols = 0;  // scope length
+    std::vector<FiniteSum> sums;
+    std::vector<float> values;
+  };
+  // Calls fn(scope index, sub-piece) for the parts of [first, first + n) in each scope.
+  template <class Piece, class Fn>
+  static void by_scope(uint64_t cols, Piece piece, uint64_t first, Fn&& fn) {
+    size_t i = 0;
+    while (i < piece.size() && cols > 0) {
+      const uint64_t at = first + i, r = at / cols;
+      const size_t m = static_cast<size_t>(std::min<uint64_t>(piece.size() - i, (r + 1) * cols - at));
+      fn(static_cast<size_t>(r), piece.subspan(i, m));
+      i += m;
+    }
+  }
+
+ public:
+  bool two_pass() const override { return bits_ == 0 && stat_ != Stat::Median; }
+  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
+    if (!two_pass()) return Op::observe_begin(ctx);
+    const size_t n = static_cast<size_t>(shape_elements(ctx.shape));
+    RowView view{1, static_cast<int64_t>(n)};
+    if (rows_) view = row_view(ctx.shape, n, ctx.name);
+    auto st = std::make_unique<ScaleState>();
+    st->cols = static_cast<uint64_t>(view.cols);
+    st->sums.resize(static_cast<size_t>(view.rows));
+    return st;
+  }
+  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
+    auto& st = dynamic_cast<ScaleState&>(s);
+    const bool squares = stat_ == Stat::Rms;
+    by_scope(st.cols, piece, first, [&](size_t r, std::span<const float> x) { st.sums[r].add(x, squares); });
+  }
+  void observe_end(Op::State& s) const override {
+    auto& st = dynamic_cast<ScaleState&>(s);
+    st.values.resize(st.sums.size());
+    for (size_t r = 0; r < st.sums.size(); ++r) st.values[r] = finite_value(st.sums[r]);
+  }
+  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first, const TensorContext&) const override {
+    const auto& st = dynamic_cast<const ScaleState&>(s);
+    by_scope(st.cols, piece, first, [&](size_t r, std::span<float> x) { set_signs(x, st.values[r]); });
+  }
+
+ private:
   // x ← signed_value(x, value) on the finite entries (NaN and ±Inf unchanged), branch-free.
   void set_signs(std::span<float> x, float value) const {
     const float neg = -value, zero = plus_ ? value : 0.0f;

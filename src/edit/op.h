@@ -76,6 +76,20 @@ class Op {
   // elements [first, first + piece.size()) exactly as apply() on the whole tensor would.
   virtual bool pointwise() const { return false; }
   virtual void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const;
+
+  // Two-pass ops (bitdelta's scale): a first pass observes the whole tensor in order, in pieces,
+  // then every piece is edited pointwise with what was observed. For any cut into pieces,
+  //   s = observe_begin(ctx); observe(*s, piece_k, first_k) for k in order; observe_end(*s);
+  //   apply_observed(*s, piece_k, first_k, ctx) for each k
+  // gives the bytes of apply() on the whole tensor.
+  struct State {
+    virtual ~State() = default;
+  };
+  virtual bool two_pass() const { return false; }
+  virtual std::unique_ptr<State> observe_begin(const TensorContext& ctx) const;
+  virtual void observe(State& s, std::span<const float> piece, uint64_t first) const;
+  virtual void observe_end(State& s) const;
+  virtual void apply_observed(const State& s, std::span<float> piece, uint64_t first, const TensorContext& ctx) const;
 };
 
 // Registry: builds an op from its spec, validating every key and range before any I/O.

@@ -378,4 +378,17 @@ void Op::apply_block(std::span<float>, uint64_t, const TensorContext& ctx) const
   throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not pointwise", "", std::string(ctx.name));
 }
 
+std::unique_ptr<Op::State> Op::observe_begin(const TensorContext& ctx) const {
+  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
+}
+void Op::observe(State&, std::span<const float>, uint64_t) const {
+  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass");
+}
+void Op::observe_end(State&) const {
+  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass");
+}
+void Op::apply_observed(const State&, std::span<float>, uint64_t, const TensorContext& ctx) const {
+  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
+}
+
 }  // namespace deltaedit::edit

@@ -551,13 +551,13 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       ++edited_count;
     }
   }
-  // Whether a tensor goes through the one-pass streaming path: a full checkpoint, and every op
-  // that touches it pointwise.
+  // Whether a tensor goes through the streaming path: a full checkpoint, and every op that
+  // touches it pointwise or two-pass.
   const auto streams = [&](const std::string& name) {
     if (req.pack || !req.stream_pointwise) return false;
     const auto& shape = post.info(name).shape;
     for (size_t k = 0; k < chain.ops.size(); ++k)
-      if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise()) return false;
+      if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise() && !chain.ops[k]->two_pass()) return false;
     return true;
   };
   // Buffer bytes one edited tensor holds while in flight: Δ' in f32, the largest op workspace,
@@ -648,10 +648,22 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     out.name = ot.name;
     out.numel = pi.numel();
     if (edit_it[ot.name] && streams(ot.name)) {
-      // Pointwise ops only, full checkpoint: one pass, chunk by chunk, no whole-tensor buffer.
+      // Pointwise and two-pass ops only, full checkpoint: streamed chunk by chunk, no
+      // whole-tensor buffer. Each two-pass op first observes the tensor as the ops before it
+      // leave it (one extra read of the inputs, from the page cache); then one pass writes.
       const auto& bi = base.info(ot.name);
+      const uint64_t n = pi.numel();
       const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
-      std::vector<std::pair<const edit::Op*, edit::TensorContext>> steps;
+      const auto release_both = [&](uint64_t off, uint64_t m) {
+        base.release_range(ot.name, off * bsz, m * bsz);
+        post.release_range(ot.name, off * psz, m * psz);
+      };
+      struct Step {
+        const edit::Op* op;
+        edit::TensorContext ctx;
+        std::unique_ptr<edit::Op::State> state;
+      };
+      std::vector<Step> steps;
       for (size_t k = 0; k < chain.ops.size(); ++k) {
         if (!chain.touches(k, ot.name, pi.shape)) continue;
         edit::TensorContext ctx;
@@ -659,23 +671,51 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         ctx.shape = pi.shape;
         ctx.seed = chain.seed;
         ctx.op_index = uint32_t(k);
-        steps.emplace_back(chain.ops[k].get(), ctx);
+        steps.push_back({chain.ops[k].get(), ctx, nullptr});
         out.ops.push_back(std::string(chain.ops[k]->name()));
+      }
+      const auto run_steps = [&](size_t upto, float* e, size_t c, uint64_t at) {
+        for (size_t s = 0; s < upto; ++s) {
+          const Step& st = steps[s];
+          if (st.state)
+            st.op->apply_observed(*st.state, std::span<float>(e, c), at, st.ctx);
+          else
+            st.op->apply_block(std::span<float>(e, c), at, st.ctx);
+        }
+      };
+      for (size_t k = 0; k < steps.size(); ++k) {
+        if (!steps[k].op->two_pass()) continue;
+        auto state = steps[k].op->observe_begin(steps[k].ctx);
+        const auto bb = base.data(ot.name), pb = post.data(ot.name);
+        float b[kBlock], e[kBlock];
+        for (uint64_t off = 0; off < n; off += kChunk) {
+          io::check_interrupted();
+          const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
+          for (size_t q = 0; q < m; q += kBlock) {
+            const size_t c = std::min(kBlock, m - q);
+            const uint64_t at = off + q;
+            io::to_f32(pb.subspan(at * psz, c * psz), pi.dtype, std::span(e, c));
+            io::to_f32(bb.subspan(at * bsz, c * bsz), bi.dtype, std::span(b, c));
+            for (size_t t = 0; t < c; ++t) e[t] -= b[t];
+            run_steps(k, e, c, at);
+            steps[k].op->observe(*state, std::span<const float>(e, c), at);
+          }
+          release_both(off, m);
+        }
+        steps[k].op->observe_end(*state);
+        steps[k].state = std::move(state);
       }
       out.action = "edited";
       auto& w = writers->of(ot.name);
       out.nonfinite_out = compose_output(
-          base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, pi.numel(),
+          base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
           [&](uint64_t at, size_t c, const float* delta, float* e) {
             std::copy(delta, delta + c, e);
-            for (const auto& [op, ctx] : steps) op->apply_block(std::span<float>(e, c), at, ctx);
+            run_steps(steps.size(), e, c, at);
             return static_cast<const float*>(e);
           },
           ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); },
-          [&](uint64_t off, uint64_t m) {
-            base.release_range(ot.name, off * bsz, m * bsz);
-            post.release_range(ot.name, off * psz, m * psz);
-          });
+          release_both);
       out.stats = analysis::EditStats::from(accs[i]);
       base.release(ot.name);
     } else if (edit_it[ot.name]) {

@@ -151,5 +151,41 @@ TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
   }
 }
 
+
+// Two-pass ops (bitdelta with bits=0 and a mean or rms scale) observe the tensor in pieces, then
+// edit it in pieces: any cut gives the bytes of apply() on the whole, per tensor and per row.
+TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
+  const char* const two_pass[] = {"bitdelta", "bitdelta:stat=rms", "bitdelta:granularity=row,sign0=plus",
+                                  "bitdelta:s=2,granularity=row,stat=rms"};
+  const std::vector<int64_t> shape{37, 541};
+  std::vector<float> d = gaussian(37 * 541, 10);
+  d[5] = NAN;
+  d[600] = -INFINITY;
+  for (size_t i = 1100; i < 1100 + 541; ++i) d[i] = 0.0f;  // a row of zeros (scale 0)
+  for (const char* spec : two_pass) {
+    const auto o = op(spec);
+    ASSERT_TRUE(o->two_pass()) << spec;
+    EXPECT_FALSE(o->pointwise()) << spec;
+    TensorContext ctx;
+    ctx.name = "layers.1.w";
+    ctx.shape = shape;
+    std::vector<float> whole = d;
+    o->apply(whole, ctx);
+    for (size_t piece : {size_t(1), size_t(100), size_t(541), size_t(4096)}) {
+      auto st = o->observe_begin(ctx);
+      for (size_t at = 0; at < d.size(); at += piece)
+        o->observe(*st, std::span<const float>(d.data() + at, std::min(piece, d.size() - at)), at);
+      o->observe_end(*st);
+      std::vector<float> cut = d;
+      for (size_t at = 0; at < cut.size(); at += piece)
+        o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)), at, ctx);
+      EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
+    }
+  }
+  for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare", "lowrank:rank=2"}) {
+    EXPECT_FALSE(op(spec)->two_pass()) << spec;
+  }
+}
+
 }  // namespace
 }  // namespace deltaedit::edit

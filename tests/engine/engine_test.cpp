@@ -379,13 +379,15 @@ TEST(Engine, SingleFilePostOverFiveGBIsShardedAtFiveGB) {
             json({"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}));
 }
 
-// Chains of pointwise ops stream through in one pass; the bytes (and the report) are those of the
-// buffered path, on BF16 shards against an F32 base and with a dtype change.
+// Chains of pointwise and two-pass ops stream through without a whole-tensor buffer; the bytes
+// (and the report) are those of the buffered path, on BF16 shards against an F32 base and with a
+// dtype change.
 TEST(Engine, StreamedPointwiseEditEqualsBufferedEdit) {
   TempDir t;
   const std::vector<std::vector<std::string>> chains = {
       {"dare:p=0.9"}, {"drop:p=0.5", "scale:alpha=0.3"}, {"signflip:q=0.2,rescale=mean"},
-      {"dare:p=0.5,k=0.5,include=mlp", "scale:alpha=-0.5,exclude=mlp"}};
+      {"dare:p=0.5,k=0.5,include=mlp", "scale:alpha=-0.5,exclude=mlp"},
+      {"bitdelta"}, {"dare:p=0.5", "bitdelta:granularity=row"}, {"bitdelta:stat=rms", "scale:alpha=0.5", "bitdelta"}};
   for (const auto& ops : chains) {
     for (const char* dtype : {"", "F32"}) {
       auto a = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "s", ops, 7);
