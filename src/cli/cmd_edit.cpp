@@ -48,6 +48,9 @@ void print_plan(const json& p) {
   std::cout << fmt::format("output: {} {} -> {} (checkpoint size {}, free {})\n", p["output_kind"].get<std::string>(),
                            p["output"].get<std::string>(), p["output_files"].dump(),
                            human_bytes(p["checkpoint_bytes"].get<uint64_t>()), human_bytes(p["free_bytes"].get<uint64_t>()));
+  std::cout << fmt::format("streaming: {} of the edited tensors without a whole-tensor buffer (pointwise and two-pass ops); "
+                           "the others are admitted against --max-memory {}\n",
+                           p.value("streamed_tensors", uint64_t(0)), human_bytes(p.value("max_memory", uint64_t(0))));
   std::cout << fmt::format("estimates: peak memory {}, time {:.1f} s\n", human_bytes(p["peak_memory_estimate"].get<uint64_t>()),
                            p["time_estimate_s"].get<double>());
   for (const auto& w : p["warnings"]) std::cerr << "warning: " << w.get<std::string>() << "\n";

@@ -166,22 +166,16 @@ struct ShardWriters {
   }
 };
 
-// W' = base + Δ' in f32, rounded once into the output dtype; streams chunks to `sink`.
-// Also accumulates edit statistics against Δ = post − base when post is given.
-// release(elem_offset, elems) is called once each chunk of the inputs has been consumed.
-// Within a chunk the work goes block by block through small buffers that stay in cache.
-// Δ' comes block by block from edited(at, count, delta, scratch) → pointer to `count` values:
-// either a slice of a whole-tensor buffer, or computed into `scratch` from the block's Δ (which
-// is null when no post is given) by pointwise ops.
-template <class Edited, class Sink, class Release>
-uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt, std::span<const std::byte> post_bytes,
-                        io::DType post_dt, uint64_t n, Edited&& edited, io::DType out_dt, analysis::EditAccum* acc,
-                        Sink&& sink, Release&& release) {
-  const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8, osz = io::dtype_bits(out_dt) / 8;
-  float b[kBlock], d[kBlock], w[kBlock], scratch[kBlock];
-  const auto o = std::make_unique_for_overwrite<std::byte[]>(std::min<uint64_t>(n, kChunk) * osz);
-  uint64_t bad = 0;
-  analysis::EditAccum local;  // added in element order; copied out at the end (acc starts empty)
+// Walks a tensor in chunks of kChunk elements and blocks of kBlock (small buffers that stay in
+// cache): block(at, count, delta, base) gets the f32 base and Δ = post − base (delta is null when
+// post is empty); chunk_done(elem_offset, elems) follows each chunk, which is the moment to drop
+// the input pages consumed. Checks for SIGINT/SIGTERM between chunks.
+template <class Block, class ChunkDone>
+void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_dt, std::span<const std::byte> post_bytes,
+                          io::DType post_dt, uint64_t n, Block&& block, ChunkDone&& chunk_done) {
+  const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8;
+  const bool have_post = !post_bytes.empty();
+  float b[kBlock], d[kBlock];
   for (uint64_t off = 0; off < n; off += kChunk) {
     io::check_interrupted();
     const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
@@ -189,26 +183,51 @@ uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt
       const size_t c = std::min(kBlock, m - k);
       const uint64_t at = off + k;
       io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
-      const bool have_post = !post_bytes.empty();
       if (have_post) {
         io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(d, c));
         for (size_t i = 0; i < c; ++i) d[i] -= b[i];
       }
-      const float* e = edited(at, c, have_post ? d : nullptr, scratch);
-      if (acc) local.add(std::span<const float>(d, c), std::span(e, c));
-      uint32_t newly_bad = 0;  // finite base, non-finite sum
-      for (size_t i = 0; i < c; ++i) {
-        w[i] = b[i] + e[i];
-        newly_bad += (std::fabs(w[i]) <= std::numeric_limits<float>::max() ? 0u : 1u) &
-                     (std::fabs(b[i]) <= std::numeric_limits<float>::max() ? 1u : 0u);
-      }
-      bad += newly_bad;
-      auto ns = io::from_f32(std::span<const float>(w, c), out_dt, std::span(o.get() + k * osz, c * osz));
-      bad += ns.overflow;
+      block(at, c, have_post ? d : nullptr, static_cast<const float*>(b));
     }
-    sink(std::span<const std::byte>(o.get(), m * osz), off * osz);
-    release(off, uint64_t(m));
+    chunk_done(off, uint64_t(m));
   }
+}
+
+// W' = base + Δ' in f32, rounded once into the output dtype; streams chunks to `sink`.
+// Also accumulates edit statistics against Δ = post − base when post is given (acc).
+// release(elem_offset, elems) is called once each chunk of the inputs has been consumed.
+// Δ' comes block by block from edited(at, count, delta, scratch) → pointer to `count` values:
+// either a slice of a whole-tensor buffer, or computed into `scratch` from the block's Δ (which
+// is null when no post is given) by pointwise ops.
+template <class Edited, class Sink, class Release>
+uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt, std::span<const std::byte> post_bytes,
+                        io::DType post_dt, uint64_t n, Edited&& edited, io::DType out_dt, analysis::EditAccum* acc,
+                        Sink&& sink, Release&& release) {
+  const size_t osz = io::dtype_bits(out_dt) / 8;
+  float w[kBlock], scratch[kBlock];
+  const auto o = std::make_unique_for_overwrite<std::byte[]>(std::min<uint64_t>(n, kChunk) * osz);
+  uint64_t bad = 0;
+  analysis::EditAccum local;  // added in element order; copied out at the end (acc starts empty)
+  for_each_delta_block(
+      base_bytes, base_dt, post_bytes, post_dt, n,
+      [&](uint64_t at, size_t c, const float* d, const float* b) {
+        const float* e = edited(at, c, d, scratch);
+        if (acc) local.add(std::span<const float>(d, c), std::span(e, c));
+        uint32_t newly_bad = 0;  // finite base, non-finite sum
+        for (size_t i = 0; i < c; ++i) {
+          w[i] = b[i] + e[i];
+          newly_bad += (std::fabs(w[i]) <= std::numeric_limits<float>::max() ? 0u : 1u) &
+                       (std::fabs(b[i]) <= std::numeric_limits<float>::max() ? 1u : 0u);
+        }
+        bad += newly_bad;
+        const size_t k = size_t(at % kChunk);  // position in the chunk's output buffer
+        auto ns = io::from_f32(std::span<const float>(w, c), out_dt, std::span(o.get() + k * osz, c * osz));
+        bad += ns.overflow;
+      },
+      [&](uint64_t off, uint64_t m) {
+        sink(std::span<const std::byte>(o.get(), m * osz), off * osz);
+        release(off, m);
+      });
   if (acc) acc->merge(local);
   return bad;
 }
@@ -385,24 +404,16 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
   TensorEdit te;
   te.edited.resize(n);
   {
-    const auto bb = base.data(name), pb = post.data(name);
     const size_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
-    float b[kBlock];
-    for (uint64_t off = 0; off < n; off += kChunk) {
-      const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
-      for (size_t k = 0; k < m; k += kBlock) {
-        const size_t c = std::min(kBlock, m - k);
-        const uint64_t at = off + k;
-        float* e = te.edited.data() + at;
-        io::to_f32(pb.subspan(at * psz, c * psz), pi.dtype, std::span(e, c));
-        io::to_f32(bb.subspan(at * bsz, c * bsz), bi.dtype, std::span(b, c));
-        for (size_t i = 0; i < c; ++i) e[i] -= b[i];
-      }
-      // The inputs are read again (from the page cache) when the output is composed; meanwhile
-      // their pages need not stay mapped while the ops run.
-      base.release_range(name, off * bsz, m * bsz);
-      post.release_range(name, off * psz, m * psz);
-    }
+    for_each_delta_block(
+        base.data(name), bi.dtype, post.data(name), pi.dtype, n,
+        [&](uint64_t at, size_t c, const float* d, const float*) { std::copy(d, d + c, te.edited.data() + at); },
+        // The inputs are read again (from the page cache) when the output is composed;
+        // meanwhile their pages need not stay mapped while the ops run.
+        [&](uint64_t off, uint64_t m) {
+          base.release_range(name, off * bsz, m * bsz);
+          post.release_range(name, off * psz, m * psz);
+        });
   }
   std::vector<float> g;
   for (size_t i = 0; i < chain.ops.size(); ++i) {
@@ -686,22 +697,15 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       for (size_t k = 0; k < steps.size(); ++k) {
         if (!steps[k].op->two_pass()) continue;
         auto state = steps[k].op->observe_begin(steps[k].ctx);
-        const auto bb = base.data(ot.name), pb = post.data(ot.name);
-        float b[kBlock], e[kBlock];
-        for (uint64_t off = 0; off < n; off += kChunk) {
-          io::check_interrupted();
-          const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
-          for (size_t q = 0; q < m; q += kBlock) {
-            const size_t c = std::min(kBlock, m - q);
-            const uint64_t at = off + q;
-            io::to_f32(pb.subspan(at * psz, c * psz), pi.dtype, std::span(e, c));
-            io::to_f32(bb.subspan(at * bsz, c * bsz), bi.dtype, std::span(b, c));
-            for (size_t t = 0; t < c; ++t) e[t] -= b[t];
-            run_steps(k, e, c, at);
-            steps[k].op->observe(*state, std::span<const float>(e, c), at);
-          }
-          release_both(off, m);
-        }
+        float e[kBlock];
+        for_each_delta_block(
+            base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
+            [&](uint64_t at, size_t c, const float* d, const float*) {
+              std::copy(d, d + c, e);
+              run_steps(k, e, c, at);
+              steps[k].op->observe(*state, std::span<const float>(e, c), at);
+            },
+            release_both);
         steps[k].op->observe_end(*state);
         steps[k].state = std::move(state);
       }
