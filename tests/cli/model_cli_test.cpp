@@ -38,6 +38,25 @@ TEST(ModelCli, TokenizeMatchesTheLibrary) {
 
 #ifdef DELTAEDIT_HAVE_TORCH  // eval, grad, approx and zoo exist only in the libtorch build
 
+// deltaedit never loads libtorch; it lists the model commands and hands them to deltaedit-torch.
+TEST(ModelCli, ModelCommandsAreHandedToTheTorchExecutable) {
+  const fs::path light = DELTAEDIT_BINARY, full = light.parent_path() / "deltaedit-torch";
+  ASSERT_TRUE(fs::exists(full));
+  // The dynamic section names the shared libraries an executable needs.
+  EXPECT_EQ(read_file(light).find("libtorch"), std::string::npos);
+  EXPECT_NE(read_file(full).find("libtorch"), std::string::npos);
+  auto h = run_cli({"--help"});
+  EXPECT_EQ(h.status, 0);
+  for (const char* c : {"eval", "grad", "approx", "zoo", "sweep", "demo", "edit", "stats"})
+    EXPECT_NE(h.out.find(std::string("  ") + c + " "), std::string::npos) << c;
+  auto e = run_cli({"eval", "--help"});
+  EXPECT_EQ(e.status, 0);
+  EXPECT_NE(e.out.find("--model"), std::string::npos);
+  auto bad = run_cli({"eval", "--model", "/nonexistent", "--data", "/nonexistent.jsonl"});
+  EXPECT_EQ(bad.status, 1) << bad.err;  // the runtime's own error, through the hand-over
+  EXPECT_NE(bad.err.find("/nonexistent"), std::string::npos) << bad.err;
+}
+
 TEST(ModelCli, EvalGradApproxJson) {
   TempDir t;
   const std::string data = (kZoo / "data/eval.jsonl").string();
