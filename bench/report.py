@@ -23,6 +23,27 @@ def load(path):
     return recs
 
 
+def agg(R, key):
+    """The runs recorded as KEY or KEY.1, KEY.2, ...: median wall/user/sys, max RSS, first load1,
+    and the individual wall times."""
+    runs = [R[k] for k in sorted(R) if k == key or (k.startswith(key + ".") and k[len(key) + 1:].isdigit())]
+    if not runs:
+        raise KeyError(key)
+
+    def median(xs):
+        xs = sorted(xs)
+        n = len(xs)
+        return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+    return {"wall": median([r["wall"] for r in runs]), "user": median([r["user"] for r in runs]),
+            "sys": median([r["sys"] for r in runs]), "rss_kb": max(r["rss_kb"] for r in runs),
+            "load1": runs[0]["load1"], "walls": [r["wall"] for r in runs], "n": len(runs)}
+
+
+def spread(r):
+    return "" if r["n"] < 2 else f" ({min(r['walls']):.2f}–{max(r['walls']):.2f})"
+
+
 def last_json(path):
     with open(path) as f:
         lines = [ln for ln in f.read().splitlines() if ln.startswith("{")]
@@ -60,12 +81,13 @@ def main():
     w(f"- pair: {pair['params'] / 1e9:.3f} G parameters BF16 per side, {gb:.2f} GB read for both sides "
       f"({pair['args'] or 'defaults'}){' — quick mode' if m['quick'] else ''}")
     w(f"- threads: {m['threads']} for deltaedit, the eager reference and the model runs")
-    w("- every figure is one warm-cache run; baseline and deltaedit ran back to back; "
-      "`load1` is the 1-minute load average just before each command")
+    w("- stats and edit figures are medians of warm-cache runs alternating with their baselines "
+      "(range in parentheses); eager and SVD figures are single runs; `load1` is the 1-minute load average "
+      "just before the first run")
     w("")
 
     # stats
-    cat, st = R["stats.cat"], R["stats.deltaedit"]
+    cat, st = agg(R, "stats.cat"), agg(R, "stats.deltaedit")
     ratio = cat["wall"] / st["wall"]
     res["stats"] = {"cat": cat, "deltaedit": st, "throughput_ratio": ratio}
     w("## stats (read both sides, per-tensor delta statistics)")
@@ -73,7 +95,7 @@ def main():
     w("| command | wall s | GB/s | peak RSS MB | user+sys s | load1 |")
     w("|---|---:|---:|---:|---:|---:|")
     for label, r in (("`cat base/* post/* > /dev/null`", cat), ("`deltaedit stats --threads 2`", st)):
-        w(f"| {label} | {r['wall']:.2f} | {gb / max(r['wall'], 1e-9):.2f} | {mb(r['rss_kb']):.0f} | "
+        w(f"| {label} | {r['wall']:.2f}{spread(r)} | {gb / max(r['wall'], 1e-9):.2f} | {mb(r['rss_kb']):.0f} | "
           f"{r['user'] + r['sys']:.2f} | {r['load1']} |")
     w("")
     w(f"Throughput ratio deltaedit/cat = **{ratio:.2f}** (target ≥ {TARGETS['stats_ratio']}: "
@@ -94,9 +116,9 @@ def main():
     res["edit"] = {}
     notes = []
     order = ["dare", "bitdelta", "scale", "magnitude", "lowrank"]
-    ops = [k.split(".")[1] for k in R if k.startswith("edit.") and k.endswith(".deltaedit")]
+    ops = sorted({k.split(".")[1] for k in R if k.startswith("edit.") and k.split(".")[2] == "deltaedit"})
     for op in sorted(ops, key=lambda o: order.index(o) if o in order else len(order)):
-        de, fl, ft, eg = (R[f"edit.{op}.{s}"] for s in ("deltaedit", "floor", "floor_tight", "eager"))
+        de, fl, ft, eg = (agg(R, f"edit.{op}.{s}") for s in ("deltaedit", "floor", "floor_tight", "eager"))
         ej = last_json(f"{a.logs}/edit.{op}.eager.out")
         if op == "lowrank":
             eager_full = eg["wall"]
@@ -114,7 +136,8 @@ def main():
         res["edit"][op] = {"deltaedit": de, "floor": fl, "floor_tight": ft, "eager": eg, "eager_json": ej,
                            "eager_full_s": eager_full, "speedup_vs_eager": vs_eager, "vs_floor": vs_floor,
                            "vs_tight_floor": vs_tight}
-        w(f"| {op} | {de['wall']:.2f} | {mb(de['rss_kb']):.0f} | {fl['wall']:.2f} | {ft['wall']:.2f} | "
+        w(f"| {op} | {de['wall']:.2f}{spread(de)} | {mb(de['rss_kb']):.0f} | {fl['wall']:.2f}{spread(fl)} | "
+          f"{ft['wall']:.2f}{spread(ft)} | "
           f"{eager_full:.1f} | {mb(eg['rss_kb']):.0f} | {vs_eager:.1f} | {vs_floor:.2f} | {vs_tight:.2f} | "
           f"{de['load1']} |")
     w("")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deltaedit benchmarks, each against a baseline measured in the same run, reported as ratios.
 #
-# Usage: bench/run.sh BUILD_DIR [--quick] [--work DIR] [--keep] [--skip-lowrank-svd] [--skip-model]
+# Usage: bench/run.sh BUILD_DIR [--quick] [--reps N] [--work DIR] [--keep] [--skip-lowrank-svd] [--skip-model]
 #
 #   stats      deltaedit stats on a synthetic BF16 pair vs `cat base/* post/* > /dev/null`
 #   edit       deltaedit edit (dare, bitdelta, scale, magnitude, lowrank) vs a PyTorch eager
@@ -12,17 +12,20 @@
 # The pair (default ≥ 2 GB per side; --quick: ~150 MB per side with smaller layers) is written by
 # bench/make_pair.py under the work dir (default /tmp/deltaedit-bench, or $DELTAEDIT_BENCH_DIR) and
 # reused while its parameters do not change; edit outputs are deleted after each measurement, and
-# the pair too unless --keep. Results: bench/results/latest.md and latest.json (printed at the end).
+# the pair too unless --keep. stats and edit runs alternate with their baselines --reps times
+# (default 3; --quick 1) and the report takes medians. Results: bench/results/latest.md and
+# latest.json (printed at the end).
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 BUILD=$1; shift
-QUICK=0; KEEP=0; DO_SVD=1; DO_MODEL=1
+QUICK=0; KEEP=0; DO_SVD=1; DO_MODEL=1; REPS=3
 WORK=${DELTAEDIT_BENCH_DIR:-/tmp/deltaedit-bench}
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --quick) QUICK=1 ;;
+    --quick) QUICK=1; REPS=1 ;;
+    --reps) REPS=$2; shift ;;
     --keep) KEEP=1 ;;
     --work) WORK=$2; shift ;;
     --skip-lowrank-svd) DO_SVD=0 ;;
@@ -133,9 +136,11 @@ record pair "\"bytes\": $BYTES, \"params\": $PARAMS, \"dir\": \"$PAIR\", \"args\
 note "stats: warm-up"
 read_both; read_both
 $DE stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json > /dev/null
-note "stats: measure (cat, then deltaedit stats)"
-measure stats.cat bash -c read_both
-measure stats.deltaedit "$DE" stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json
+for r in $(seq 1 $REPS); do
+  note "stats: measure (cat, then deltaedit stats) ($r/$REPS)"
+  measure "stats.cat.$r" bash -c read_both
+  measure "stats.deltaedit.$r" "$DE" stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json
+done
 
 # --- edit --------------------------------------------------------------------------------------
 for spec in "${OPS[@]}"; do
@@ -149,13 +154,16 @@ for spec in "${OPS[@]}"; do
     eager_args+=(--subset "$EAGER_SUBSET")
   fi
   cleanup_out
-  note "edit $name: floor"
-  measure "edit.$name.floor" bash -c floor_copy; rm -f "$OUT.floor"
-  measure "edit.$name.floor_tight" bash -c floor_tight; rm -f "$OUT.floor"
-  note "edit $name: deltaedit"
-  measure "edit.$name.deltaedit" "$DE" edit --base "$PAIR/base" --post "$PAIR/post" --op "$de_spec" \
-    --threads $THREADS --seed 1 --out "$OUT"
-  rm -rf "$OUT"
+  # The floors (page-cache write-back and fsync of GBs) vary run to run by up to 2x here: floors
+  # and deltaedit alternate REPS times and the report takes medians.
+  for r in $(seq 1 $REPS); do
+    note "edit $name: floor, tight floor, deltaedit ($r/$REPS)"
+    measure "edit.$name.floor.$r" bash -c floor_copy; rm -f "$OUT.floor"
+    measure "edit.$name.floor_tight.$r" bash -c floor_tight; rm -f "$OUT.floor"
+    measure "edit.$name.deltaedit.$r" "$DE" edit --base "$PAIR/base" --post "$PAIR/post" --op "$de_spec" \
+      --threads $THREADS --seed 1 --out "$OUT"
+    rm -rf "$OUT"
+  done
   note "edit $name: eager"
   measure "edit.$name.eager" "$PY" "$HERE/eager_ref.py" --base "$PAIR/base" --post "$PAIR/post" \
     "${eager_args[@]}" --threads $THREADS --out "$OUT.eager"

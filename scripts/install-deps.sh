@@ -4,7 +4,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config git
       nlohmann-json3-dev libcli11-dev libfmt-dev libeigen3-dev libpcre2-dev
       libgtest-dev libgmock-dev libbenchmark-dev
-      libtorch-dev python3-torch
+      libopenblas-dev libtorch-dev python3-torch
       clang libclang-rt-14-dev)
 PKGS+=(chromium)  # the report test renders index.html headless
 missing=()

@@ -2,14 +2,14 @@
 //
 // r is rank=r (capped at min(rows, cols)), or ⌊ratio·min(rows, cols)⌋ (default ratio 0.1), or the
 // smallest r whose Σ_{i≤r} σ_i² reaches energy·Σ σ_i² (exact method only). When r ≥ min(rows, cols)
-// the truncation is Δ itself and the tensor is left unchanged (no factors). Otherwise the SVD is
-// computed with Eigen — BDCSVD in f64 (method=exact) or the randomized range finder of Halko,
-// Martinsson & Tropp (method=randomized: sketch width ℓ = r + oversample, power_iters rounds of
-// re-orthonormalised power iteration in f32, Gaussian test matrix from the keyed Philox stream,
-// then the f64 SVD of the ℓ × cols projection) — the
-// factors are rounded to f32, and Δ' is written by reconstruct_lowrank(factors), the same routine
-// a pack rebuild uses. Tensors that are not 2-D are left untouched; NaN/Inf entries are a
-// Numeric error (the SVD is undefined).
+// the truncation is Δ itself and the tensor is left unchanged (no factors). method=exact: Eigen's
+// BDCSVD in f64. method=randomized: the randomized range finder of Halko, Martinsson & Tropp —
+// sketch width ℓ = r + oversample (default 10), power_iters (default 4) rounds of power iteration
+// re-orthonormalised by QR, Gaussian test matrix from the keyed Philox stream — with f32 BLAS
+// products and LAPACK QR on Δ in place, then the f64 SVD of an ℓ×ℓ triangle. The factors are
+// rounded to f32, and Δ' is written by reconstruct_lowrank(factors), the same routine a pack
+// rebuild uses. Tensors that are not 2-D are left untouched; NaN/Inf entries are a Numeric error
+// (the SVD is undefined).
 #include <algorithm>
 #include <cmath>
 
@@ -17,17 +17,12 @@
 #include <Eigen/SVD>
 
 #include "edit/op_impl.h"
+#include "linalg/blas.h"
 
 namespace deltaedit::edit::detail {
 namespace {
 
 enum class Mode { Rank, Ratio, Energy };
-
-template <class M>
-M orthonormal_basis(const M& y) {
-  Eigen::HouseholderQR<M> qr(y);
-  return qr.householderQ() * M::Identity(y.rows(), y.cols());
-}
 
 class LowRankOp final : public OpBase {
  public:
@@ -61,7 +56,7 @@ class LowRankOp final : public OpBase {
     const uint64_t factors = 4 * (m + n + 1) * k + 4 * k * n;  // f32 factors + Vᵀ in reconstruction
     if (!randomized_) return 8 * (2 * m * n + m * k + n * k + 4 * k * k) + factors;
     const uint64_t l = std::min(k, static_cast<uint64_t>(target_rank(k) + oversample_));
-    return 4 * 3 * (m + n) * l + 8 * (3 * (m + n) * l + 4 * l * l) + factors;
+    return 4 * (3 * n + 2 * m) * l + 8 * (m + n) * l + 32 * l * l + factors;
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
@@ -101,27 +96,42 @@ class LowRankOp final : public OpBase {
       s = svd.singularValues();
       v = svd.matrixV();
     } else {
-      // The range finder works on Δ in place (f32, row-major) with f32 products: its subspace
-      // only needs to be accurate to far better than the truncation error, and f32 halves the
-      // cost of the products that dominate. The small SVD of B = QᵀΔ is done in f64.
-      using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-      const Eigen::Map<const RowMajorF> a(delta.data(), m, n);
+      // The range finder works on Δ in place (f32, row-major, i.e. Δᵀ column-major with leading
+      // dimension n) with f32 BLAS products and QR: its subspace only needs to be accurate to far
+      // better than the truncation error. Then Bᵀ = ΔᵀQ = Q₂R, and the small SVD of Rᵀ (ℓ×ℓ, f64)
+      // gives Δ ≈ Q·B = (Q·U_R)·Σ·(Q₂·V_R)ᵀ.
+      const linalg::SerialBlas serial;  // same bytes for any thread count
       const int64_t l = std::min(kmin, r + oversample_);
+      const size_t ml = static_cast<size_t>(m * l), nl = static_cast<size_t>(n * l);
       const util::KeyedRng rng = rng_for(ctx);
-      Eigen::MatrixXf omega(n, l);
-      for (int64_t j = 0; j < n; ++j) {
-        for (int64_t t = 0; t < l; ++t) omega(j, t) = static_cast<float>(rng.normal(static_cast<uint64_t>(j * l + t)));
+      std::vector<float> omega(nl), q(ml), z(nl);
+      for (int64_t j = 0; j < n; ++j) {  // omega(j, t), column-major n×ℓ
+        for (int64_t t = 0; t < l; ++t)
+          omega[static_cast<size_t>(t * n + j)] = static_cast<float>(rng.normal(static_cast<uint64_t>(j * l + t)));
       }
-      Eigen::MatrixXf q = orthonormal_basis<Eigen::MatrixXf>(a * omega);
+      const float* a = delta.data();
+      linalg::gemm(true, false, m, l, n, a, n, omega.data(), n, q.data(), m);  // Y = ΔΩ
+      linalg::qr(q.data(), m, l);
       for (int64_t it = 0; it < power_iters_; ++it) {
-        q = orthonormal_basis<Eigen::MatrixXf>(a.transpose() * q);
-        q = orthonormal_basis<Eigen::MatrixXf>(a * q);
+        linalg::gemm(false, false, n, l, m, a, n, q.data(), m, z.data(), n);  // Z = ΔᵀQ
+        linalg::qr(z.data(), n, l);
+        linalg::gemm(true, false, m, l, n, a, n, z.data(), n, q.data(), m);  // Y = ΔZ
+        linalg::qr(q.data(), m, l);
       }
-      const Eigen::MatrixXd b = (q.transpose() * a).cast<double>();  // ℓ × n
-      Eigen::BDCSVD<Eigen::MatrixXd> svd(b, Eigen::ComputeThinU | Eigen::ComputeThinV);
-      u = q.cast<double>() * svd.matrixU();
+      std::vector<float> rr(static_cast<size_t>(l * l));
+      linalg::gemm(false, false, n, l, m, a, n, q.data(), m, z.data(), n);  // Bᵀ = ΔᵀQ
+      linalg::qr(z.data(), n, l, rr.data());                                 // Bᵀ = Q₂R
+      Eigen::MatrixXd rt(l, l);  // Rᵀ
+      for (int64_t i = 0; i < l; ++i)
+        for (int64_t j = 0; j < l; ++j) rt(i, j) = rr[static_cast<size_t>(i * l + j)];
+      Eigen::BDCSVD<Eigen::MatrixXd> svd(rt, Eigen::ComputeThinU | Eigen::ComputeThinV);
+      const Eigen::MatrixXf ur = svd.matrixU().cast<float>(), vr = svd.matrixV().cast<float>();
+      Eigen::MatrixXf uf(m, l), vf(n, l);
+      linalg::gemm(false, false, m, l, l, q.data(), m, ur.data(), l, uf.data(), m);  // Q·U_R
+      linalg::gemm(false, false, n, l, l, z.data(), n, vr.data(), l, vf.data(), n);  // Q₂·V_R
+      u = uf.cast<double>();
       s = svd.singularValues();
-      v = svd.matrixV();
+      v = vf.cast<double>();
     }
     if (mode_ == Mode::Energy) {
       double total = 0.0;

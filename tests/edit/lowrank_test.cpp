@@ -5,6 +5,7 @@
 
 #include <Eigen/Dense>
 #include <Eigen/SVD>
+#include <cblas.h>
 #include <gtest/gtest.h>
 
 #include "edit_test_util.h"
@@ -197,6 +198,32 @@ TEST(LowRank, ReconstructChecksSizes) {
   EXPECT_THROW(reconstruct_lowrank(f, wrong), Error);
   f.v.pop_back();
   EXPECT_THROW(reconstruct_lowrank(f, out), Error);
+}
+
+}  // namespace
+}  // namespace deltaedit::edit
+
+namespace deltaedit::edit {
+namespace {
+using namespace edit_test;
+
+// The randomized SVD runs its BLAS calls single-threaded (SerialBlas): the bytes do not depend on
+// the BLAS library's thread setting, and that setting is restored afterwards.
+TEST(LowRank, RandomizedDoesNotDependOnBlasThreads) {
+  const int64_t rows = 600, cols = 500;
+  const std::vector<float> d = gaussian(size_t(rows * cols), 21);
+  const int before = openblas_get_num_threads();
+  std::vector<float> first;
+  for (int threads : {1, 2, 4}) {
+    openblas_set_num_threads(threads);
+    const auto out = edited("lowrank:rank=50,method=randomized", d, {rows, cols});
+    EXPECT_EQ(openblas_get_num_threads(), threads);
+    if (first.empty())
+      first = out;
+    else
+      EXPECT_TRUE(same_bytes(out, first)) << threads << " BLAS threads";
+  }
+  openblas_set_num_threads(before);
 }
 
 }  // namespace

@@ -1,0 +1,75 @@
+#include "linalg/blas.h"
+
+#include <cblas.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+extern "C" {
+// LAPACK (Fortran interface, provided by the BLAS library).
+void sgeqrf_(const int* m, const int* n, float* a, const int* lda, float* tau, float* work, const int* lwork, int* info);
+void sorgqr_(const int* m, const int* n, const int* k, float* a, const int* lda, const float* tau, float* work,
+             const int* lwork, int* info);
+}
+
+namespace deltaedit::linalg {
+namespace {
+
+int checked_int(int64_t v, const char* what) {
+  if (v < 0 || v > int64_t{0x7FFFFFFF})
+    throw Error(ErrorKind::Unsupported, std::string("matrix dimension out of the BLAS range: ") + what);
+  return static_cast<int>(v);
+}
+
+std::mutex serial_mu;
+int serial_count = 0, saved_threads = 1;
+
+}  // namespace
+
+SerialBlas::SerialBlas() {
+  std::lock_guard<std::mutex> g(serial_mu);
+  if (serial_count++ == 0) {
+    saved_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+  }
+}
+
+SerialBlas::~SerialBlas() {
+  std::lock_guard<std::mutex> g(serial_mu);
+  if (--serial_count == 0) openblas_set_num_threads(saved_threads);
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float* c, int64_t ldc) {
+  cblas_sgemm(CblasColMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              checked_int(m, "m"), checked_int(n, "n"), checked_int(k, "k"), 1.0f, a, checked_int(lda, "lda"), b,
+              checked_int(ldb, "ldb"), 0.0f, c, checked_int(ldc, "ldc"));
+}
+
+void qr(float* a, int64_t m64, int64_t n64, float* r) {
+  const int m = checked_int(m64, "m"), n = checked_int(n64, "n");
+  if (n == 0) return;
+  std::vector<float> tau(static_cast<size_t>(n));
+  int info = 0, lwork = -1;
+  float query = 0.0f;
+  sgeqrf_(&m, &n, a, &m, tau.data(), &query, &lwork, &info);
+  lwork = static_cast<int>(query) + 1;
+  std::vector<float> work(static_cast<size_t>(lwork));
+  sgeqrf_(&m, &n, a, &m, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) throw Error(ErrorKind::Numeric, "QR factorisation failed (sgeqrf info " + std::to_string(info) + ")");
+  if (r) {
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < n; ++i) r[size_t(j) * size_t(n) + size_t(i)] = i <= j ? a[size_t(j) * size_t(m) + size_t(i)] : 0.0f;
+  }
+  lwork = -1;
+  sorgqr_(&m, &n, &n, a, &m, tau.data(), &query, &lwork, &info);
+  lwork = static_cast<int>(query) + 1;
+  work.resize(static_cast<size_t>(lwork));
+  sorgqr_(&m, &n, &n, a, &m, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) throw Error(ErrorKind::Numeric, "forming Q failed (sorgqr info " + std::to_string(info) + ")");
+}
+
+}  // namespace deltaedit::linalg

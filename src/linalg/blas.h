@@ -1,0 +1,33 @@
+// The few dense kernels the low-rank op needs, from the system's optimized BLAS/LAPACK
+// (OpenBLAS on Debian: run-time CPU dispatch, AVX2/AVX-512 where present).
+//
+// Matrices are column-major unless a name says otherwise. OpenBLAS's results depend on how many
+// threads it splits a call over, so every call runs inside a SerialBlas scope: one BLAS thread,
+// and the same bytes whatever the number of edit workers (which give the parallelism). The
+// kernels are chosen per CPU model, so another CPU may differ in the last bits.
+#pragma once
+#include <cstdint>
+#include <span>
+
+namespace deltaedit::linalg {
+
+// While any SerialBlas is alive, the BLAS library runs single-threaded; the setting it had is
+// restored when the last one ends (a process-wide count under a lock, so concurrent edit workers
+// never see it switch back mid-computation).
+class SerialBlas {
+ public:
+  SerialBlas();
+  ~SerialBlas();
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+};
+
+// C (m×n) = op(A) · op(B), op(X) = X or Xᵀ (trans_*), ld* the leading dimensions, f32.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+          int64_t ldb, float* c, int64_t ldc);
+
+// Householder QR of the m×n (m ≥ n) column-major matrix `a`: overwrites `a` with Q (m×n,
+// orthonormal columns) and, when r is not null, writes R (n×n upper triangular, column-major).
+void qr(float* a, int64_t m, int64_t n, float* r = nullptr);
+
+}  // namespace deltaedit::linalg
