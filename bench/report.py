@@ -185,14 +185,29 @@ def main():
         w("")
 
     # model
-    if "model.cpp" in R:
-        out = open(f"{a.logs}/model.cpp.out").read()
-        cpp = {k: float(v) for k, v in re.findall(r"^(forward\+backward|forward)\s.*?: (\d+) tokens/s", out, re.M)}
-        ej = last_json(f"{a.logs}/model.eager.out")
-        eag = {"forward": ej["forward"], "forward+backward": ej["forward_backward"]}
-        res["model"] = {"cpp": cpp, "eager": eag, "cpp_time": R["model.cpp"], "eager_time": R["model.eager"]}
+    if any(k == "model.cpp" or k.startswith("model.cpp.") for k in R):
+        keys = sorted(k for k in R if k == "model.cpp" or k.startswith("model.cpp."))
+        runs_cpp, runs_eag = [], []
+        for k in keys:
+            out = open(f"{a.logs}/{k}.out").read()
+            runs_cpp.append({n: float(v) for n, v in
+                             re.findall(r"^(forward\+backward|forward)\s.*?: (\d+) tokens/s", out, re.M)})
+            ej = last_json(f"{a.logs}/{k.replace('model.cpp', 'model.eager')}.out")
+            runs_eag.append({"forward": ej["forward"], "forward+backward": ej["forward_backward"]})
+
+        def med(xs):
+            xs = sorted(xs)
+            return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+        cpp = {n: med([r.get(n, float("nan")) for r in runs_cpp]) for n in ("forward", "forward+backward")}
+        eag = {n: med([r[n] for r in runs_eag]) for n in ("forward", "forward+backward")}
+        res["model"] = {"cpp": cpp, "eager": eag, "runs_cpp": runs_cpp, "runs_eager": runs_eag,
+                        "cpp_time": agg(R, "model.cpp"), "eager_time": agg(R, "model.eager")}
+        R["model.cpp"], R["model.eager"] = agg(R, "model.cpp"), agg(R, "model.eager")
         w(f"## model forward+backward ({ej['params'] / 1e6:.1f} M-parameter Llama, batch {ej['batch']}, "
           f"seq {ej['seq']}, {ej['threads']} threads, {ej['dtype']})")
+        w("")
+        w(f"Medians of {len(runs_cpp)} alternating runs each.")
         w("")
         w("| pass | model_bench (C++ libtorch) tokens/s | model_eager.py tokens/s | ratio C++/eager | load1 |")
         w("|---|---:|---:|---:|---:|")

@@ -185,8 +185,10 @@ if [[ $DO_MODEL == 1 ]]; then
   if [[ -x $BUILD/model_bench ]]; then
     note "model: model_bench, model_eager.py"
     margs=(--threads $THREADS --batch 4 --seq 128 --iters $MODEL_ITERS)
-    measure model.cpp "$BUILD/model_bench" "${margs[@]}"
-    measure model.eager "$PY" "$HERE/model_eager.py" "${margs[@]}" --json
+    for r in $(seq 1 $REPS); do  # alternating, medians in the report (2 threads on 2 shared cores vary)
+      measure "model.cpp.$r" "$BUILD/model_bench" "${margs[@]}"
+      measure "model.eager.$r" "$PY" "$HERE/model_eager.py" "${margs[@]}" --json
+    done
   else
     note "model_bench not built in $BUILD: skipped"
   fi

@@ -2,8 +2,8 @@
 //
 // r is rank=r (capped at min(rows, cols)), or ⌊ratio·min(rows, cols)⌋ (default ratio 0.1), or the
 // smallest r whose Σ_{i≤r} σ_i² reaches energy·Σ σ_i² (exact method only). When r ≥ min(rows, cols)
-// the truncation is Δ itself and the tensor is left unchanged (no factors). method=exact: Eigen's
-// BDCSVD in f64. method=randomized: the randomized range finder of Halko, Martinsson & Tropp —
+// the truncation is Δ itself and the tensor is left unchanged (no factors). method=exact: LAPACK's
+// divide-and-conquer SVD (dgesdd) in f64. method=randomized: the randomized range finder of Halko, Martinsson & Tropp —
 // sketch width ℓ = r + oversample (default 10), power_iters (default 4) rounds of power iteration
 // re-orthonormalised by QR, Gaussian test matrix from the keyed Philox stream — with f32 BLAS
 // products and LAPACK QR on Δ in place, then the f64 SVD of an ℓ×ℓ triangle. The factors are
@@ -54,7 +54,7 @@ class LowRankOp final : public OpBase {
     const uint64_t m = static_cast<uint64_t>(shape[0]), n = static_cast<uint64_t>(shape[1]);
     const uint64_t k = std::min(m, n);
     const uint64_t factors = 4 * (m + n + 1) * k + 4 * k * n;  // f32 factors + Vᵀ in reconstruction
-    if (!randomized_) return 8 * (2 * m * n + m * k + n * k + 4 * k * k) + factors;
+    if (!randomized_) return 8 * (m * n + 2 * (m + n) * k + 5 * k * k + 7 * k) + 4 * 8 * k + factors;
     const uint64_t l = std::min(k, static_cast<uint64_t>(target_rank(k) + oversample_));
     return 4 * (3 * n + 2 * m) * l + 8 * (m + n) * l + 32 * l * l + factors;
   }
@@ -87,14 +87,15 @@ class LowRankOp final : public OpBase {
     Eigen::MatrixXd u, v;
     Eigen::VectorXd s;
     if (!randomized_) {
-      Eigen::MatrixXd a(m, n);
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t j = 0; j < n; ++j) a(i, j) = delta[static_cast<size_t>(i * n + j)];
-      }
-      Eigen::BDCSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
-      u = svd.matrixU();
-      s = svd.singularValues();
-      v = svd.matrixV();
+      // Row-major Δ (m×n) is Δᵀ in column-major order: its SVD Δᵀ = V·Σ·Uᵀ gives Δ's factors
+      // without a transpose.
+      const linalg::SerialBlas serial;  // same bytes for any thread count
+      std::vector<double> at(delta.begin(), delta.end()), vcol(static_cast<size_t>(n * kmin)),
+          ut(static_cast<size_t>(kmin * m));
+      s.resize(kmin);
+      linalg::svd(at.data(), n, m, s.data(), vcol.data(), ut.data());
+      u = Eigen::Map<const Eigen::MatrixXd>(ut.data(), kmin, m).transpose();
+      v = Eigen::Map<const Eigen::MatrixXd>(vcol.data(), n, kmin);
     } else {
       // The range finder works on Δ in place (f32, row-major, i.e. Δᵀ column-major with leading
       // dimension n) with f32 BLAS products and QR: its subspace only needs to be accurate to far

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -11,6 +12,8 @@
 extern "C" {
 // LAPACK (Fortran interface, provided by the BLAS library).
 void sgeqrf_(const int* m, const int* n, float* a, const int* lda, float* tau, float* work, const int* lwork, int* info);
+void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
+             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info);
 void sorgqr_(const int* m, const int* n, const int* k, float* a, const int* lda, const float* tau, float* work,
              const int* lwork, int* info);
 }
@@ -70,6 +73,21 @@ void qr(float* a, int64_t m64, int64_t n64, float* r) {
   work.resize(static_cast<size_t>(lwork));
   sorgqr_(&m, &n, &n, a, &m, tau.data(), work.data(), &lwork, &info);
   if (info != 0) throw Error(ErrorKind::Numeric, "forming Q failed (sorgqr info " + std::to_string(info) + ")");
+}
+
+void svd(double* a, int64_t m64, int64_t n64, double* s, double* u, double* vt) {
+  const int m = checked_int(m64, "m"), n = checked_int(n64, "n");
+  const int k = std::min(m, n);
+  if (k == 0) return;
+  const char jobz = 'S';
+  std::vector<int> iwork(size_t(8) * size_t(k));
+  int info = 0, lwork = -1;
+  double query = 0.0;
+  dgesdd_(&jobz, &m, &n, a, &m, s, u, &m, vt, &k, &query, &lwork, iwork.data(), &info);
+  lwork = static_cast<int>(query) + 1;
+  std::vector<double> work(static_cast<size_t>(lwork));
+  dgesdd_(&jobz, &m, &n, a, &m, s, u, &m, vt, &k, work.data(), &lwork, iwork.data(), &info);
+  if (info != 0) throw Error(ErrorKind::Numeric, "SVD did not converge (dgesdd info " + std::to_string(info) + ")");
 }
 
 }  // namespace deltaedit::linalg

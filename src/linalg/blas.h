@@ -30,4 +30,9 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
 // orthonormal columns) and, when r is not null, writes R (n×n upper triangular, column-major).
 void qr(float* a, int64_t m, int64_t n, float* r = nullptr);
 
+// Thin SVD in f64 (LAPACK divide and conquer, dgesdd) of the m×n column-major matrix `a`, which
+// is destroyed: a = U·diag(s)·Vᵀ with k = min(m, n), s descending (k), u m×k and vt k×n, both
+// column-major.
+void svd(double* a, int64_t m, int64_t n, double* s, double* u, double* vt);
+
 }  // namespace deltaedit::linalg
