@@ -33,9 +33,16 @@ bool is_torch_command(const char* arg) {
 int exec_torch_helper(char** argv) {
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  const auto helper = (ec ? std::filesystem::path(argv[0]) : self).parent_path() / "deltaedit-torch";
+  const auto dir = (ec ? std::filesystem::path(argv[0]) : self).parent_path();
+  if (dir.empty()) {
+    std::cerr << "error: cannot locate deltaedit-torch (the directory of this executable is unknown); run "
+                 "deltaedit by its path\n";
+    return 1;
+  }
+  const auto helper = dir / "deltaedit-torch";
   ::execv(helper.c_str(), argv);
-  std::cerr << "error: " << helper.string() << ": cannot run the model runtime (" << std::strerror(errno)
+  const int err = errno;
+  std::cerr << "error: " << helper.string() << ": cannot run the model runtime (" << std::strerror(err)
             << "); it is built beside deltaedit by `make build`\n";
   return 1;
 }

@@ -40,13 +40,13 @@ class BitDeltaOp final : public OpBase {
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
     if (bits_ == 0 && stat_ != Stat::Median) return 0;  // one streaming pass, nothing gathered
     if (bits_ == 0) return static_cast<uint64_t>(per) * sizeof(float);
-    return static_cast<uint64_t>(per) * sizeof(uint64_t);
+    return static_cast<uint64_t>(per) * (sizeof(uint64_t) + sizeof(float));  // keys + magnitudes
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
     RowView view{1, static_cast<int64_t>(delta.size())};
     if (rows_) view = row_view(ctx.shape, delta.size(), ctx.name);
-    if (static_cast<uint64_t>(view.cols) >= (uint64_t{1} << 32)) {
+    if (bits_ > 0 && static_cast<uint64_t>(view.cols) >= (uint64_t{1} << 32)) {  // keys pack the index in 32 bits
       throw Error(ErrorKind::Unsupported, "op 'bitdelta': a scope of 2^32 or more elements is not supported", "",
                   std::string(ctx.name));
     }

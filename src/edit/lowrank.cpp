@@ -102,7 +102,7 @@ class LowRankOp final : public OpBase {
       // better than the truncation error. Then Bᵀ = ΔᵀQ = Q₂R, and the small SVD of Rᵀ (ℓ×ℓ, f64)
       // gives Δ ≈ Q·B = (Q·U_R)·Σ·(Q₂·V_R)ᵀ.
       const linalg::SerialBlas serial;  // same bytes for any thread count
-      const int64_t l = std::min(kmin, r + oversample_);
+      const int64_t l = std::max<int64_t>(1, std::min(kmin, r + oversample_));  // rank=0, oversample=0: ℓ = 1
       const size_t ml = static_cast<size_t>(m * l), nl = static_cast<size_t>(n * l);
       const util::KeyedRng rng = rng_for(ctx);
       std::vector<float> omega(nl), q(ml), z(nl);

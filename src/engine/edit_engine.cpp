@@ -555,7 +555,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   uint64_t out_bytes = 0, max_numel = 0, edited_params = 0, edited_count = 0, streamed_count = 0;
   for (const auto& t : layout.tensors) {
     out_bytes += t.nbytes();
-    if (edit_it[t.name]) {
+    if (edit_it.at(t.name)) {
       uint64_t n = post.info(t.name).numel();
       max_numel = std::max(max_numel, n);
       edited_params += n;
@@ -571,20 +571,32 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise() && !chain.ops[k]->two_pass()) return false;
     return true;
   };
-  // Buffer bytes one edited tensor holds while in flight: Δ' in f32, the largest op workspace,
-  // and for a pack the composed output plus its encoding (at most a copy of Δ').
+  // Buffer bytes one tensor holds while in flight. Edited: Δ' in f32, the largest op workspace,
+  // the gradient (f32) when an op needs it, and for a pack the composed output plus its encoding
+  // (at most a copy of Δ'); nothing when it streams. Copied into a pack: the bytes and their copy
+  // in the encoding. Copied into a checkpoint: nothing (written from the mapped input).
   std::map<std::string, uint64_t> need;
   uint64_t largest_need = 0, sum_largest = 0;
   {
     std::vector<uint64_t> needs;
     for (const auto& t : layout.tensors) {
-      if (!edit_it[t.name]) continue;
       const auto& ti = post.info(t.name);
-      uint64_t ws = 0;
-      for (const auto& op : chain.ops) ws = std::max(ws, op->workspace_bytes(ti.shape));
       const uint64_t n = ti.numel();
-      const uint64_t b = streams(t.name) ? 0 : n * 4 + ws + (req.pack ? t.nbytes() + n * 4 : 0);
-      streamed_count += streams(t.name) ? 1 : 0;
+      uint64_t b = 0;
+      if (!edit_it.at(t.name)) {
+        b = req.pack ? 2 * t.nbytes() : 0;
+      } else if (streams(t.name)) {
+        ++streamed_count;
+      } else {
+        uint64_t ws = 0;
+        bool grad_needed = false;
+        for (size_t k = 0; k < chain.ops.size(); ++k) {
+          if (!chain.touches(k, t.name, ti.shape)) continue;
+          ws = std::max(ws, chain.ops[k]->workspace_bytes(ti.shape));
+          grad_needed |= chain.ops[k]->needs_grad();
+        }
+        b = n * 4 + ws + (grad_needed ? n * 4 : 0) + (req.pack ? t.nbytes() + n * 4 : 0);
+      }
       need[t.name] = b;
       needs.push_back(b);
     }
@@ -594,8 +606,10 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   }
   const unsigned workers = std::max(1u, req.threads);
   // Held buffers are bounded by the budget (or the largest tensor, which runs alone); each worker
-  // adds its streaming chunks and the pages of the inputs it is reading (~64 MB in all).
-  const uint64_t mem = std::min(sum_largest, std::max(req.max_memory, largest_need)) + (64u << 20);
+  // adds its streaming chunk buffers and the mapped pages of the chunk it is reading (≤ 32 MB),
+  // and the process its code and small state (~32 MB).
+  const uint64_t mem =
+      std::min(sum_largest, std::max(req.max_memory, largest_need)) + uint64_t(workers) * (32u << 20) + (32u << 20);
   const uint64_t avail = free_bytes(req.out);
 
   json provenance{{"tool", "deltaedit"},
@@ -658,7 +672,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     TensorOutcome& out = result.tensors[i];
     out.name = ot.name;
     out.numel = pi.numel();
-    if (edit_it[ot.name] && streams(ot.name)) {
+    if (edit_it.at(ot.name) && streams(ot.name)) {
       // Pointwise and two-pass ops only, full checkpoint: streamed chunk by chunk, no
       // whole-tensor buffer. Each two-pass op first observes the tensor as the ops before it
       // leave it (one extra read of the inputs, from the page cache); then one pass writes.
@@ -722,7 +736,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
           release_both);
       out.stats = analysis::EditStats::from(accs[i]);
       base.release(ot.name);
-    } else if (edit_it[ot.name]) {
+    } else if (edit_it.at(ot.name)) {
       MemoryBudget::Hold hold(budget, need.at(ot.name));
       TensorEdit te = edit_tensor(chain, base, post, ot.name, grad ? &*grad : nullptr);
       const auto& bi = base.info(ot.name);
@@ -758,6 +772,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       out.action = ot.dtype == pi.dtype ? "copied" : "converted";
       const auto release_post = [&](uint64_t off, uint64_t bytes) { post.release_range(ot.name, off, bytes); };
       if (req.pack) {
+        MemoryBudget::Hold hold(budget, need.at(ot.name));
         std::vector<std::byte> full(ot.nbytes());
         copy_tensor(post.data(ot.name), pi.dtype, ot.dtype, pi.numel(),
                     [&](std::span<const std::byte> b, uint64_t off) { std::memcpy(full.data() + off, b.data(), b.size()); },

@@ -12,8 +12,10 @@
 extern "C" {
 // LAPACK (Fortran interface, provided by the BLAS library).
 void sgeqrf_(const int* m, const int* n, float* a, const int* lda, float* tau, float* work, const int* lwork, int* info);
+// The trailing size_t is the hidden length of the character argument (gfortran's calling convention).
 void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
-             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info);
+             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info,
+             size_t jobz_len);
 void sorgqr_(const int* m, const int* n, const int* k, float* a, const int* lda, const float* tau, float* work,
              const int* lwork, int* info);
 }
@@ -25,6 +27,13 @@ int checked_int(int64_t v, const char* what) {
   if (v < 0 || v > int64_t{0x7FFFFFFF})
     throw Error(ErrorKind::Unsupported, std::string("matrix dimension out of the BLAS range: ") + what);
   return static_cast<int>(v);
+}
+
+// LAPACK's optimal workspace (returned as a floating value by a size query), checked to fit an int.
+int workspace_size(double query) {
+  if (!(query >= 0.0) || query >= double(0x7FFFFFFF))
+    throw Error(ErrorKind::Unsupported, "matrix too large for the LAPACK workspace (" + std::to_string(query) + " elements)");
+  return static_cast<int>(query) + 1;
 }
 
 std::mutex serial_mu;
@@ -59,7 +68,7 @@ void qr(float* a, int64_t m64, int64_t n64, float* r) {
   int info = 0, lwork = -1;
   float query = 0.0f;
   sgeqrf_(&m, &n, a, &m, tau.data(), &query, &lwork, &info);
-  lwork = static_cast<int>(query) + 1;
+  lwork = workspace_size(query);
   std::vector<float> work(static_cast<size_t>(lwork));
   sgeqrf_(&m, &n, a, &m, tau.data(), work.data(), &lwork, &info);
   if (info != 0) throw Error(ErrorKind::Numeric, "QR factorisation failed (sgeqrf info " + std::to_string(info) + ")");
@@ -69,7 +78,7 @@ void qr(float* a, int64_t m64, int64_t n64, float* r) {
   }
   lwork = -1;
   sorgqr_(&m, &n, &n, a, &m, tau.data(), &query, &lwork, &info);
-  lwork = static_cast<int>(query) + 1;
+  lwork = workspace_size(query);
   work.resize(static_cast<size_t>(lwork));
   sorgqr_(&m, &n, &n, a, &m, tau.data(), work.data(), &lwork, &info);
   if (info != 0) throw Error(ErrorKind::Numeric, "forming Q failed (sorgqr info " + std::to_string(info) + ")");
@@ -83,10 +92,10 @@ void svd(double* a, int64_t m64, int64_t n64, double* s, double* u, double* vt) 
   std::vector<int> iwork(size_t(8) * size_t(k));
   int info = 0, lwork = -1;
   double query = 0.0;
-  dgesdd_(&jobz, &m, &n, a, &m, s, u, &m, vt, &k, &query, &lwork, iwork.data(), &info);
-  lwork = static_cast<int>(query) + 1;
+  dgesdd_(&jobz, &m, &n, a, &m, s, u, &m, vt, &k, &query, &lwork, iwork.data(), &info, 1);
+  lwork = workspace_size(query);
   std::vector<double> work(static_cast<size_t>(lwork));
-  dgesdd_(&jobz, &m, &n, a, &m, s, u, &m, vt, &k, work.data(), &lwork, iwork.data(), &info);
+  dgesdd_(&jobz, &m, &n, a, &m, s, u, &m, vt, &k, work.data(), &lwork, iwork.data(), &info, 1);
   if (info != 0) throw Error(ErrorKind::Numeric, "SVD did not converge (dgesdd info " + std::to_string(info) + ")");
 }
 

@@ -162,10 +162,12 @@ TEST(LowRank, OnlyTwoDimensional) {
 }
 
 TEST(LowRank, RankZeroAndZeroDelta) {
-  const EditRun z = run(*op("lowrank:rank=0"), gaussian(20, 9), {4, 5});
-  for (float v : z.out) EXPECT_EQ(v, 0.0f);
-  ASSERT_TRUE(z.outcome.factors.has_value());
-  EXPECT_EQ(z.outcome.factors->rank, 0);
+  for (const char* spec : {"lowrank:rank=0", "lowrank:rank=0,method=randomized,oversample=0"}) {
+    const EditRun z = run(*op(spec), gaussian(20, 9), {4, 5});
+    for (float v : z.out) EXPECT_EQ(v, 0.0f) << spec;
+    ASSERT_TRUE(z.outcome.factors.has_value()) << spec;
+    EXPECT_EQ(z.outcome.factors->rank, 0) << spec;
+  }
   for (const char* spec : {"lowrank:rank=2", "lowrank:rank=2,method=randomized", "lowrank:energy=0.5"}) {
     for (float v : edited(spec, std::vector<float>(30, 0.0f), {5, 6})) EXPECT_EQ(v, 0.0f) << spec;
   }

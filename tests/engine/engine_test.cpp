@@ -306,6 +306,20 @@ TEST(Engine, DryRunWritesNothing) {
   EXPECT_EQ(res.plan["scope"][1]["tensors"], 21);
   EXPECT_GT(res.plan["peak_memory_estimate"].get<uint64_t>(), 0u);
   EXPECT_GT(res.plan["checkpoint_bytes"].get<uint64_t>(), 800000u);
+  // The estimate follows the memory budget: a tiny budget lets one tensor run at a time.
+  auto big = r, small = r;
+  big.max_memory = uint64_t(1) << 40;
+  small.max_memory = 1;
+  const uint64_t eb = engine::run_edit(big).plan["peak_memory_estimate"].get<uint64_t>(),
+                 es = engine::run_edit(small).plan["peak_memory_estimate"].get<uint64_t>();
+  EXPECT_LT(es, eb);
+  // Streaming chains hold no tensor buffer: their estimate is the per-worker chunks alone.
+  auto st = request(fixture("llama/base"), fixture("llama/post"), t / "o", {"dare:p=0.5"});
+  st.dry_run = true;
+  st.threads = 1;
+  const auto ps = engine::run_edit(st).plan;
+  EXPECT_EQ(ps["streamed_tensors"].get<uint64_t>(), ps["edited_tensors"].get<uint64_t>());
+  EXPECT_EQ(ps["peak_memory_estimate"].get<uint64_t>(), uint64_t(64) << 20);
 }
 
 TEST(Engine, ScaleMinusOneGivesTheBase) {
