@@ -199,7 +199,42 @@ class BiasedOp final : public OpBase {
   nlohmann::json own_params() const override { return {{"by", by_grad_ ? "grad" : "delta"}, {"k", k_}}; }
   bool needs_grad() const override { return by_grad_; }
 
+  // by=delta is two-pass: count the selected entries (Δ<0), then scale each by its own sign.
+  struct State final : Op::State {
+    uint64_t count = 0, n = 0;
+  };
+  bool two_pass() const override { return !by_grad_; }
+  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
+    if (by_grad_) return Op::observe_begin(ctx);
+    return std::make_unique<State>();
+  }
+  void observe(Op::State& s, std::span<const float> piece, uint64_t) const override {
+    auto& st = dynamic_cast<State&>(s);
+    for (float d : piece) st.count += d < 0.0f ? 1 : 0;
+    st.n += piece.size();
+  }
+  void observe_end(Op::State&) const override {}
+  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t, const TensorContext&) const override {
+    const auto& st = dynamic_cast<const State&>(s);
+    if (st.count == 0) return;
+    const float kf = static_cast<float>(k_);
+    if (st.count == st.n) {
+      for (float& d : piece) d *= kf;
+      return;
+    }
+    const double p = static_cast<double>(st.count) / static_cast<double>(st.n);
+    const float cf = static_cast<float>((1.0 - k_ * p) / (1.0 - p));
+    for (float& d : piece) d *= d < 0.0f ? kf : cf;
+  }
+
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    if (!by_grad_) {
+      auto st = observe_begin(ctx);
+      observe(*st, delta, 0);
+      observe_end(*st);
+      apply_observed(*st, delta, 0, ctx);
+      return {};
+    }
     if (by_grad_ && ctx.grad.size() != delta.size()) {
       throw Error(ErrorKind::Usage,
                   "op 'biased': by=grad needs the gradient of this tensor (" + std::to_string(delta.size()) +

@@ -21,20 +21,47 @@ class ResampleOp final : public OpBase {
   }
   bool uses_rng() const override { return true; }
 
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    const util::FiniteAbsStats st = util::finite_abs_stats(delta);
-    if (st.finite == 0) return {};
-    const double mu = s_ * st.sum_abs / static_cast<double>(st.finite);
-    const double sigma = sigma_ * mu;
+  // Two-pass: μ needs the whole tensor's mean |Δ|, then each entry is redrawn by its index.
+  struct State final : Op::State {
+    util::IndexOrderedSum sum_abs;  // Σ|Δ| over finite entries, in util::ordered_sum's order
+    uint64_t finite = 0;
+    double mu = 0.0, sigma = 0.0;
+  };
+  bool two_pass() const override { return true; }
+  std::unique_ptr<Op::State> observe_begin(const TensorContext&) const override { return std::make_unique<State>(); }
+  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
+    auto& st = dynamic_cast<State&>(s);
+    for (size_t i = 0; i < piece.size(); ++i) {
+      const bool fin = std::isfinite(piece[i]);
+      st.sum_abs.add(fin ? std::fabs(static_cast<double>(piece[i])) : 0.0, first + i);
+      st.finite += fin ? 1 : 0;
+    }
+  }
+  void observe_end(Op::State& s) const override {
+    auto& st = dynamic_cast<State&>(s);
+    if (st.finite == 0) return;
+    st.mu = s_ * st.sum_abs.sum() / static_cast<double>(st.finite);
+    st.sigma = sigma_ * st.mu;
+  }
+  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first, const TensorContext& ctx) const override {
+    const auto& st = dynamic_cast<const State&>(s);
+    if (st.finite == 0) return;
     const util::KeyedRng rng = rng_for(ctx);
-    for (size_t i = 0; i < delta.size(); ++i) {
-      const float x = delta[i];
+    for (size_t i = 0; i < piece.size(); ++i) {
+      const float x = piece[i];
       if (!std::isfinite(x) || x == 0.0f) continue;
-      double m = normal_ ? mu + sigma * rng.normal(i) : 2.0 * mu * rng.uniform(i);
+      const uint64_t at = first + i;
+      double m = normal_ ? st.mu + st.sigma * rng.normal(at) : 2.0 * st.mu * rng.uniform(at);
       if (clip_ && m < 0.0) m = 0.0;
       const float mf = static_cast<float>(m);
-      delta[i] = x > 0.0f ? mf : -mf;
+      piece[i] = x > 0.0f ? mf : -mf;
     }
+  }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    auto st = observe_begin(ctx);
+    observe(*st, delta, 0);
+    observe_end(*st);
+    apply_observed(*st, delta, 0, ctx);
     return {};
   }
 

@@ -32,6 +32,21 @@ double ordered_sum(size_t n, Term&& term) {
   return total;
 }
 
+// ordered_sum fed one term at a time, in index order, possibly across pieces: add(term, index)
+// for index = 0, 1, 2, ...; sum() equals ordered_sum over the terms seen (for sums of
+// non-negative terms, and of any terms when the count is not a multiple of kReduceBlock).
+struct IndexOrderedSum {
+  double total = 0.0, block = 0.0;
+  void add(double term, uint64_t index) {
+    block += term;
+    if ((index + 1) % kReduceBlock == 0) {
+      total += block;
+      block = 0.0;
+    }
+  }
+  double sum() const { return total + block; }
+};
+
 inline double sum(std::span<const float> x) {
   return ordered_sum(x.size(), [&](size_t i) { return static_cast<double>(x[i]); });
 }

@@ -152,11 +152,13 @@ TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
 }
 
 
-// Two-pass ops (bitdelta with bits=0 and a mean or rms scale) observe the tensor in pieces, then
-// edit it in pieces: any cut gives the bytes of apply() on the whole, per tensor and per row.
+// Two-pass ops (bitdelta with bits=0 and a mean or rms scale, resample, biased by=delta) observe
+// the tensor in pieces, then edit it in pieces: any cut gives the bytes of apply() on the whole,
+// per tensor and per row.
 TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
   const char* const two_pass[] = {"bitdelta", "bitdelta:stat=rms", "bitdelta:granularity=row,sign0=plus",
-                                  "bitdelta:s=2,granularity=row,stat=rms"};
+                                  "bitdelta:s=2,granularity=row,stat=rms", "resample", "resample:dist=normal,clip=true",
+                                  "biased:k=0.5", "biased:k=2"};
   const std::vector<int64_t> shape{37, 541};
   std::vector<float> d = gaussian(37 * 541, 10);
   d[5] = NAN;
@@ -182,8 +184,31 @@ TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
       EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
     }
   }
-  for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare", "lowrank:rank=2"}) {
+  for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare", "lowrank:rank=2",
+                           "biased:by=grad", "permute"}) {
     EXPECT_FALSE(op(spec)->two_pass()) << spec;
+  }
+  // Long enough to cross the fixed reduction blocks (util::kReduceBlock) of resample's mean |Δ|.
+  std::vector<float> longer = gaussian(2 * util::kReduceBlock + 1001, 12);
+  longer[70000] = NAN;
+  for (const char* spec : {"resample", "resample:dist=normal"}) {
+    const auto o = op(spec);
+    const std::vector<int64_t> shape1{int64_t(longer.size())};
+    TensorContext ctx;
+    ctx.name = "w";
+    ctx.shape = shape1;
+    std::vector<float> whole = longer;
+    o->apply(whole, ctx);
+    for (size_t piece : {size_t(7), size_t(65536), size_t(100000)}) {
+      auto st = o->observe_begin(ctx);
+      for (size_t at = 0; at < longer.size(); at += piece)
+        o->observe(*st, std::span<const float>(longer.data() + at, std::min(piece, longer.size() - at)), at);
+      o->observe_end(*st);
+      std::vector<float> cut = longer;
+      for (size_t at = 0; at < cut.size(); at += piece)
+        o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)), at, ctx);
+      EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
+    }
   }
 }
 

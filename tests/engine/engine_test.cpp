@@ -401,7 +401,8 @@ TEST(Engine, StreamedPointwiseEditEqualsBufferedEdit) {
   const std::vector<std::vector<std::string>> chains = {
       {"dare:p=0.9"}, {"drop:p=0.5", "scale:alpha=0.3"}, {"signflip:q=0.2,rescale=mean"},
       {"dare:p=0.5,k=0.5,include=mlp", "scale:alpha=-0.5,exclude=mlp"},
-      {"bitdelta"}, {"dare:p=0.5", "bitdelta:granularity=row"}, {"bitdelta:stat=rms", "scale:alpha=0.5", "bitdelta"}};
+      {"bitdelta"}, {"dare:p=0.5", "bitdelta:granularity=row"}, {"bitdelta:stat=rms", "scale:alpha=0.5", "bitdelta"},
+      {"resample:dist=normal"}, {"biased:k=0.5", "dare:p=0.3", "resample"}};
   for (const auto& ops : chains) {
     for (const char* dtype : {"", "F32"}) {
       auto a = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "s", ops, 7);
