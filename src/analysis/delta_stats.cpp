@@ -4,6 +4,8 @@
 #include <cstring>
 #include <limits>
 
+#include "io/convert.h"
+
 // The vector body and the scalar head/tail must round identically: no contraction into FMA.
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -331,12 +333,7 @@ void DeltaAccum::add(std::span<const float> base, std::span<const float> post) {
 }
 
 void DeltaAccum::add_bf16(std::span<const uint16_t> base, std::span<const uint16_t> post) {
-  const auto dec = [](uint16_t h) {
-    const uint32_t bits = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-  };
+  const auto dec = io::bf16_to_f32;
   const size_t m = base.size();
   size_t i = 0, j = size_t(n % kAccumLanes);
   for (; j != 0 && i < m; ++i, j = (j + 1) % kAccumLanes) delta_one(lanes, j, dec(base[i]), dec(post[i]));

@@ -134,11 +134,8 @@ class DareOp final : public OpBase {
         first);
   }
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    if (p_ == 0.0) return {};  // identity
-    if (!l1_) {
-      apply_block(delta, 0, ctx);
-      return {};
-    }
+    if (p_ == 0.0) return {};               // identity
+    if (!l1_) return Op::apply(delta, ctx);  // pointwise
     const util::KeyedRng rng = rng_for(ctx);
     const float kf = static_cast<float>(k_);
     std::vector<uint8_t> mask(delta.size());
@@ -180,10 +177,6 @@ class DropOp final : public OpBase {
         },
         first);
   }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    apply_block(delta, 0, ctx);
-    return {};
-  }
 
  private:
   double p_;
@@ -216,52 +209,43 @@ class BiasedOp final : public OpBase {
   void observe_end(Op::State&) const override {}
   void apply_observed(const Op::State& s, std::span<float> piece, uint64_t, const TensorContext&) const override {
     const auto& st = dynamic_cast<const State&>(s);
-    if (st.count == 0) return;
-    const float kf = static_cast<float>(k_);
-    if (st.count == st.n) {
-      for (float& d : piece) d *= kf;
-      return;
-    }
-    const double p = static_cast<double>(st.count) / static_cast<double>(st.n);
-    const float cf = static_cast<float>((1.0 - k_ * p) / (1.0 - p));
-    for (float& d : piece) d *= d < 0.0f ? kf : cf;
+    rescale(piece, st.count, st.n, [&](size_t i) { return piece[i] < 0.0f; });
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    if (!by_grad_) {
-      auto st = observe_begin(ctx);
-      observe(*st, delta, 0);
-      observe_end(*st);
-      apply_observed(*st, delta, 0, ctx);
-      return {};
-    }
-    if (by_grad_ && ctx.grad.size() != delta.size()) {
+    if (!by_grad_) return Op::apply(delta, ctx);  // two-pass
+    if (ctx.grad.size() != delta.size()) {
       throw Error(ErrorKind::Usage,
                   "op 'biased': by=grad needs the gradient of this tensor (" + std::to_string(delta.size()) +
                       " values), got " + std::to_string(ctx.grad.size()),
                   "", std::string(ctx.name));
     }
     const auto selected = [&](size_t i) {
-      const float d = delta[i];
-      if (!by_grad_) return d < 0.0f;
-      const float g = ctx.grad[i];
+      const float d = delta[i], g = ctx.grad[i];
       return (d < 0.0f && g > 0.0f) || (d > 0.0f && g < 0.0f);
     };
-    size_t count = 0;
+    uint64_t count = 0;
     for (size_t i = 0; i < delta.size(); ++i) count += selected(i) ? 1 : 0;
-    if (count == 0) return {};
-    const float kf = static_cast<float>(k_);
-    if (count == delta.size()) {
-      for (float& d : delta) d *= kf;
-      return {};
-    }
-    const double p = static_cast<double>(count) / static_cast<double>(delta.size());
-    const float cf = static_cast<float>((1.0 - k_ * p) / (1.0 - p));
-    for (size_t i = 0; i < delta.size(); ++i) delta[i] *= selected(i) ? kf : cf;
+    rescale(delta, count, delta.size(), selected);
     return {};
   }
 
  private:
+  // x_i ← k·x_i where selected(i), c·x_i elsewhere, for count selected among n in the tensor
+  // (selected(i) is read before x_i changes).
+  template <class Selected>
+  void rescale(std::span<float> x, uint64_t count, uint64_t n, Selected&& selected) const {
+    if (count == 0) return;
+    const float kf = static_cast<float>(k_);
+    if (count == n) {
+      for (float& d : x) d *= kf;
+      return;
+    }
+    const double p = static_cast<double>(count) / static_cast<double>(n);
+    const float cf = static_cast<float>((1.0 - k_ * p) / (1.0 - p));
+    for (size_t i = 0; i < x.size(); ++i) x[i] *= selected(i) ? kf : cf;
+  }
+
   bool by_grad_;
   double k_;
 };

@@ -70,7 +70,9 @@ class Op {
   // Upper bound of extra bytes of workspace for a tensor of this shape (SVD, sort buffers).
   virtual uint64_t workspace_bytes(std::span<const int64_t> shape) const { return 0; }
   // Edit Δ in place. Deterministic: depends only on (delta, ctx), never on threads or globals.
-  virtual OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const = 0;
+  // The default serves pointwise ops (apply_block on the whole tensor) and two-pass ops (observe
+  // the whole tensor, then apply_observed); other ops override it.
+  virtual OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const;
   // Pointwise ops: Δ'_i depends only on (Δ_i, i, ctx), so the engine streams the tensor through
   // apply_block in pieces without holding it whole. apply_block(piece, first, ctx) edits the
   // elements [first, first + piece.size()) exactly as apply() on the whole tensor would.

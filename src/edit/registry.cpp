@@ -374,6 +374,22 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
 }
 
 }  // namespace detail
+OpOutcome Op::apply(std::span<float> delta, const TensorContext& ctx) const {
+  if (pointwise()) {
+    apply_block(delta, 0, ctx);
+    return {};
+  }
+  if (two_pass()) {
+    auto s = observe_begin(ctx);
+    observe(*s, delta, 0);
+    observe_end(*s);
+    apply_observed(*s, delta, 0, ctx);
+    return {};
+  }
+  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' has no whole-tensor form", "",
+              std::string(ctx.name));
+}
+
 void Op::apply_block(std::span<float>, uint64_t, const TensorContext& ctx) const {
   throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not pointwise", "", std::string(ctx.name));
 }

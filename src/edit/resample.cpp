@@ -57,13 +57,6 @@ class ResampleOp final : public OpBase {
       piece[i] = x > 0.0f ? mf : -mf;
     }
   }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    auto st = observe_begin(ctx);
-    observe(*st, delta, 0);
-    observe_end(*st);
-    apply_observed(*st, delta, 0, ctx);
-    return {};
-  }
 
  private:
   bool normal_;

@@ -17,10 +17,6 @@ class ScaleOp final : public OpBase {
     const float f = static_cast<float>(1.0 + alpha_);
     for (float& d : piece) d *= f;
   }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    apply_block(delta, 0, ctx);
-    return {};
-  }
 
  private:
   double alpha_;

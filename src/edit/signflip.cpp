@@ -24,10 +24,6 @@ class SignFlipOp final : public OpBase {
       piece[i] = v;
     }
   }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    apply_block(delta, 0, ctx);
-    return {};
-  }
 
  private:
   double q_;

@@ -390,11 +390,79 @@ bool OpChain::touches_any(const std::string& name, std::span<const int64_t> shap
   return false;
 }
 
+edit::TensorContext OpChain::context(size_t i, std::string_view name, std::span<const int64_t> shape) const {
+  edit::TensorContext ctx;
+  ctx.name = name;
+  ctx.shape = shape;
+  ctx.seed = seed;
+  ctx.op_index = uint32_t(i);
+  return ctx;
+}
+
 json OpChain::describe() const {
   json a = json::array();
   for (size_t i = 0; i < ops.size(); ++i) a.push_back({{"op", std::string(ops[i]->name())}, {"params", ops[i]->params()}});
   return a;
 }
+
+namespace {
+
+// Edits one tensor whose touching ops are all pointwise or two-pass, chunk by chunk with no
+// whole-tensor buffer: each two-pass op first observes the tensor as the ops before it leave it
+// (one more read of the inputs, from the page cache), then one pass composes the output.
+// Appends the names of the ops applied to `ops`; returns compose_output's count.
+template <class Sink, class Release>
+uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post, const OutTensor& ot,
+                     analysis::EditAccum& acc, std::vector<std::string>& ops, Sink&& sink, Release&& release) {
+  const auto& bi = base.info(ot.name);
+  const auto& pi = post.info(ot.name);
+  const uint64_t n = pi.numel();
+  struct Step {
+    const edit::Op* op;
+    edit::TensorContext ctx;
+    std::unique_ptr<edit::Op::State> state;  // set once a two-pass op has observed the tensor
+  };
+  std::vector<Step> steps;
+  for (size_t k = 0; k < chain.ops.size(); ++k) {
+    if (!chain.touches(k, ot.name, pi.shape)) continue;
+    steps.push_back({chain.ops[k].get(), chain.context(k, ot.name, pi.shape), nullptr});
+    ops.push_back(std::string(chain.ops[k]->name()));
+  }
+  const auto run_steps = [&](size_t upto, float* e, size_t c, uint64_t at) {
+    for (size_t s = 0; s < upto; ++s) {
+      const Step& st = steps[s];
+      if (st.state)
+        st.op->apply_observed(*st.state, std::span<float>(e, c), at, st.ctx);
+      else
+        st.op->apply_block(std::span<float>(e, c), at, st.ctx);
+    }
+  };
+  for (size_t k = 0; k < steps.size(); ++k) {
+    if (!steps[k].op->two_pass()) continue;
+    auto state = steps[k].op->observe_begin(steps[k].ctx);
+    float e[kBlock];
+    for_each_delta_block(
+        base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
+        [&](uint64_t at, size_t c, const float* d, const float*) {
+          std::copy(d, d + c, e);
+          run_steps(k, e, c, at);
+          steps[k].op->observe(*state, std::span<const float>(e, c), at);
+        },
+        release);
+    steps[k].op->observe_end(*state);
+    steps[k].state = std::move(state);
+  }
+  return compose_output(
+      base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
+      [&](uint64_t at, size_t c, const float* delta, float* e) {
+        std::copy(delta, delta + c, e);
+        run_steps(steps.size(), e, c, at);
+        return static_cast<const float*>(e);
+      },
+      ot.dtype, &acc, sink, release);
+}
+
+}  // namespace
 
 TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
                        const std::string& name, const io::SafetensorsFile* grad) {
@@ -419,11 +487,7 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
   for (size_t i = 0; i < chain.ops.size(); ++i) {
     io::check_interrupted();
     if (!chain.touches(i, name, pi.shape)) continue;
-    edit::TensorContext ctx;
-    ctx.name = name;
-    ctx.shape = pi.shape;
-    ctx.seed = chain.seed;
-    ctx.op_index = uint32_t(i);
+    edit::TensorContext ctx = chain.context(i, name, pi.shape);
     if (chain.ops[i]->needs_grad()) {
       if (g.empty()) {
         const auto* gi = grad ? grad->header().find(name) : nullptr;
@@ -552,13 +616,11 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     return req.dtype && io::is_compute_dtype(d) ? *req.dtype : d;
   };
   OutLayout layout = plan_layout_like(post, order, dtype_of, req.max_shard_size);
-  uint64_t out_bytes = 0, max_numel = 0, edited_params = 0, edited_count = 0, streamed_count = 0;
+  uint64_t out_bytes = 0, edited_params = 0, edited_count = 0, streamed_count = 0;
   for (const auto& t : layout.tensors) {
     out_bytes += t.nbytes();
     if (edit_it.at(t.name)) {
-      uint64_t n = post.info(t.name).numel();
-      max_numel = std::max(max_numel, n);
-      edited_params += n;
+      edited_params += post.info(t.name).numel();
       ++edited_count;
     }
   }
@@ -575,17 +637,23 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   // the gradient (f32) when an op needs it, and for a pack the composed output plus its encoding
   // (at most a copy of Δ'); nothing when it streams. Copied into a pack: the bytes and their copy
   // in the encoding. Copied into a checkpoint: nothing (written from the mapped input).
-  std::map<std::string, uint64_t> need;
+  struct TensorPlan {
+    bool streamed = false;
+    uint64_t need = 0;
+  };
+  std::vector<TensorPlan> tplan(layout.tensors.size());  // by position in layout.tensors
   uint64_t largest_need = 0, sum_largest = 0;
   {
     std::vector<uint64_t> needs;
-    for (const auto& t : layout.tensors) {
+    for (size_t i = 0; i < layout.tensors.size(); ++i) {
+      const OutTensor& t = layout.tensors[i];
       const auto& ti = post.info(t.name);
       const uint64_t n = ti.numel();
       uint64_t b = 0;
       if (!edit_it.at(t.name)) {
         b = req.pack ? 2 * t.nbytes() : 0;
       } else if (streams(t.name)) {
+        tplan[i].streamed = true;
         ++streamed_count;
       } else {
         uint64_t ws = 0;
@@ -597,7 +665,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         }
         b = n * 4 + ws + (grad_needed ? n * 4 : 0) + (req.pack ? t.nbytes() + n * 4 : 0);
       }
-      need[t.name] = b;
+      tplan[i].need = b;
       needs.push_back(b);
     }
     std::sort(needs.rbegin(), needs.rend());
@@ -673,73 +741,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     TensorOutcome& out = result.tensors[i];
     out.name = ot.name;
     out.numel = pi.numel();
-    if (edit_it.at(ot.name) && streams(ot.name)) {
-      // Pointwise and two-pass ops only, full checkpoint: streamed chunk by chunk, no
-      // whole-tensor buffer. Each two-pass op first observes the tensor as the ops before it
-      // leave it (one extra read of the inputs, from the page cache); then one pass writes.
-      const auto& bi = base.info(ot.name);
-      const uint64_t n = pi.numel();
-      const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
-      const auto release_both = [&](uint64_t off, uint64_t m) {
-        base.release_range(ot.name, off * bsz, m * bsz);
-        post.release_range(ot.name, off * psz, m * psz);
-      };
-      struct Step {
-        const edit::Op* op;
-        edit::TensorContext ctx;
-        std::unique_ptr<edit::Op::State> state;
-      };
-      std::vector<Step> steps;
-      for (size_t k = 0; k < chain.ops.size(); ++k) {
-        if (!chain.touches(k, ot.name, pi.shape)) continue;
-        edit::TensorContext ctx;
-        ctx.name = ot.name;
-        ctx.shape = pi.shape;
-        ctx.seed = chain.seed;
-        ctx.op_index = uint32_t(k);
-        steps.push_back({chain.ops[k].get(), ctx, nullptr});
-        out.ops.push_back(std::string(chain.ops[k]->name()));
-      }
-      const auto run_steps = [&](size_t upto, float* e, size_t c, uint64_t at) {
-        for (size_t s = 0; s < upto; ++s) {
-          const Step& st = steps[s];
-          if (st.state)
-            st.op->apply_observed(*st.state, std::span<float>(e, c), at, st.ctx);
-          else
-            st.op->apply_block(std::span<float>(e, c), at, st.ctx);
-        }
-      };
-      for (size_t k = 0; k < steps.size(); ++k) {
-        if (!steps[k].op->two_pass()) continue;
-        auto state = steps[k].op->observe_begin(steps[k].ctx);
-        float e[kBlock];
-        for_each_delta_block(
-            base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
-            [&](uint64_t at, size_t c, const float* d, const float*) {
-              std::copy(d, d + c, e);
-              run_steps(k, e, c, at);
-              steps[k].op->observe(*state, std::span<const float>(e, c), at);
-            },
-            release_both);
-        steps[k].op->observe_end(*state);
-        steps[k].state = std::move(state);
-      }
-      out.action = "edited";
-      auto& w = writers->of(ot.name);
-      out.nonfinite_out = compose_output(
-          base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
-          [&](uint64_t at, size_t c, const float* delta, float* e) {
-            std::copy(delta, delta + c, e);
-            run_steps(steps.size(), e, c, at);
-            return static_cast<const float*>(e);
-          },
-          ot.dtype, &accs[i], [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); },
-          release_both);
-      out.stats = analysis::EditStats::from(accs[i]);
-      base.release(ot.name);
-    } else if (edit_it.at(ot.name)) {
-      MemoryBudget::Hold hold(budget, need.at(ot.name));
-      TensorEdit te = edit_tensor(chain, base, post, ot.name, grad ? &*grad : nullptr);
+    if (edit_it.at(ot.name)) {
       const auto& bi = base.info(ot.name);
       const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
       const auto release_both = [&](uint64_t off, uint64_t m) {
@@ -747,25 +749,34 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         post.release_range(ot.name, off * psz, m * psz);
       };
       out.action = "edited";
-      out.ops = te.applied;
-      if (req.pack) {
-        std::vector<std::byte> full(ot.nbytes());
-        out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited.size(),
-                                           from_buffer(te.edited), ot.dtype, &accs[i],
-                                           [&](std::span<const std::byte> b, uint64_t off) {
-                                             std::memcpy(full.data() + off, b.data(), b.size());
-                                           }, release_both);
-        auto enc = pack::encode_delta(te.edited, ot.shape, full, te.factors);
-        out.encoding = enc.encoding;
-        out.stored_bytes = enc.stored_bytes();
-        spill->add(ot.name, ot, std::move(enc));
-      } else {
+      if (tplan[i].streamed) {
         auto& w = writers->of(ot.name);
-        out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited.size(),
-                                           from_buffer(te.edited), ot.dtype, &accs[i],
-                                           [&](std::span<const std::byte> b, uint64_t off) {
-                                             w.write(ot.name, b, off);
-                                           }, release_both);
+        out.nonfinite_out = stream_edit(
+            chain, base, post, ot, accs[i], out.ops,
+            [&](std::span<const std::byte> b, uint64_t off) { w.write(ot.name, b, off); }, release_both);
+      } else {
+        MemoryBudget::Hold hold(budget, tplan[i].need);
+        TensorEdit te = edit_tensor(chain, base, post, ot.name, grad ? &*grad : nullptr);
+        out.ops = te.applied;
+        if (req.pack) {
+          std::vector<std::byte> full(ot.nbytes());
+          out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited.size(),
+                                             from_buffer(te.edited), ot.dtype, &accs[i],
+                                             [&](std::span<const std::byte> b, uint64_t off) {
+                                               std::memcpy(full.data() + off, b.data(), b.size());
+                                             }, release_both);
+          auto enc = pack::encode_delta(te.edited, ot.shape, full, te.factors);
+          out.encoding = enc.encoding;
+          out.stored_bytes = enc.stored_bytes();
+          spill->add(ot.name, ot, std::move(enc));
+        } else {
+          auto& w = writers->of(ot.name);
+          out.nonfinite_out = compose_output(base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, te.edited.size(),
+                                             from_buffer(te.edited), ot.dtype, &accs[i],
+                                             [&](std::span<const std::byte> b, uint64_t off) {
+                                               w.write(ot.name, b, off);
+                                             }, release_both);
+        }
       }
       out.stats = analysis::EditStats::from(accs[i]);
       base.release(ot.name);
@@ -773,7 +784,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       out.action = ot.dtype == pi.dtype ? "copied" : "converted";
       const auto release_post = [&](uint64_t off, uint64_t bytes) { post.release_range(ot.name, off, bytes); };
       if (req.pack) {
-        MemoryBudget::Hold hold(budget, need.at(ot.name));
+        MemoryBudget::Hold hold(budget, tplan[i].need);
         std::vector<std::byte> full(ot.nbytes());
         copy_tensor(post.data(ot.name), pi.dtype, ot.dtype, pi.numel(),
                     [&](std::span<const std::byte> b, uint64_t off) { std::memcpy(full.data() + off, b.data(), b.size()); },

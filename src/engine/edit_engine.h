@@ -38,6 +38,8 @@ struct OpChain {
   // Whether op i edits this tensor (filters and the op's own shape rule).
   bool touches(size_t i, const std::string& name, std::span<const int64_t> shape) const;
   bool touches_any(const std::string& name, std::span<const int64_t> shape) const;
+  // What op i is told about a tensor (no gradient).
+  edit::TensorContext context(size_t i, std::string_view name, std::span<const int64_t> shape) const;
   nlohmann::json describe() const;  // [{"op": name, "params": {...}}]
 };
 

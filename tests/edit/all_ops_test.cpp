@@ -155,34 +155,40 @@ TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
 // Two-pass ops (bitdelta with bits=0 and a mean or rms scale, resample, biased by=delta) observe
 // the tensor in pieces, then edit it in pieces: any cut gives the bytes of apply() on the whole,
 // per tensor and per row.
+// Runs a two-pass op on x cut into pieces of `piece` elements (observe all, then apply all);
+// expects the bytes of apply() on the whole.
+void expect_same_in_pieces(const char* spec, const std::vector<float>& x, const std::vector<int64_t>& shape,
+                           std::initializer_list<size_t> pieces) {
+  const auto o = op(spec);
+  TensorContext ctx;
+  ctx.name = "layers.1.w";
+  ctx.shape = shape;
+  std::vector<float> whole = x;
+  o->apply(whole, ctx);
+  for (size_t piece : pieces) {
+    auto st = o->observe_begin(ctx);
+    for (size_t at = 0; at < x.size(); at += piece)
+      o->observe(*st, std::span<const float>(x.data() + at, std::min(piece, x.size() - at)), at);
+    o->observe_end(*st);
+    std::vector<float> cut = x;
+    for (size_t at = 0; at < cut.size(); at += piece)
+      o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)), at, ctx);
+    EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
+  }
+}
+
 TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
   const char* const two_pass[] = {"bitdelta", "bitdelta:stat=rms", "bitdelta:granularity=row,sign0=plus",
                                   "bitdelta:s=2,granularity=row,stat=rms", "resample", "resample:dist=normal,clip=true",
                                   "biased:k=0.5", "biased:k=2"};
-  const std::vector<int64_t> shape{37, 541};
   std::vector<float> d = gaussian(37 * 541, 10);
   d[5] = NAN;
   d[600] = -INFINITY;
   for (size_t i = 1100; i < 1100 + 541; ++i) d[i] = 0.0f;  // a row of zeros (scale 0)
   for (const char* spec : two_pass) {
-    const auto o = op(spec);
-    ASSERT_TRUE(o->two_pass()) << spec;
-    EXPECT_FALSE(o->pointwise()) << spec;
-    TensorContext ctx;
-    ctx.name = "layers.1.w";
-    ctx.shape = shape;
-    std::vector<float> whole = d;
-    o->apply(whole, ctx);
-    for (size_t piece : {size_t(1), size_t(100), size_t(541), size_t(4096)}) {
-      auto st = o->observe_begin(ctx);
-      for (size_t at = 0; at < d.size(); at += piece)
-        o->observe(*st, std::span<const float>(d.data() + at, std::min(piece, d.size() - at)), at);
-      o->observe_end(*st);
-      std::vector<float> cut = d;
-      for (size_t at = 0; at < cut.size(); at += piece)
-        o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)), at, ctx);
-      EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
-    }
+    ASSERT_TRUE(op(spec)->two_pass()) << spec;
+    EXPECT_FALSE(op(spec)->pointwise()) << spec;
+    expect_same_in_pieces(spec, d, {37, 541}, {1, 100, 541, 4096});
   }
   for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare", "lowrank:rank=2",
                            "biased:by=grad", "permute"}) {
@@ -191,25 +197,8 @@ TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
   // Long enough to cross the fixed reduction blocks (util::kReduceBlock) of resample's mean |Δ|.
   std::vector<float> longer = gaussian(2 * util::kReduceBlock + 1001, 12);
   longer[70000] = NAN;
-  for (const char* spec : {"resample", "resample:dist=normal"}) {
-    const auto o = op(spec);
-    const std::vector<int64_t> shape1{int64_t(longer.size())};
-    TensorContext ctx;
-    ctx.name = "w";
-    ctx.shape = shape1;
-    std::vector<float> whole = longer;
-    o->apply(whole, ctx);
-    for (size_t piece : {size_t(7), size_t(65536), size_t(100000)}) {
-      auto st = o->observe_begin(ctx);
-      for (size_t at = 0; at < longer.size(); at += piece)
-        o->observe(*st, std::span<const float>(longer.data() + at, std::min(piece, longer.size() - at)), at);
-      o->observe_end(*st);
-      std::vector<float> cut = longer;
-      for (size_t at = 0; at < cut.size(); at += piece)
-        o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)), at, ctx);
-      EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
-    }
-  }
+  for (const char* spec : {"resample", "resample:dist=normal"})
+    expect_same_in_pieces(spec, longer, {int64_t(longer.size())}, {7, 65536, 100000});
 }
 
 }  // namespace

@@ -107,8 +107,8 @@ TEST(PerfInvariance, DeltaAccumBf16MatchesF32Path) {
     // Truncation to BF16 keeps NaN/Inf/±0 and gives values whose differences are often exactly 0.
     b16[i] = uint16_t(io::f32_to_bits(bf[i]) >> 16);
     p16[i] = (i % 5 == 0) ? b16[i] : uint16_t(io::f32_to_bits(pf[i]) >> 16);
-    b[i] = io::bits_to_f32(uint32_t(b16[i]) << 16);
-    p[i] = io::bits_to_f32(uint32_t(p16[i]) << 16);
+    b[i] = io::bf16_to_f32(b16[i]);
+    p[i] = io::bf16_to_f32(p16[i]);
   }
   analysis::DeltaAccum want;
   want.add(b, p);
@@ -135,8 +135,8 @@ TEST(PerfInvariance, DeltaAccumBf16MatchesF32Path) {
   for (size_t i = 0; i < fb.size(); ++i) {
     fb[i] = uint16_t(io::f32_to_bits(d(g)) >> 16);
     fp[i] = i % 3 ? uint16_t(io::f32_to_bits(d(g)) >> 16) : fb[i];
-    ff[i] = io::bits_to_f32(uint32_t(fb[i]) << 16);
-    fq[i] = io::bits_to_f32(uint32_t(fp[i]) << 16);
+    ff[i] = io::bf16_to_f32(fb[i]);
+    fq[i] = io::bf16_to_f32(fp[i]);
   }
   analysis::DeltaAccum x, y;
   x.add(ff, fq);
