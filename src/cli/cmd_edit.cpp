@@ -13,6 +13,15 @@ using nlohmann::json;
 namespace deltaedit::cli {
 namespace {
 
+// A decimal size given to `flag` (e.g. --max-memory 4GB); a bad one is a usage error naming the flag.
+uint64_t size_option(const char* flag, const std::string& text) {
+  try {
+    return engine::parse_size(text);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::Usage, std::string(flag) + ": " + e.what());
+  }
+}
+
 void print_result(const engine::EditResult& r, bool pack) {
   size_t edited = 0;
   uint64_t stored = 0, params = 0;
@@ -100,9 +109,9 @@ Command add_edit(CLI::App& app) {
               if (!d) throw Error(ErrorKind::Usage, "--dtype '" + *dtype + "': use F32, BF16, F16 or F64");
               req->dtype = *d;
             }
-            if (!shard->empty()) req->max_shard_size = engine::parse_size(*shard);
+            if (!shard->empty()) req->max_shard_size = size_option("--max-shard-size", *shard);
             if (!grad->empty()) req->grad = *grad;
-            if (!memory->empty()) req->max_memory = engine::parse_size(*memory);
+            if (!memory->empty()) req->max_memory = size_option("--max-memory", *memory);
             ProgressLine bar("edit", !*as_json && stderr_is_tty() && !req->dry_run);
             auto r = engine::run_edit(*req, [&](size_t d, size_t n, uint64_t b) {
               bar.update(double(d), double(n), human_bytes(b));
@@ -132,7 +141,7 @@ Command add_apply(CLI::App& app) {
   sub->add_option("--max-memory", *memory, "tensor buffers all workers may hold at once (default 768MB)");
   sub->add_flag("--json", *as_json, "machine-readable report");
   return {sub, [=] {
-            if (!memory->empty()) req->max_memory = engine::parse_size(*memory);
+            if (!memory->empty()) req->max_memory = size_option("--max-memory", *memory);
             ProgressLine bar("apply", !*as_json && stderr_is_tty());
             auto r = engine::run_apply(*req, [&](size_t d, size_t n, uint64_t b) {
               bar.update(double(d), double(n), human_bytes(b));

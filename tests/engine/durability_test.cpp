@@ -155,7 +155,7 @@ TEST(Durability, RefusesToWriteOverAnInput) {
   TempDir t;
   fs::copy(fixture("llama/post"), t / "post");
   const std::string before = read_file(t / "post/model.safetensors");
-  for (const fs::path out : {t / "post", t / "post/model.safetensors"}) {
+  for (const fs::path& out : {t / "post", t / "post/model.safetensors"}) {
     auto r = run_cli({"edit", "--base", fixture("llama/base").string(), "--post", (t / "post").string(), "--op",
                       "dare", "--out", out.string()});
     EXPECT_EQ(r.status, 2) << r.err;
@@ -176,6 +176,18 @@ TEST(Cli, ExitCodesAndMessages) {
   EXPECT_EQ(e.status, 2);
   EXPECT_NE(e.err.find("'dare'"), std::string::npos) << e.err;
   EXPECT_NE(e.err.find("[0, 1)"), std::string::npos) << e.err;
+  for (const char* flag : {"--max-memory", "--max-shard-size"}) {
+    auto z = run_cli({"edit", "--base", fixture("llama/base").string(), "--post", fixture("llama/post").string(), "--op",
+                      "dare", "--out", (t / "o").string(), flag, "5XB"});
+    EXPECT_EQ(z.status, 2) << flag;
+    EXPECT_NE(z.err.find(flag), std::string::npos) << z.err;
+    EXPECT_NE(z.err.find("5XB"), std::string::npos) << z.err;
+    EXPECT_FALSE(fs::exists(t / "o"));
+  }
+  auto am = run_cli({"apply", "--base", fixture("llama/base").string(), "--pack", (t / "nopack").string(), "--out",
+                     (t / "o").string(), "--max-memory", "lots"});
+  EXPECT_EQ(am.status, 2);
+  EXPECT_NE(am.err.find("--max-memory"), std::string::npos) << am.err;
   auto m = run_cli({"edit", "--base", (t / "missing").string(), "--post", "y", "--op", "dare", "--out", (t / "o").string()});
   EXPECT_EQ(m.status, 1);
   EXPECT_NE(m.err.find("missing"), std::string::npos);
