@@ -1,0 +1,94 @@
+// The merge-method interface (MERGE.md §2). A method combines, for one output tensor, the tensors
+// of N input models (and a base, for task-vector methods) into one output tensor. Methods never do
+// I/O: the executor (src/engine) reads the inputs, casts them to the work dtype W, crops or skips
+// mismatched shapes as the method's ShapeRule says, and writes what the method returns.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace deltaedit::merge {
+
+// `mergekit` reproduces mergekit's tensors; `paper` uses the papers' formulas (MERGE.md §0, §3).
+enum class Conventions { Mergekit, Paper };
+
+// W, the dtype the method computes in (MERGE.md §2.0). Values handed to a method are f32 holding
+// values exactly representable in W; each step marked ⟦·⟧ in MERGE.md rounds to W (round_to_work).
+enum class WorkType { F32, BF16, F16 };
+float round_to_work(WorkType w, float x) noexcept;
+
+// One declared parameter of a method (the single schema that parsing, validation, --help and the
+// dry-run plan read).
+struct ParamSpec {
+  std::string name;
+  enum class Kind { Number, Bool, Integer } kind = Kind::Number;
+  bool per_model = false;               // weight, density, gamma, epsilon, scale
+  std::optional<double> default_value;  // nullopt + required → "Missing required parameter"
+  bool required = false;
+  double min = -1e300, max = 1e300;     // inclusive range checked at parse time
+  std::string doc;                      // one line
+};
+
+// How the executor reconciles input shapes that differ (MERGE.md §2.1, §2.3, §4.3).
+enum class ShapeRule {
+  CropEmbedToBaseSkipOthers,  // task-vector family: embed cropped to base, others skip the model
+  CropEmbedToMin,             // linear, slerp, nuslerp, model_stock, karcher
+  Error,                      // easy-define methods: any mismatch is an error
+  Single,                     // passthrough: exactly one input
+};
+
+struct MethodInfo {
+  std::string name;
+  std::string summary;                  // one line for --help and `deltaedit merge --methods`
+  std::vector<ParamSpec> params;
+  bool needs_base = false;              // the base is handed as TensorJob::base
+  int min_models = 1, max_models = 1 << 20;  // non-base inputs
+  bool random = false;                  // draws from the keyed RNG
+  bool pointwise = false;               // out[i] depends on inputs at i only (streams in blocks)
+  ShapeRule shape_rule = ShapeRule::CropEmbedToBaseSkipOthers;
+};
+
+// One input tensor, already cast to W and cropped per the ShapeRule.
+struct TensorInput {
+  std::span<const float> values;
+  std::map<std::string, double> params;  // per-model parameters evaluated for this tensor
+  uint32_t model_index = 0;              // position in config order (keys the RNG)
+};
+
+struct TensorJob {
+  std::string_view name;                 // output tensor name
+  std::span<const int64_t> shape;        // row-major shape of every input and of the output
+  WorkType work = WorkType::F32;
+  bool is_embed = false;
+  std::optional<TensorInput> base;       // set iff MethodInfo::needs_base
+  std::vector<TensorInput> models;       // the other inputs, config order
+  std::map<std::string, double> global;  // method-global parameters evaluated for this tensor
+  Conventions conventions = Conventions::Mergekit;
+  uint64_t seed = 0;
+  // Per-model op chain (`deltaedit: {ops: [...]}`): task-vector methods call it on τ_i right after
+  // forming it, before sparsifying. Empty when no model has ops.
+  std::function<void(size_t model, std::span<float> tau)> edit_task_vector;
+  // Pointwise methods only: the job covers elements [first, first + out.size()) of the tensor.
+  uint64_t first = 0;
+};
+
+class Method {
+ public:
+  virtual ~Method() = default;
+  virtual const MethodInfo& info() const = 0;
+  // Writes the merged tensor (values representable in W) into `out` (size = product of shape,
+  // or the block size for pointwise jobs). Appends human-readable warnings (MERGE.md §5) naming the
+  // tensor. Deterministic: depends only on the job. Throws deltaedit::Error for invalid inputs.
+  virtual void merge(const TensorJob& job, std::span<float> out, std::vector<std::string>& warnings) const = 0;
+};
+
+// The registry: one line per method (registry.cpp). nullptr if unknown.
+const Method* find_method(std::string_view name);
+std::vector<const Method*> all_methods();
+
+}  // namespace deltaedit::merge
