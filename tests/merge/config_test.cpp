@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "merge/params.h"
-#include "merge_test_util.h"
+#include "merge_cli_util.h"
 #include "util/error.h"
 
 using namespace deltaedit;

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <thread>
 
-#include "merge_test_util.h"
+#include "merge_cli_util.h"
 
 using namespace deltaedit;
 using namespace deltaedit::testing;

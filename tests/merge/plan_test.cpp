@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "merge/params.h"
-#include "merge_test_util.h"
+#include "merge_cli_util.h"
 #include "util/error.h"
 
 using namespace deltaedit;
