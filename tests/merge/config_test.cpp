@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "merge/params.h"
 #include "merge_cli_util.h"
 #include "util/error.h"
@@ -393,4 +395,47 @@ TEST(MergeConfig, DeepNestingIsAnErrorNotACrash) {
   std::string deep =
       "merge_method: linear\nparameters:\n  weight: " + std::string(5000, '[') + "\n";
   EXPECT_THROW(merge::parse_merge_config(deep, "d.yaml"), Error);
+}
+
+// The fuzz seed corpus and byte-level mutations of it are refused only with deltaedit::Error
+// (the libFuzzer target fuzz/merge_config_fuzz.cpp explores further under sanitizers).
+TEST(MergeConfig, CorpusAndMutationsOnlyThrowTypedErrors) {
+  const fs::path dir = fs::path(DELTAEDIT_SOURCE_DIR) / "fuzz/corpus/merge_config";
+  std::vector<std::string> seeds;
+  for (const auto& e : fs::directory_iterator(dir)) seeds.push_back(read_file(e.path()));
+  ASSERT_GE(seeds.size(), 5u);
+  std::mt19937 g(11);
+  size_t parsed = 0, refused = 0;
+  for (const auto& s : seeds)
+    for (int k = 0; k < 300; ++k) {
+      std::string m = s;
+      const int edits = 1 + int(g() % 4);
+      for (int e = 0; e < edits && !m.empty(); ++e) {
+        const size_t at = g() % m.size();
+        switch (g() % 4) {
+          case 0:
+            m[at] = char(g() % 256);
+            break;
+          case 1:
+            m.erase(at, 1 + g() % 8);
+            break;
+          case 2:
+            m.insert(at, std::string(1 + g() % 3, "[]{}:-,'\"&*!\n #"[g() % 16]));
+            break;
+          default:
+            m.insert(at, m.substr(g() % m.size(), g() % 16));
+            break;
+        }
+      }
+      try {
+        merge::parse_merge_config(m, "fuzz.yaml", {bool(k & 1)});
+        ++parsed;
+      } catch (const Error&) {
+        ++refused;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "untyped exception " << e.what() << " on:\n" << m;
+      }
+    }
+  EXPECT_GT(refused, 0u);
+  EXPECT_GT(parsed + refused, 1000u);
 }
