@@ -174,6 +174,7 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
       for (size_t k = 0; k < N; ++k) {
         in[k].resize(n);
         decode(t.inputs[k], t, 0, in[k]);
+        t.inputs[k].checkpoint->release(t.inputs[k].tensor);  // decoded: drop the mapped pages now
         views[k] = in[k];
       }
       util::BigFloatBuffer out(n);

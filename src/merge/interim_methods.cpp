@@ -82,7 +82,6 @@ class TaskArithmetic final : public Method {
   void merge(const TensorJob& job, std::span<float> out, std::vector<std::string>&) const override {
     const WorkType w = job.work;
     const auto& b = job.base->values;
-    std::vector<float> tau(job.models.empty() ? 0 : out.size());
     std::vector<std::vector<float>> taus;
     for (size_t k = 0; k < job.models.size(); ++k) {
       std::vector<float> t(out.size());
