@@ -8,7 +8,7 @@
 #include "engine/edit_engine.h"
 #include "merge/config.h"
 #include "merge/plan.h"
-#include "merge/run.h"
+#include "engine/merge_run.h"
 #include "util/error.h"
 #include "util/read_file.h"
 
@@ -188,7 +188,7 @@ Command add_merge(CLI::App& app) {
                           "merge needs a CONFIG.yaml (see `deltaedit merge --help`)");
             if (a->out.empty() && !a->dry_run)
               throw Error(ErrorKind::Usage, "merge needs --out DIR (or --dry-run)");
-            merge::RunOptions ro;
+            engine::RunOptions ro;
             if (!a->shard.empty()) ro.max_shard_size = size_flag("--max-shard-size", a->shard);
             if (!a->memory.empty()) ro.max_memory = size_flag("--max-memory", a->memory);
             if (!a->out.empty() && !a->dry_run && std::filesystem::exists(a->out))
@@ -218,7 +218,7 @@ Command add_merge(CLI::App& app) {
             ro.progress = [&](size_t d, size_t n, uint64_t b) {
               bar.update(double(d), double(n), human_bytes(b));
             };
-            auto r = merge::run_merge(plan, ro);
+            auto r = engine::run_merge(plan, ro);
             bar.finish();
             if (a->as_json) {
               std::cout << r.to_json().dump(2) << "\n";

@@ -8,7 +8,8 @@
 #include <memory>
 #include <mutex>
 
-#include "engine/pairing.h"
+#include "util/memory_budget.h"
+#include "util/thread_pool.h"
 #include "io/convert.h"
 #include "io/writer.h"
 #include "util/big_buffer.h"
@@ -131,12 +132,12 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
 
   io::Staging staging(opt.out, inputs, rep.output_bytes);
   Writers writers(staging, tensors, shards, opt.metadata);
-  MemoryBudget budget(opt.max_memory);
+  util::MemoryBudget budget(opt.max_memory);
   std::atomic<size_t> done{0};
   std::atomic<uint64_t> bytes_done{0};
   std::mutex progress_mu;
 
-  parallel_for(tensors.size(), std::max(1u, opt.threads), [&](size_t i) {
+  util::parallel_for(tensors.size(), std::max(1u, opt.threads), [&](size_t i) {
     const ExecTensor& t = tensors[i];
     const uint64_t n = t.numel();
     const size_t N = t.inputs.size();
@@ -149,7 +150,7 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
     std::vector<std::span<const float>> views(N);
     if (stream) {
       const uint64_t blk = opt.block;
-      MemoryBudget::Hold hold(budget, (N + 1) * blk * 4);
+      util::MemoryBudget::Hold hold(budget, (N + 1) * blk * 4);
       std::vector<std::vector<float>> in(N, std::vector<float>(blk));
       std::vector<float> out(blk);
       for (uint64_t off = 0; off < n; off += blk) {
@@ -168,7 +169,7 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
           }
       }
     } else {
-      MemoryBudget::Hold hold(budget, (N + 2) * n * 4);
+      util::MemoryBudget::Hold hold(budget, (N + 2) * n * 4);
       io::check_interrupted();
       std::vector<util::BigFloatBuffer> in(N);
       for (size_t k = 0; k < N; ++k) {

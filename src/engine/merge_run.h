@@ -1,4 +1,4 @@
-// Running a merge plan: the per-tensor jobs handed to the executor (src/engine/executor.h) and the
+// Running a merge plan (src/merge/plan.h): the per-tensor jobs handed to the executor (src/engine/executor.h) and the
 // output of MERGE.md §4.2 — shards, index, config.json and tokenizer files from the donor,
 // deltaedit.json (provenance) and a model card README.md.
 #pragma once
@@ -12,7 +12,7 @@
 
 #include "merge/plan.h"
 
-namespace deltaedit::merge {
+namespace deltaedit::engine {
 
 inline constexpr uint64_t kDefaultShardSize = 5'000'000'000;  // bytes, as mergekit's "5B"
 
@@ -34,8 +34,8 @@ struct RunResult {
 };
 
 // The provenance document written as deltaedit.json (also used by tests).
-nlohmann::json provenance(const MergePlan& plan, const std::vector<std::string>& warnings);
+nlohmann::json provenance(const merge::MergePlan& plan, const std::vector<std::string>& warnings);
 
-RunResult run_merge(const MergePlan& plan, const RunOptions& opt);
+RunResult run_merge(const merge::MergePlan& plan, const RunOptions& opt);
 
-}  // namespace deltaedit::merge
+}  // namespace deltaedit::engine

@@ -1,4 +1,4 @@
-#include "merge/run.h"
+#include "engine/merge_run.h"
 
 #include <fmt/format.h>
 
@@ -8,17 +8,19 @@
 #include <set>
 
 #include "edit/op.h"
-#include "engine/edit_engine.h"
 #include "engine/executor.h"
 #include "io/safetensors.h"
 #include "util/error.h"
 #include "util/philox.h"
 #include "util/read_file.h"
+#include "util/version.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace deltaedit::merge {
+namespace deltaedit::engine {
+
+using namespace merge;
 namespace {
 
 // Files carried from the donor (MERGE.md §4.2 step 4): the tokenizer's from the tokenizer model.
@@ -70,7 +72,7 @@ std::string model_card(const MergePlan& plan) {
 
 json provenance(const MergePlan& plan, const std::vector<std::string>& warnings) {
   json j{{"tool", "deltaedit"},
-         {"version", engine::kVersion},
+         {"version", util::kVersion},
          {"command", "merge"},
          {"method", plan.method->info().name},
          {"conventions", conventions_name(plan.config.conventions)},
@@ -114,10 +116,10 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
   for (const auto& sl : plan.config.slices)
     for (const auto& m : sl.sources) add_chain(m.model, m.ops);
 
-  std::vector<engine::ExecTensor> ts;
+  std::vector<ExecTensor> ts;
   ts.reserve(plan.tensors.size());
   for (const auto& t : plan.tensors) {
-    engine::ExecTensor e;
+    ExecTensor e;
     e.name = t.name;
     e.shape = t.shape;
     e.out_dtype = t.out_dtype;
@@ -168,14 +170,14 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
   // Output files (MERGE.md §4.2).
   const auto& donor = *plan.models[plan.donor].checkpoint;
   const auto& tok = *plan.models[plan.tokenizer_model].checkpoint;
-  engine::ExecOptions eo;
+  ExecOptions eo;
   eo.out = opt.out;
   eo.threads = opt.threads;
   eo.max_memory = opt.max_memory;
   eo.max_shard_size = opt.max_shard_size;
   eo.progress = opt.progress;
   if (!opt.config_path.empty()) eo.inputs.push_back(opt.config_path);
-  eo.metadata = {{"deltaedit.version", engine::kVersion},
+  eo.metadata = {{"deltaedit.version", util::kVersion},
                  {"deltaedit.method", info.name},
                  {"deltaedit.seed", std::to_string(plan.seed)},
                  {"deltaedit.conventions", conventions_name(plan.config.conventions)},
@@ -204,7 +206,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
   const std::string config_text = cj.dump(2) + "\n";
 
   RunResult res;
-  eo.texts = [&](const engine::ExecReport& rep) {
+  eo.texts = [&](const ExecReport& rep) {
     std::vector<std::string> warnings = plan.warnings;
     for (size_t i = 0; i < rep.warnings.size(); ++i)
       for (const auto& w : rep.warnings[i]) warnings.push_back(w);
@@ -226,7 +228,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
         {"README.md", model_card(plan)},
         {"deltaedit.json", prov.dump(2) + "\n"}};
   };
-  auto rep = engine::execute(ts, kernel, eo);
+  auto rep = execute(ts, kernel, eo);
   res.files = rep.files;
   res.output_bytes = rep.output_bytes;
   res.peak_buffer_bytes = rep.peak_buffer_bytes;
@@ -238,4 +240,4 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
   return res;
 }
 
-}  // namespace deltaedit::merge
+}  // namespace deltaedit::engine
