@@ -92,5 +92,11 @@ std::unique_ptr<Method> make_slerp();
 std::unique_ptr<Method> make_nuslerp();
 std::unique_ptr<Method> make_model_stock();
 std::unique_ptr<Method> make_passthrough();
+std::unique_ptr<Method> make_sce();
+std::unique_ptr<Method> make_karcher();
+std::unique_ptr<Method> make_multislerp();
+std::unique_ptr<Method> make_nearswap();
+std::unique_ptr<Method> make_ram();
+std::unique_ptr<Method> make_ramplus_tl();
 
 }  // namespace deltaedit::merge::detail

@@ -23,6 +23,12 @@ constexpr Factory kMethods[] = {
     [] { return detail::make_slerp(); },
     [] { return detail::make_nuslerp(); },
     [] { return detail::make_passthrough(); },
+    [] { return detail::make_sce(); },
+    [] { return detail::make_karcher(); },
+    [] { return detail::make_multislerp(); },
+    [] { return detail::make_nearswap(); },
+    [] { return detail::make_ram(); },
+    [] { return detail::make_ramplus_tl(); },
 };
 
 // Built once, immutable afterwards.
