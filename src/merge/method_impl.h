@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "io/convert.h"
 #include "merge/method.h"
 #include "util/error.h"
 #include "util/philox.h"
@@ -24,7 +25,11 @@ namespace deltaedit::merge::detail {
 
 struct Round {
   WorkType w;
-  float operator()(float x) const noexcept { return w == WorkType::F32 ? x : round_to_work(w, x); }
+  float operator()(float x) const noexcept {
+    if (w == WorkType::F32) return x;
+    if (w == WorkType::BF16) return io::bf16_to_f32(io::f32_to_bf16(x));  // inline: the hot case
+    return round_to_work(w, x);
+  }
 };
 
 // Σ term(i) over i < n in the fixed f64 order, rounded to f32 and then to W.

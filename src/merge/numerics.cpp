@@ -123,7 +123,9 @@ void keep_rank_range(std::span<const uint32_t> keys, uint64_t lo, uint64_t hi,
     std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(r), sorted.end());
     return sorted[r];
   };
-  const uint32_t v_lo = at(lo), v_hi = at(hi - 1);
+  // The extreme ranks need no selection.
+  const uint32_t v_lo = lo == 0 ? *std::min_element(sorted.begin(), sorted.end()) : at(lo);
+  const uint32_t v_hi = hi == n ? *std::max_element(sorted.begin(), sorted.end()) : at(hi - 1);
   uint64_t less_lo = 0, less_hi = 0;
   for (uint32_t k : keys) {
     less_lo += k < v_lo ? 1 : 0;

@@ -66,29 +66,43 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
   const bool paper = a.conventions == Conventions::Paper;
   const Round r{a.work};
   const Rows rows = della_rows(a.shape, n);
-  std::vector<uint8_t> keep(n, 0);
-  std::vector<float> inv_q(paper && a.rescale ? n : 0, 0.0f);
+  // Keep probability and survivor scale of each rank (the same in every row).
+  const double m = paper ? static_cast<double>(rows.len) : r(static_cast<float>(rows.len));
+  std::vector<uint64_t> threshold(rows.len);
+  std::vector<float> inv_q(rows.len);
+  for (uint64_t k = 0; k < rows.len; ++k) {
+    const double rank = paper ? static_cast<double>(k + 1) : r(static_cast<float>(k + 1));
+    const double norm = rows.len == 1 ? 0.5 : std::clamp((rank - 1.0) / (m - 1.0), 0.0, 1.0);
+    double q = std::clamp((d - eps) + 2.0 * eps * norm, 0.0, 1.0);
+    if (!paper) q = r(static_cast<float>(q));
+    threshold[k] = util::KeyedRng::uniform_threshold(q);
+    inv_q[k] = static_cast<float>(q > 0.0 ? 1.0 / q : 0.0);
+  }
+  const bool short_rows = rows.len == 1 && n > 0;
+  // Rank of every element in its row: sort (|τ| key, position) pairs, i.e. stable by |τ|.
+  std::vector<uint32_t> rank_of(n);
   std::vector<uint64_t> order(rows.len);
-  bool short_rows = false;
   for (uint64_t o = 0; o < rows.outer; ++o) {
     for (uint64_t s = 0; s < rows.stride; ++s) {
       const uint64_t base = o * rows.len * rows.stride + s;
-      const auto at = [&](uint64_t j) { return base + j * rows.stride; };
-      std::iota(order.begin(), order.end(), uint64_t{0});
-      std::stable_sort(order.begin(), order.end(), [&](uint64_t x, uint64_t y) {
-        return abs_key(tau[at(x)]) < abs_key(tau[at(y)]);
-      });
-      const double m = paper ? static_cast<double>(rows.len) : r(static_cast<float>(rows.len));
-      if (rows.len == 1) short_rows = true;
-      for (uint64_t k = 0; k < rows.len; ++k) {
-        const uint64_t idx = at(order[k]);
-        const double rank = paper ? static_cast<double>(k + 1) : r(static_cast<float>(k + 1));
-        const double norm = rows.len == 1 ? 0.5 : std::clamp((rank - 1.0) / (m - 1.0), 0.0, 1.0);
-        double q = std::clamp((d - eps) + 2.0 * eps * norm, 0.0, 1.0);
-        if (!paper) q = r(static_cast<float>(q));
-        keep[idx] = keep_one(a.key, RandomPurpose::DellaKeep, idx, q) ? 1 : 0;
-        if (!inv_q.empty()) inv_q[idx] = static_cast<float>(q > 0.0 ? 1.0 / q : 0.0);
+      for (uint64_t j = 0; j < rows.len; ++j) {
+        order[j] = (uint64_t{abs_key(tau[base + j * rows.stride])} << 32) | j;
       }
+      std::sort(order.begin(), order.end());
+      for (uint64_t k = 0; k < rows.len; ++k) {
+        rank_of[base + (order[k] & 0xFFFFFFFFu) * rows.stride] = static_cast<uint32_t>(k);
+      }
+    }
+  }
+  // keep[i] = uniform(i, DellaKeep lane) < q(rank of i), drawn kPhiloxBatch counters at a time.
+  std::vector<uint8_t> keep(n);
+  const uint32_t lane = purpose_lane(RandomPurpose::DellaKeep);
+  for (uint64_t i = 0; i < n; i += util::kPhiloxBatch) {
+    uint32_t w0[util::kPhiloxBatch], w1[util::kPhiloxBatch];
+    util::philox4x32_10_w01(a.key, i, lane, w0, w1);
+    const uint64_t take = std::min<uint64_t>(util::kPhiloxBatch, n - i);
+    for (uint64_t j = 0; j < take; ++j) {
+      keep[i + j] = util::KeyedRng::uniform_bits(w0[j], w1[j]) < threshold[rank_of[i + j]] ? 1 : 0;
     }
   }
   if (short_rows) {
@@ -101,7 +115,8 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
   if (!a.rescale) return apply_mask(tau, keep);
   if (!paper) return l1_rescale(tau, keep, a.work);
   for (uint64_t i = 0; i < n; ++i)
-    tau[i] = keep[i] ? r(static_cast<float>(static_cast<double>(tau[i]) * inv_q[i])) : 0.0f;
+    tau[i] =
+        keep[i] ? r(static_cast<float>(static_cast<double>(tau[i]) * inv_q[rank_of[i]])) : 0.0f;
 }
 
 }  // namespace

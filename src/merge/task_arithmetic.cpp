@@ -122,19 +122,26 @@ class TaskArithmetic final : public MethodBase {
     if (std::fabs(weight_sum) < 1e-8f) weight_sum = 1.0f;
 
     const float lambda_f = static_cast<float>(lambda);
+    // The mergekit convention votes with u_i: hold u_i in place of τ̂_i. The paper convention votes
+    // with τ̂_i and forms u_i per element.
+    if (!paper) {
+      for (size_t m = 0; m < count; ++m) {
+        for (float& t : tau[m]) t = r(w[m] * t);
+      }
+    }
+    const auto u_of = [&](size_t m, size_t i) { return paper ? r(w[m] * tau[m][i]) : tau[m][i]; };
     for (size_t i = 0; i < n; ++i) {
       float mixed = 0.0f, divisor = 0.0f;
       if (f_.consensus == Consensus::Sum) {
         float vote = 0.0f;
-        for (size_t m = 0; m < count; ++m) vote += paper ? tau[m][i] : r(w[m] * tau[m][i]);
+        for (size_t m = 0; m < count; ++m) vote += tau[m][i];
         vote = r(vote);
         const bool positive = paper ? !(vote < 0.0f) : vote >= 0.0f;
         int agreeing = 0;
         for (size_t m = 0; m < count; ++m) {
-          const float u = r(w[m] * tau[m][i]);
-          const float s = paper ? tau[m][i] : u;
+          const float s = tau[m][i];
           if (positive ? s > 0.0f : s < 0.0f) {
-            mixed += u;
+            mixed += u_of(m, i);
             divisor += w[m];
             ++agreeing;
           }
@@ -143,7 +150,7 @@ class TaskArithmetic final : public MethodBase {
         divisor = paper ? static_cast<float>(agreeing) : r(divisor);
         if (divisor == 0.0f) divisor = 1.0f;
       } else {
-        for (size_t m = 0; m < count; ++m) mixed += r(w[m] * tau[m][i]);
+        for (size_t m = 0; m < count; ++m) mixed += u_of(m, i);
         mixed = r(mixed);
         divisor = weight_sum;
       }
