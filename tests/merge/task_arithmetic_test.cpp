@@ -584,5 +584,33 @@ TEST(Bf16, TaskVectorsAreRoundedBeforeWeighting) {
   EXPECT_EQ(run("task_arithmetic", c).out[0], 1.00390625f);
 }
 
+TEST(Bf16, DareL1RescaleRoundsTheRatioAndEachSurvivor) {
+  const size_t n = 5000;
+  Case c;
+  c.shape = {static_cast<int64_t>(n)};
+  c.work = WorkType::BF16;
+  c.base = Model{std::vector<float>(n, 0.0f), {}, 0};
+  c.models = {Model{to_bf16(gaussian(n, 12, 0.02)), {{"weight", 1.0}, {"density", 0.3}}, 0}};
+  const Result r = run("dare_linear", c);
+  // mergekit: keep ~ Bernoulli(⟦0.3⟧) drawn in bf16; B = ⟦Σ|τ|⟧, A = ⟦Σ|τ⊙mask|⟧; survivors
+  // ⟦τ·⟦B/A⟧⟧; then u = ⟦1·τ̂⟧, M = ⟦u⟧, output ⟦0 + M⟧.
+  const std::vector<float>& x = c.models[0].values;
+  std::vector<int> keep(n);
+  double sb = 0, sa = 0;
+  for (size_t i = 0; i < n; ++i) {
+    keep[i] = drawn_keep(c.seed, c.name, 0, RandomPurpose::DareKeep, i, bf16(0.3));
+    sb += std::fabs(x[i]);
+    sa += keep[i] ? std::fabs(x[i]) : 0.0;
+  }
+  const double ratio = bf16(bf16(sb) / bf16(sa));
+  size_t differs_unrounded_ratio = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double want = keep[i] ? bf16(x[i] * ratio) : 0.0;
+    ASSERT_EQ(static_cast<double>(r.out[i]), want) << i;
+    differs_unrounded_ratio += keep[i] && bf16(x[i] * (sb / sa)) != want;
+  }
+  EXPECT_GT(differs_unrounded_ratio, 0u);
+}
+
 }  // namespace
 }  // namespace deltaedit::merge::test
