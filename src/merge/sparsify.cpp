@@ -66,6 +66,10 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
   const bool paper = a.conventions == Conventions::Paper;
   const Round r{a.work};
   const Rows rows = della_rows(a.shape, n);
+  if (rows.len > 0xFFFFFFFFull) {
+    throw Error(ErrorKind::Unsupported, warn_prefix(a) + "della ranks rows of at most 2^32 entries", "",
+                std::string(a.tensor));
+  }
   // Keep probability and survivor scale of each rank (the same in every row).
   const double m = paper ? static_cast<double>(rows.len) : r(static_cast<float>(rows.len));
   std::vector<uint64_t> threshold(rows.len);
