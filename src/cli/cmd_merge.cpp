@@ -6,9 +6,9 @@
 
 #include "cli/common.h"
 #include "engine/edit_engine.h"
+#include "engine/merge_run.h"
 #include "merge/config.h"
 #include "merge/plan.h"
-#include "engine/merge_run.h"
 #include "util/error.h"
 #include "util/read_file.h"
 

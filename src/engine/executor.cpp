@@ -8,12 +8,12 @@
 #include <memory>
 #include <mutex>
 
-#include "util/memory_budget.h"
-#include "util/thread_pool.h"
 #include "io/convert.h"
 #include "io/writer.h"
 #include "util/big_buffer.h"
 #include "util/error.h"
+#include "util/memory_budget.h"
+#include "util/thread_pool.h"
 
 namespace fs = std::filesystem;
 

@@ -124,16 +124,15 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     e.shape = t.shape;
     e.out_dtype = t.out_dtype;
     e.work = t.work;
-    e.pointwise = info.pointwise && chains.empty();
     if (t.base) e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor});
     for (const auto& s : t.models)
       e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor});
     ts.push_back(std::move(e));
   }
 
-  auto kernel = [&](size_t i, std::span<const std::span<const float>> in, std::span<float> out,
-                    uint64_t first, std::vector<std::string>& warnings) {
-    const PlanTensor& t = plan.tensors[i];
+  // The job of one output tensor over input spans (empty spans to ask Method::pointwise).
+  auto make_job = [&](const PlanTensor& t, std::span<const std::span<const float>> in,
+                      uint64_t first) {
     TensorJob job;
     job.name = t.name;
     job.shape = t.shape;
@@ -144,13 +143,12 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     job.seed = plan.seed;
     job.first = first;
     size_t k = 0;
-    if (t.base) {
-      job.base = TensorInput{in[k++], t.base->params, uint32_t(t.base->model)};
-    }
+    if (t.base)
+      job.base = TensorInput{in[k++], t.base->params, uint32_t(t.base->model), std::nullopt};
     for (const auto& s : t.models)
-      job.models.push_back(TensorInput{in[k++], s.params, uint32_t(s.model)});
+      job.models.push_back(TensorInput{in[k++], s.params, uint32_t(s.model), std::nullopt});
     if (!chains.empty()) {
-      job.edit_task_vector = [&](size_t model, std::span<float> tau) {
+      job.edit_task_vector = [&t, &chains, &plan](size_t model, std::span<float> tau) {
         const size_t m = t.models.at(model).model;
         auto it = chains.find(m);
         if (it == chains.end()) return;
@@ -164,6 +162,16 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
         }
       };
     }
+    return job;
+  };
+  for (size_t i = 0; i < ts.size(); ++i) {
+    // Ops run on whole task vectors, so a model with ops makes its tensors buffered.
+    const std::vector<std::span<const float>> none(ts[i].inputs.size());
+    ts[i].pointwise = chains.empty() && plan.method->pointwise(make_job(plan.tensors[i], none, 0));
+  }
+  auto kernel = [&](size_t i, std::span<const std::span<const float>> in, std::span<float> out,
+                    uint64_t first, std::vector<std::string>& warnings) {
+    const TensorJob job = make_job(plan.tensors[i], in, first);
     plan.method->merge(job, out, warnings);
   };
 

@@ -1,6 +1,6 @@
-// Running a merge plan (src/merge/plan.h): the per-tensor jobs handed to the executor (src/engine/executor.h) and the
-// output of MERGE.md §4.2 — shards, index, config.json and tokenizer files from the donor,
-// deltaedit.json (provenance) and a model card README.md.
+// Running a merge plan (src/merge/plan.h): the per-tensor jobs handed to the executor
+// (src/engine/executor.h) and the output of MERGE.md §4.2 — shards, index, config.json and
+// tokenizer files from the donor, deltaedit.json (provenance) and a model card README.md.
 #pragma once
 #include <cstdint>
 #include <filesystem>

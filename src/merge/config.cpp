@@ -291,7 +291,7 @@ struct Parser {
         }
         ops.push_back(spec);
       }
-      if (!method->info().needs_base)
+      if (!method->info().needs_base && !method->info().optional_base)
         fail(line_of(v),
              fmt::format("deltaedit.ops edit task vectors, and {} does not use a base model",
                          method->info().name));

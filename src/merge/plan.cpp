@@ -241,7 +241,7 @@ struct Builder {
         if (!s.base)
           fail(c.method_line,
                fmt::format("{} needs a base_model (it merges task vectors x_i − base)", info.name));
-      } else if (s.base && info.shape_rule != ShapeRule::Single) {
+      } else if (s.base && !info.optional_base && info.shape_rule != ShapeRule::Single) {
         bool listed = false;
         for (const auto& src : s.sources) listed |= src.model == *s.base;
         if (!listed) {
@@ -257,19 +257,17 @@ struct Builder {
         }
       }
       size_t inputs = 0;
-      for (const auto& src : s.sources)
-        inputs += !(info.needs_base && s.base && src.model == *s.base);
+      for (const auto& src : s.sources) inputs += !(takes_base(s) && src.model == *s.base);
       if (int(inputs) < info.min_models || int(inputs) > info.max_models) {
         const std::string range = info.min_models == info.max_models
                                       ? fmt::format("exactly {}", info.min_models)
                                   : info.max_models >= (1 << 20)
                                       ? fmt::format("at least {}", info.min_models)
                                       : fmt::format("{} to {}", info.min_models, info.max_models);
-        fail(
-            c.uses_slices ? s.line : c.method_line,
-            fmt::format("{} takes {} model{}{}, and {} {} given", info.name, range,
-                        info.max_models == 1 ? "" : "s", info.needs_base ? " besides the base" : "",
-                        inputs, inputs == 1 ? "is" : "are"));
+        fail(c.uses_slices ? s.line : c.method_line,
+             fmt::format("{} takes {} model{}{}, and {} {} given", info.name, range,
+                         info.max_models == 1 ? "" : "s", takes_base(s) ? " besides the base" : "",
+                         inputs, inputs == 1 ? "is" : "are"));
       }
     }
     const int64_t n0 = cfg(plan.donor).num_hidden_layers;
@@ -288,6 +286,11 @@ struct Builder {
     bool is_base = false, tied = false;
     int line = 0;
   };
+
+  // Whether the method receives this slice's base as TensorJob::base.
+  bool takes_base(const Slice& s) const {
+    return s.base && (info.needs_base || info.optional_base);
+  }
 
   std::string where_model(size_t m) const {
     return fmt::format("'{}' (line {})", plan.models[m].path, plan.models[m].line);
@@ -315,9 +318,8 @@ struct Builder {
     for (const auto& src : s.sources) any_has |= ck(src.model).contains(input_name(src));
     if (!any_has) return;  // e.g. no input has an lm_head: none is written
     for (const auto& src : s.sources) {
-      Input in{src.model,  input_name(src),
-               src.params, info.needs_base && s.base && src.model == *s.base,
-               false,      src.line};
+      Input in{src.model, input_name(src), src.params, takes_base(s) && src.model == *s.base,
+               false,     src.line};
       if (!ck(src.model).contains(in.tensor)) {
         const std::string embed = "model.embed_tokens.weight";
         if (template_name == "lm_head.weight" && ck(src.model).contains(embed)) {
@@ -333,7 +335,7 @@ struct Builder {
       }
       inputs.push_back(std::move(in));
     }
-    if (info.needs_base) {
+    if (takes_base(s)) {
       bool have = false;
       for (const auto& in : inputs) have |= in.is_base;
       if (!have) {
@@ -372,7 +374,8 @@ struct Builder {
                                 io::dtype_name(ti.dtype)),
                     plan.models[in.model].path, in.tensor);
       if (info.needs_base && in.is_base) stored = ti.dtype;
-      if (!info.needs_base) stored = stored ? widest(*stored, ti.dtype) : ti.dtype;
+      if (!info.needs_base)
+        stored = stored ? widest(*stored, ti.dtype) : ti.dtype;  // optional bases too
     }
     t.work = work_of(c.dtype ? *c.dtype : *stored);
     t.out_dtype = c.out_dtype ? *c.out_dtype : c.dtype ? *c.dtype : t.work;
