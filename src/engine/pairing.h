@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/tensor_source.h"
 
 namespace deltaedit::engine {
 
@@ -27,7 +28,7 @@ struct TensorPair {
 };
 
 // Every tensor of either side, in post's order followed by base-only tensors.
-std::vector<TensorPair> pair_tensors(const io::Checkpoint& base, const io::Checkpoint& post);
+std::vector<TensorPair> pair_tensors(const io::TensorSource& base, const io::TensorSource& post);
 
 // Simple work splitting: run fn(i) for i in [0, n) on `threads` workers (results must be stored by
 // index by the caller, so the outcome does not depend on scheduling). Exceptions are rethrown.

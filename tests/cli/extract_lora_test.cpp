@@ -1,0 +1,351 @@
+// extract-lora end to end on the llama fixture pair: ranks, error figures against an SVD computed
+// here with Eigen (f64), the factor convention, vLLM rules, --json, and the adapter read back as
+// --post giving W_base + B·A; `edit --op lowrank` of the same ranks gives the same weights.
+#include <gtest/gtest.h>
+
+#include <Eigen/Dense>
+#include <cmath>
+#include <set>
+
+#include "../engine/engine_test_util.h"
+#include "io/checkpoint.h"
+#include "io/convert.h"
+#include "io/peft.h"
+#include "util/error.h"
+
+using namespace deltaedit;
+using namespace deltaedit::testing;
+using nlohmann::json;
+
+namespace {
+
+const fs::path kBase = fixture("llama/base");
+const fs::path kPost = fixture("llama/post");
+
+Eigen::MatrixXd load(const io::TensorSource& src, const std::string& name) {
+  const auto& ti = src.info(name);
+  std::vector<float> v(ti.numel());
+  io::to_f32(src.data(name), ti.dtype, v);
+  Eigen::MatrixXd m(ti.shape[0], ti.shape[1]);
+  for (int64_t i = 0; i < ti.shape[0]; ++i)
+    for (int64_t j = 0; j < ti.shape[1]; ++j) m(i, j) = v[size_t(i * ti.shape[1] + j)];
+  return m;
+}
+
+// Δ as the engine forms it: f32(post) − f32(base), rounded to f32.
+Eigen::MatrixXd delta(const io::Checkpoint& b, const io::Checkpoint& p, const std::string& name) {
+  Eigen::MatrixXd d = load(p, name) - load(b, name);
+  return d.cast<float>().cast<double>();
+}
+
+Eigen::MatrixXd factor(const io::SafetensorsFile& f, const std::string& key) {
+  const auto* ti = f.header().find(key);
+  EXPECT_NE(ti, nullptr) << key;
+  if (!ti) return {};
+  EXPECT_EQ(ti->dtype, io::DType::F32) << key;
+  std::vector<float> v(ti->numel());
+  io::to_f32(f.data(*ti), ti->dtype, v);
+  Eigen::MatrixXd m(ti->shape[0], ti->shape[1]);
+  for (int64_t i = 0; i < ti->shape[0]; ++i)
+    for (int64_t j = 0; j < ti->shape[1]; ++j) m(i, j) = v[size_t(i * ti->shape[1] + j)];
+  return m;
+}
+
+json run_json(const std::vector<std::string>& args) {
+  auto r = run_cli(args);
+  EXPECT_EQ(r.status, 0) << r.err;
+  if (r.status != 0) return json::object();
+  return json::parse(r.out);
+}
+
+// Distance in units in the last place of f32 between two floats of the same sign class.
+int64_t ulps(float a, float b) {
+  auto key = [](float x) {
+    int32_t i;
+    std::memcpy(&i, &x, 4);
+    return i < 0 ? int64_t(int32_t(0x80000000u) - i) : int64_t(i);
+  };
+  return std::llabs(key(a) - key(b));
+}
+
+const std::vector<std::string> kLinear = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+
+}  // namespace
+
+TEST(ExtractLora, RankErrorsAndFactorsAgainstAnIndependentSvd) {
+  TempDir t;
+  const fs::path out = t / "lora";
+  json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "4", "--out", out.string(), "--json"});
+  ASSERT_TRUE(j.contains("modules"));
+  auto base = io::Checkpoint::open(kBase);
+  auto post = io::Checkpoint::open(kPost);
+  auto file = io::SafetensorsFile::open(out / "adapter_model.safetensors");
+  ASSERT_EQ(j["modules"].size(), 14u);
+  double dd = 0, ee = 0;
+  uint64_t bytes = 0;
+  for (const auto& m : j["modules"]) {
+    const std::string module = m["module"], tensor = m["tensor"];
+    EXPECT_EQ(tensor, module + ".weight");
+    EXPECT_EQ(m["rank"], 4);
+    const Eigen::MatrixXd d = delta(base, post, tensor);
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(d);
+    const auto& s = svd.singularValues();
+    double tail = 0;
+    for (Eigen::Index k = 4; k < s.size(); ++k) tail += s(k) * s(k);
+    const double optimal = std::sqrt(tail) / d.norm();
+    const double rel = m["rel_error"];
+    // Never better than the optimum; the exact SVD reaches it, the randomized one comes close.
+    EXPECT_GE(rel, optimal * (1 - 1e-5)) << module;
+    if (m["method"] == "exact")
+      EXPECT_LE(rel, optimal * (1 + 1e-5)) << module;
+    else
+      EXPECT_LE(rel, optimal * 1.05) << module << " (randomized)";
+    EXPECT_EQ(m["method"], std::min(d.rows(), d.cols()) >= 56 ? "randomized" : "exact") << module;
+    EXPECT_NEAR(m["delta_norm"].get<double>(), d.norm(), 1e-9 * d.norm()) << module;
+    // The written factors: A = √S·Vᵀ (4×in), B = U·√S (out×4); their product is the truncation.
+    const Eigen::MatrixXd a = factor(file, "base_model.model." + module + ".lora_A.weight");
+    const Eigen::MatrixXd b = factor(file, "base_model.model." + module + ".lora_B.weight");
+    ASSERT_EQ(a.rows(), 4);
+    ASSERT_EQ(a.cols(), d.cols());
+    ASSERT_EQ(b.rows(), d.rows());
+    ASSERT_EQ(b.cols(), 4);
+    const double err = (d - b * a).norm();
+    EXPECT_NEAR(err, m["error_norm"].get<double>(), 1e-4 * d.norm()) << module;
+    // A·Aᵀ = S = BᵀB (diagonal), S the top singular values.
+    const Eigen::MatrixXd aat = a * a.transpose(), btb = b.transpose() * b;
+    for (int p = 0; p < 4; ++p)
+      for (int q = 0; q < 4; ++q) {
+        const double want = p == q ? s(p) : 0.0;
+        const double tol = (m["method"] == "exact" ? 1e-4 : 2e-2) * s(0);
+        EXPECT_NEAR(aat(p, q), want, tol) << module << " AAᵀ(" << p << "," << q << ")";
+        EXPECT_NEAR(btb(p, q), want, tol) << module << " BᵀB(" << p << "," << q << ")";
+      }
+    EXPECT_EQ(m["bytes"], 4 * (4 * d.cols() + d.rows() * 4));
+    bytes += m["bytes"].get<uint64_t>();
+    dd += d.squaredNorm();
+    ee += err * err;
+  }
+  EXPECT_NEAR(j["total"]["rel_error"].get<double>(), std::sqrt(ee / dd), 1e-4);
+  EXPECT_EQ(j["total"]["factor_bytes"], bytes);
+  EXPECT_EQ(j["total"]["adapter_bytes"], fs::file_size(out / "adapter_model.safetensors") +
+                                             fs::file_size(out / "adapter_config.json"));
+  // Left out: the embedding, the head and the norms (their Δ is not zero in the fixture).
+  std::set<std::string> left;
+  for (const auto& l : j["left_out"]) {
+    left.insert(l["tensor"].get<std::string>());
+    EXPECT_GT(l["delta_norm"].get<double>(), 0.0);
+  }
+  for (const char* n : {"model.embed_tokens.weight", "lm_head.weight"})
+    EXPECT_TRUE(left.count(n)) << n;
+  for (const auto& l : left) EXPECT_EQ(file.header().find("base_model.model." + l), nullptr) << l;
+  // adapter_config.json
+  auto cfg = io::parse_json_strict(read_file(out / "adapter_config.json"), "adapter_config.json");
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_EQ(cfg["r"], 4);
+  EXPECT_EQ(cfg["lora_alpha"], 4);
+  EXPECT_TRUE(cfg["rank_pattern"].empty());
+  EXPECT_TRUE(cfg["modules_to_save"].is_null());
+  EXPECT_EQ(cfg["target_modules"],
+            json({"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}));
+  EXPECT_EQ(cfg["task_type"], "CAUSAL_LM");
+}
+
+TEST(ExtractLora, AdapterReadBackAsPostIsBasePlusBA_AndMatchesEditLowrank) {
+  TempDir t;
+  const fs::path out = t / "lora";
+  ASSERT_EQ(run_cli({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "4", "--out", out.string()})
+                .status,
+            0);
+  auto base = io::Checkpoint::open(kBase);
+  auto file = io::SafetensorsFile::open(out / "adapter_model.safetensors");
+  auto src = io::open_post(out, base);
+  // edit --op lowrank with the same ranks and methods (randomized first: it is op 0, as in
+  // extract-lora, so the keyed random stream is the same).
+  const fs::path edited = t / "edited";
+  auto e =
+      run_cli({"edit", "--base", kBase.string(), "--post", kPost.string(), "--op",
+               "lowrank:rank=4,method=randomized,oversample=10,power_iters=4,include=(q|o|gate|up|"
+               "down)_proj",
+               "--op", "lowrank:rank=4,method=exact,include=(k|v)_proj", "--out", edited.string()});
+  ASSERT_EQ(e.status, 0) << e.err;
+  auto ed = io::Checkpoint::open(edited);
+  for (int layer = 0; layer < 2; ++layer)
+    for (const auto& leaf : kLinear) {
+      const std::string module = "model.layers." + std::to_string(layer) + "." + leaf;
+      const Eigen::MatrixXd a = factor(file, "base_model.model." + module + ".lora_A.weight");
+      const Eigen::MatrixXd b = factor(file, "base_model.model." + module + ".lora_B.weight");
+      const Eigen::MatrixXd want = load(base, module + ".weight") + b * a;
+      const Eigen::MatrixXd got = load(*src, module + ".weight");
+      const Eigen::MatrixXd lowrank = load(ed, module + ".weight");
+      for (Eigen::Index i = 0; i < want.rows(); ++i)
+        for (Eigen::Index k = 0; k < want.cols(); ++k) {
+          EXPECT_NEAR(got(i, k), want(i, k), 1e-6 * (1 + std::fabs(want(i, k)))) << module;
+          EXPECT_LE(ulps(float(got(i, k)), float(lowrank(i, k))), 1)
+              << module << " (" << i << "," << k << ")";
+        }
+    }
+  // Tensors the adapter does not touch read as the base.
+  EXPECT_EQ(src->data("model.norm.weight").data(), base.data("model.norm.weight").data());
+}
+
+TEST(ExtractLora, FullRankIsExactAndBitIdenticalToEditLowrank) {
+  TempDir t;
+  const fs::path out = t / "lora";
+  json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "64", "--include", "layers\\.0\\.", "--out", out.string(), "--json"});
+  ASSERT_EQ(j["modules"].size(), 7u);
+  for (const auto& m : j["modules"]) {
+    EXPECT_EQ(m["method"], "full");
+    EXPECT_EQ(m["rank"], std::min(m["shape"][0].get<int64_t>(), m["shape"][1].get<int64_t>()));
+    EXPECT_EQ(m["error_norm"], 0.0);
+  }
+  auto cfg = io::parse_json_strict(read_file(out / "adapter_config.json"), "c");
+  EXPECT_EQ(cfg["r"], 64);  // q, o, up, gate, down: 64; k, v: 32 through the patterns
+  EXPECT_EQ(cfg["rank_pattern"]["^model\\.layers\\.0\\.self_attn\\.k_proj"], 32);
+  EXPECT_EQ(cfg["alpha_pattern"]["^model\\.layers\\.0\\.self_attn\\.k_proj"], 32);
+  const fs::path edited = t / "edited";
+  ASSERT_EQ(run_cli({"edit", "--base", kBase.string(), "--post", kPost.string(), "--op",
+                     "lowrank:rank=64", "--include", "layers\\.0\\.", "--out", edited.string()})
+                .status,
+            0);
+  auto base = io::Checkpoint::open(kBase);
+  auto ed = io::Checkpoint::open(edited);
+  auto src = io::open_post(out, base);
+  for (const auto& leaf : kLinear) {
+    const std::string n = "model.layers.0." + leaf + ".weight";
+    const auto a = src->data(n), b = ed.data(n);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size()), 0) << n;
+  }
+}
+
+TEST(ExtractLora, EnergyPicksTheSmallestRankPerModule) {
+  TempDir t;
+  const fs::path out = t / "lora";
+  json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--energy",
+                     "0.8", "--out", out.string(), "--json"});
+  auto base = io::Checkpoint::open(kBase);
+  auto post = io::Checkpoint::open(kPost);
+  auto cfg = io::parse_json_strict(read_file(out / "adapter_config.json"), "c");
+  auto src = io::AdapterSource::open(out, base);
+  for (const auto& m : j["modules"]) {
+    const Eigen::MatrixXd d = delta(base, post, m["tensor"]);
+    const auto s = Eigen::JacobiSVD<Eigen::MatrixXd>(d).singularValues();
+    const double total = s.squaredNorm();
+    int64_t r = 0;
+    double acc = 0;
+    while (r < s.size() && acc < 0.8 * total) {
+      acc += s(r) * s(r);
+      ++r;
+    }
+    EXPECT_EQ(m["rank"], r) << m["module"];
+    EXPECT_EQ(src->config_file().rank_for(m["module"]), r) << m["module"];
+    EXPECT_DOUBLE_EQ(src->config_file().scaling_for(m["module"]), 1.0) << m["module"];
+    EXPECT_LE(m["rel_error"].get<double>(), std::sqrt(0.2) + 1e-6);
+  }
+}
+
+TEST(ExtractLora, VllmRulesAndSaveModules) {
+  TempDir t;
+  {
+    const fs::path out = t / "vllm";
+    json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                       "5", "--vllm", "--out", out.string(), "--json"});
+    for (const auto& m : j["modules"]) EXPECT_EQ(m["rank"], 8);
+    auto cfg = io::parse_json_strict(read_file(out / "adapter_config.json"), "c");
+    EXPECT_EQ(cfg["r"], 8);
+    EXPECT_TRUE(cfg["modules_to_save"].is_null());
+    auto file = io::SafetensorsFile::open(out / "adapter_model.safetensors");
+    for (const auto& ti : file.header().tensors) {
+      EXPECT_EQ(ti.name.find(".bias"), std::string::npos) << ti.name;
+      EXPECT_NE(ti.name.find(".lora_"), std::string::npos) << ti.name;
+    }
+  }
+  {
+    const fs::path out = t / "vllm-energy";
+    json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(),
+                       "--energy", "0.5", "--vllm", "--out", out.string(), "--json"});
+    const std::set<int64_t> allowed{1, 8, 16, 32, 64, 128, 256, 320, 512};
+    for (const auto& m : j["modules"])
+      EXPECT_TRUE(allowed.count(m["rank"].get<int64_t>())) << m["rank"];
+  }
+  EXPECT_EQ(run_cli({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "4", "--vllm", "--save-modules", "lm_head", "--out", (t / "x").string()})
+                .status,
+            2);
+  EXPECT_EQ(run_cli({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "600", "--vllm", "--out", (t / "y").string()})
+                .status,
+            2);
+  EXPECT_EQ(run_cli({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--out",
+                     (t / "z").string()})
+                .status,
+            2);
+  EXPECT_FALSE(fs::exists(t / "x") || fs::exists(t / "y") || fs::exists(t / "z"));
+  {
+    const fs::path out = t / "save";
+    json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                       "2", "--save-modules", "lm_head,norm", "--out", out.string(), "--json"});
+    std::set<std::string> saved;
+    for (const auto& s : j["saved"]) saved.insert(s["tensor"]);
+    EXPECT_TRUE(saved.count("lm_head.weight"));
+    EXPECT_TRUE(saved.count("model.norm.weight"));
+    EXPECT_TRUE(
+        saved.count("model.layers.0.input_layernorm.weight"));  // peft: names ending with "norm"
+    auto cfg = io::parse_json_strict(read_file(out / "adapter_config.json"), "c");
+    EXPECT_EQ(cfg["modules_to_save"], json({"lm_head", "norm"}));
+    auto base = io::Checkpoint::open(kBase);
+    auto post = io::Checkpoint::open(kPost);
+    auto src = io::open_post(out, base);
+    for (const auto& n : saved) {
+      const auto a = src->data(n), b = post.data(n);
+      ASSERT_EQ(a.size(), b.size());
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size()), 0) << n;
+    }
+  }
+}
+
+TEST(ExtractLora, AdapterAsPostWorksForStatsAndEdit) {
+  TempDir t;
+  const fs::path out = t / "lora";
+  ASSERT_EQ(run_cli({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "3", "--out", out.string()})
+                .status,
+            0);
+  auto base = io::Checkpoint::open(kBase);
+  auto src = io::open_post(out, base);
+  json st = run_json({"stats", "--base", kBase.string(), "--post", out.string(), "--json"});
+  double ss = 0;
+  for (const auto& n : base.names()) {
+    const auto& ti = base.info(n);
+    std::vector<float> b(ti.numel()), p(ti.numel());
+    io::to_f32(base.data(n), ti.dtype, b);
+    io::to_f32(src->data(n), src->info(n).dtype, p);
+    for (size_t i = 0; i < b.size(); ++i) ss += double(p[i] - b[i]) * double(p[i] - b[i]);
+  }
+  EXPECT_NEAR(st["total"]["norm"].get<double>(), std::sqrt(ss), 1e-6 * std::sqrt(ss));
+  // edit with Δ' = Δ writes base + (W_post − base) in f32: W_post up to the two roundings, i.e.
+  // within 2^-23·max(|W_base|, |W_post|) of it (exactly W_post where Sterbenz's lemma applies).
+  const fs::path ed = t / "ed";
+  auto e = run_cli({"edit", "--base", kBase.string(), "--post", out.string(), "--op",
+                    "scale:alpha=0", "--out", ed.string()});
+  ASSERT_EQ(e.status, 0) << e.err;
+  auto edck = io::Checkpoint::open(ed);
+  EXPECT_EQ(edck.names().size(), base.names().size());
+  for (const auto& n : base.names()) {
+    const auto& ti = base.info(n);
+    std::vector<float> b(ti.numel()), p(ti.numel()), o(ti.numel());
+    io::to_f32(base.data(n), ti.dtype, b);
+    io::to_f32(src->data(n), src->info(n).dtype, p);
+    io::to_f32(edck.data(n), edck.info(n).dtype, o);
+    for (size_t i = 0; i < b.size(); ++i)
+      EXPECT_LE(std::fabs(double(o[i]) - p[i]),
+                std::ldexp(std::max(std::fabs(b[i]), std::fabs(p[i])), -23))
+          << n << " " << i;
+  }
+  EXPECT_TRUE(fs::exists(ed / "config.json"));
+}
