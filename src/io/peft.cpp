@@ -490,8 +490,9 @@ std::unique_ptr<AdapterSource> AdapterSource::open(const fs::path& dir, const Ch
     if (!src->by_tensor_.emplace(m.tensor, i).second)
       bad(wfile, "two entries of the adapter form the same tensor '" + m.tensor + "'", m.key_a);
     TensorInfo ti = base.info(m.tensor);
+    const uint64_t size = ti.nbytes();
     ti.begin = 0;
-    ti.end = ti.nbytes();
+    ti.end = size;
     src->infos_.emplace(m.tensor, std::move(ti));
   }
   if (src->modules_.empty()) src->warnings_.push_back(wfile + ": the adapter changes no tensor");
