@@ -416,3 +416,43 @@ TEST(ExtractLora, AdapterAsPostWorksForStatsAndEdit) {
   }
   EXPECT_TRUE(fs::exists(ed / "config.json"));
 }
+
+TEST(ExtractLora, NamedEmbeddingIsExtractedAsEmbeddingLora) {
+  TempDir t;
+  const fs::path out = t / "lora";
+  json j = run_json({"extract-lora", "--base", kBase.string(), "--post", kPost.string(), "--rank",
+                     "4", "--include", "embed_tokens|layers\\.0\\.self_attn\\.q_proj", "--out",
+                     out.string(), "--json"});
+  ASSERT_EQ(j["modules"].size(), 2u);
+  auto base = io::Checkpoint::open(kBase);
+  auto post = io::Checkpoint::open(kPost);
+  auto file = io::SafetensorsFile::open(out / "adapter_model.safetensors");
+  // peft's convention: lora_embedding_A is r×vocab, lora_embedding_B is dim×r, Δ ≈ (B·A)ᵀ.
+  const Eigen::MatrixXd a = factor(file, "base_model.model.model.embed_tokens.lora_embedding_A");
+  const Eigen::MatrixXd b = factor(file, "base_model.model.model.embed_tokens.lora_embedding_B");
+  ASSERT_EQ(a.rows(), 4);
+  ASSERT_EQ(a.cols(), 1000);
+  ASSERT_EQ(b.rows(), 64);
+  ASSERT_EQ(b.cols(), 4);
+  const Eigen::MatrixXd d = delta(base, post, "model.embed_tokens.weight");
+  const auto s = Eigen::JacobiSVD<Eigen::MatrixXd>(d).singularValues();
+  double tail = 0;
+  for (Eigen::Index k = 4; k < s.size(); ++k) tail += s(k) * s(k);
+  const double err = (d - (b * a).transpose()).norm();
+  // min(1000, 64) = 64 ≥ (4 + 10)·4: the randomized SVD, near the optimum.
+  const double optimal = std::sqrt(tail) / d.norm();
+  EXPECT_GE(err / d.norm(), optimal * (1 - 1e-5));
+  EXPECT_LE(err / d.norm(), optimal * 1.05);
+  for (const auto& m : j["modules"])
+    if (m["module"] == "model.embed_tokens") {
+      EXPECT_EQ(m["kind"], "embedding");
+      EXPECT_EQ(m["method"], "randomized");
+      EXPECT_NEAR(m["error_norm"].get<double>(), err, 1e-4 * d.norm());
+    }
+  auto cfg = io::parse_json_strict(read_file(out / "adapter_config.json"), "c");
+  EXPECT_EQ(cfg["target_modules"], json({"embed_tokens", "q_proj"}));
+  auto src = io::open_post(out, base);
+  const Eigen::MatrixXd want = load(base, "model.embed_tokens.weight") + (b * a).transpose();
+  const Eigen::MatrixXd got = load(*src, "model.embed_tokens.weight");
+  EXPECT_LT((got - want).cwiseAbs().maxCoeff(), 1e-6);
+}
