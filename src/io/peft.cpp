@@ -422,7 +422,9 @@ std::unique_ptr<AdapterSource> AdapterSource::open(const fs::path& dir, const Ch
     lm.scaling = src->cfg_.scaling_for(module);
     src->modules_.push_back(std::move(lm));
   }
-  for (const auto& [key, tensor] : whole) {
+  for (const auto& entry : whole) {
+    const std::string& key = entry.first;
+    const std::string& tensor = entry.second;
     const std::string module =
         tensor.substr(0, tensor.rfind('.') == std::string::npos ? 0 : tensor.rfind('.'));
     const bool lora_module = lora.count(module) != 0;
@@ -469,7 +471,9 @@ std::unique_ptr<AdapterSource> AdapterSource::open(const fs::path& dir, const Ch
     src->modules_.push_back(std::move(lm));
   }
   // A saved base layer of a LoRA module must equal the base's (peft would merge onto it).
-  for (const auto& [key, tensor] : whole) {
+  for (const auto& entry : whole) {
+    const std::string& key = entry.first;
+    const std::string& tensor = entry.second;
     const std::string module = tensor.substr(0, tensor.rfind('.'));
     if (!lora.count(module) || !ends_with(key, ".base_layer.weight")) continue;
     const TensorInfo& wi = *src->weights_.header().find(key);
