@@ -9,17 +9,24 @@
 #include <map>
 #include <mutex>
 
-#include "engine/pairing.h"
+#include "io/pairing.h"
 #include "io/convert.h"
 #include "io/peft.h"
 #include "io/writer.h"
 #include "util/error.h"
+#include "util/memory_budget.h"
 #include "util/name_regex.h"
+#include "util/thread_pool.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace deltaedit::engine {
+
+using io::pair_tensors;
+using io::PairStatus;
+using util::MemoryBudget;
+using util::parallel_for;
 
 int64_t vllm_rank(int64_t r) {
   for (int64_t v : kVllmRanks)
