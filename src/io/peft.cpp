@@ -514,23 +514,42 @@ const TensorInfo& AdapterSource::info(std::string_view name) const {
 }
 
 uint64_t AdapterSource::formed_bytes(std::string_view name) const {
-  auto it = infos_.find(name);
-  return it == infos_.end() ? 0 : it->second.nbytes();
+  // The formed tensor in the base dtype, plus the f32 factors and one block of rows while forming.
+  const LoraModule* m = module_of(name);
+  if (!m) return 0;
+  uint64_t b = infos_.find(name)->second.nbytes();
+  const TensorInfo& ti = infos_.find(name)->second;
+  const uint64_t cols = ti.shape.size() == 2 ? uint64_t(ti.shape[1]) : ti.numel();
+  b += 2 * 4 * kFormRows * cols;
+  if (m->kind != LoraModule::Kind::Whole)
+    b +=
+        4 * (weights_.header().find(m->key_a)->numel() + weights_.header().find(m->key_b)->numel());
+  return b;
 }
 
-std::vector<float> AdapterSource::form_f32(const LoraModule& m) const {
+std::vector<std::byte> AdapterSource::form(const LoraModule& m) const {
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-  const TensorInfo& bi = base_.info(m.tensor);
-  const uint64_t n = bi.numel();
-  std::vector<float> w(n);
-  if (m.kind == LoraModule::Kind::Whole) {
+  const TensorInfo& ti = infos_.find(m.tensor)->second;  // base dtype and shape
+  const size_t osz = dtype_bits(ti.dtype) / 8;
+  std::vector<std::byte> out(ti.nbytes());
+  if (m.kind == LoraModule::Kind::Whole) {  // converted in pieces
     const TensorInfo& si = *weights_.header().find(m.key_a);
-    to_f32(weights_.data(si), si.dtype, w);
-    return w;
+    const auto src = weights_.data(si);
+    const size_t isz = dtype_bits(si.dtype) / 8;
+    std::vector<float> f(std::min<uint64_t>(si.numel(), kFormRows * 4096));
+    for (uint64_t at = 0; at < si.numel(); at += f.size()) {
+      const size_t c = size_t(std::min<uint64_t>(f.size(), si.numel() - at));
+      to_f32(src.subspan(at * isz, c * isz), si.dtype, std::span(f.data(), c));
+      from_f32(std::span<const float>(f.data(), c), ti.dtype,
+               std::span(out.data() + at * osz, c * osz));
+    }
+    return out;
   }
-  to_f32(base_.data(m.tensor), bi.dtype, w);
+  const TensorInfo& bi = base_.info(m.tensor);
+  const auto base_bytes = base_.data(m.tensor);
+  const size_t bsz = dtype_bits(bi.dtype) / 8;
   const TensorInfo& ai = *weights_.header().find(m.key_a);
   const TensorInfo& bb = *weights_.header().find(m.key_b);
   std::vector<float> a(ai.numel()), b(bb.numel());
@@ -540,11 +559,12 @@ std::vector<float> AdapterSource::form_f32(const LoraModule& m) const {
   const int64_t rows = bi.shape[0], cols = bi.shape[1];
   const float s = float(m.scaling);
   const linalg::SerialBlas serial;  // same bytes for any number of workers
-  constexpr int64_t kRows = 64;     // rows of W per product block
-  std::vector<float> p(size_t(std::min(rows, kRows) * cols));
+  const int64_t kRows = int64_t(kFormRows);
+  std::vector<float> p(size_t(std::min(rows, kRows) * cols)), w(p.size());
   for (int64_t i0 = 0; i0 < rows; i0 += kRows) {
     check_interrupted();
     const int64_t h = std::min(kRows, rows - i0);
+    const size_t c = size_t(h * cols), at = size_t(i0 * cols);
     if (r > 0) {
       if (!m.transposed) {
         // Row-major P (h×cols) = B[i0:i0+h, :] (h×r) · A (r×cols): column-major Pᵀ = Aᵀ·Bᵀ.
@@ -557,22 +577,16 @@ std::vector<float> AdapterSource::form_f32(const LoraModule& m) const {
         linalg::gemm(true, true, cols, h, r, b.data(), r, a.data() + i0, in, p.data(), cols);
       }
     } else {
-      std::fill(p.begin(), p.begin() + h * cols, 0.0f);
+      std::fill(p.begin(), p.begin() + ptrdiff_t(c), 0.0f);
     }
-    float* wr = w.data() + i0 * cols;
-    for (int64_t k = 0; k < h * cols; ++k) {
-      const float d = p[size_t(k)] * s;  // (B·A)·scaling, as peft's get_delta_weight
-      wr[k] = wr[k] + d;                 // then added to the weight (merge)
+    to_f32(base_bytes.subspan(at * bsz, c * bsz), bi.dtype, std::span(w.data(), c));
+    for (size_t k = 0; k < c; ++k) {
+      const float d = p[k] * s;  // (B·A)·scaling, as peft's get_delta_weight
+      w[k] = w[k] + d;           // then added to the weight (merge), rounded once below
     }
+    from_f32(std::span<const float>(w.data(), c), ti.dtype,
+             std::span(out.data() + at * osz, c * osz));
   }
-  return w;
-}
-
-std::vector<std::byte> AdapterSource::form(const LoraModule& m) const {
-  const TensorInfo& ti = infos_.find(m.tensor)->second;
-  std::vector<float> w = form_f32(m);
-  std::vector<std::byte> out(ti.nbytes());
-  from_f32(w, ti.dtype, out);
   return out;
 }
 

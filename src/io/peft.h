@@ -103,6 +103,8 @@ struct LoraModule {
 // An adapter read and checked against a base; a TensorSource of W_post.
 class AdapterSource final : public TensorSource {
  public:
+  static constexpr uint64_t kFormRows = 64;  // rows of W per product block while forming
+
   // `base` must outlive the source.
   static std::unique_ptr<AdapterSource> open(const std::filesystem::path& dir,
                                              const Checkpoint& base);
@@ -134,9 +136,6 @@ class AdapterSource final : public TensorSource {
   uint64_t total_bytes() const override { return base_.total_bytes(); }
   uint64_t total_params() const override { return base_.total_params(); }
   std::vector<std::filesystem::path> input_paths() const override;
-
-  // W_post of a module in f32 (before the rounding to the base dtype), for tests and tools.
-  std::vector<float> form_f32(const LoraModule& m) const;
 
  private:
   AdapterSource(const std::filesystem::path& dir, const Checkpoint& base, LoraConfig cfg,

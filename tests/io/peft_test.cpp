@@ -133,7 +133,9 @@ TEST(Peft, LinearLoraClosedFormAndUntouchedTensorsAreTheBase) {
     EXPECT_EQ(src->data(n).data(), base.data(n).data()) << n;
     EXPECT_EQ(src->formed_bytes(n), 0u) << n;
   }
-  EXPECT_EQ(src->formed_bytes("model.layers.0.self_attn.q_proj.weight"), 30u * 4);
+  // The formed tensor, the f32 factors (2×5 and 6×2) and two row blocks of f32 while forming.
+  EXPECT_EQ(src->formed_bytes("model.layers.0.self_attn.q_proj.weight"),
+            30u * 4 + 4 * (10 + 12) + 2 * 4 * io::AdapterSource::kFormRows * 5);
   EXPECT_EQ(src->names(), base.names());
   // Formed once, dropped by release, formed again identically.
   const auto first = decode(*src, "model.layers.0.self_attn.q_proj.weight");
