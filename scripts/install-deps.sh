@@ -5,7 +5,7 @@ PKGS=(build-essential cmake pkg-config git
       nlohmann-json3-dev libcli11-dev libfmt-dev libeigen3-dev libpcre2-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-dev libtorch-dev python3-torch
-      libyaml-cpp-dev libutf8proc-dev python3-venv
+      libyaml-cpp-dev libutf8proc-dev python3-venv ccache
       clang libclang-rt-14-dev)
 PKGS+=(chromium)  # the report test renders index.html headless
 missing=()

@@ -21,7 +21,7 @@ nlohmann::json StatsReport::to_json() const {
   }
   j["skipped"] = nlohmann::json::array();
   for (const auto& s : skipped)
-    j["skipped"].push_back({{"name", s.name}, {"status", engine::to_string(s.status)}, {"note", s.note}});
+    j["skipped"].push_back({{"name", s.name}, {"status", io::to_string(s.status)}, {"note", s.note}});
   return j;
 }
 
@@ -29,8 +29,8 @@ StatsReport compute_stats(const io::Checkpoint& base, const io::Checkpoint& post
                           const Progress& progress) {
   StatsReport r;
   std::vector<std::string> names;
-  for (auto& p : engine::pair_tensors(base, post)) {
-    if (p.status == engine::PairStatus::Editable)
+  for (auto& p : io::pair_tensors(base, post)) {
+    if (p.status == io::PairStatus::Editable)
       names.push_back(p.name);
     else
       r.skipped.push_back(std::move(p));
@@ -44,7 +44,7 @@ StatsReport compute_stats(const io::Checkpoint& base, const io::Checkpoint& post
   // cache. The accumulator's order does not depend on either size (delta_stats.h).
   constexpr size_t kChunk = size_t(1) << 20;
   constexpr size_t kBlock = 4096;
-  engine::parallel_for(names.size(), threads, [&](size_t i) {
+  util::parallel_for(names.size(), threads, [&](size_t i) {
     const auto& name = names[i];
     const auto& bi = base.info(name);
     const auto& pi = post.info(name);

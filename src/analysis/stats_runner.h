@@ -5,7 +5,8 @@
 #include <vector>
 
 #include "analysis/delta_stats.h"
-#include "engine/pairing.h"
+#include "io/pairing.h"
+#include "util/thread_pool.h"
 #include "io/checkpoint.h"
 
 namespace deltaedit::analysis {
@@ -18,7 +19,7 @@ struct TensorStats {
 struct StatsReport {
   std::vector<TensorStats> tensors;   // editable tensors, in post order
   DeltaStats total;
-  std::vector<engine::TensorPair> skipped;  // everything not editable, with the reason
+  std::vector<io::TensorPair> skipped;  // everything not editable, with the reason
   nlohmann::json to_json() const;
 };
 

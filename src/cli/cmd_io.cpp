@@ -31,8 +31,24 @@ json config_summary(const io::ModelConfig& c) {
           {"rope_theta", c.rope.theta},     {"rope_type", c.rope.type}};
 }
 
+int print_pack(const fs::path& p, bool as_json) {
+  const json out = pack::describe_pack(p);
+  if (as_json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{}: delta pack, {} tensors, {} parameters, {} stored, {:.3f} bits per parameter\n",
+                           p.string(), out["tensors"].size(), out["total_params"].get<uint64_t>(), out["total_bytes"].get<uint64_t>(), out["bits_per_param"].get<double>());
+  std::cout << fmt::format("{:<56} {:<15} {:>12} {:>10}\n", "tensor", "encoding", "bytes", "bits/param");
+  for (const auto& t : out["tensors"])
+    std::cout << fmt::format("{:<56} {:<15} {:>12} {:>10.3f}\n", t["name"].get<std::string>(),
+                             t["encoding"].get<std::string>(), t["bytes"].get<uint64_t>(),
+                             t["bits_per_param"].get<double>());
+  return 0;
+}
+
 int run_inspect(const std::string& path, bool as_json) {
-  if (pack::is_pack(path)) return pack::inspect_pack(path, as_json);
+  if (pack::is_pack(path)) return print_pack(path, as_json);
   auto ck = io::Checkpoint::open(path);
   json j;
   j["path"] = path;

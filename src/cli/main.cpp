@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "util/version.h"
 #include "cli/torch_names.h"
 #include "io/writer.h"
 
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
       "Run `deltaedit SUBCOMMAND --help` for each subcommand.",
       "deltaedit"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "deltaedit 0.1.0");
+  app.set_version_flag("--version", std::string("deltaedit ") + deltaedit::util::kVersion);
   std::vector<Command> cmds{add_inspect(app), add_verify(app), add_stats(app),
                             add_edit(app),    add_apply(app),  add_ops(app),
                             add_tokenize(app)};

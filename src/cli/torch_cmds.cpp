@@ -10,9 +10,8 @@
 #include "cli/common.h"
 #include "cli/torch_names.h"
 #include "engine/edit_engine.h"
-#include "engine/pairing.h"
 #include "experiments/sweep.h"
-#include "experiments/zoo.h"
+#include "zoo/train.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
 #include "io/writer.h"
@@ -222,7 +221,7 @@ Command add_zoo(CLI::App& app) {
               "arithmetic word problems (post). Deterministic for a seed and thread count.\n"
               "Writes OUT/base, OUT/post (config.json, model.safetensors, tokenizer.json, zoo.json), OUT/data.\n"
               "Example:\n  deltaedit zoo --out zoo --seed 1");
-  auto o = std::make_shared<experiments::ZooOptions>();
+  auto o = std::make_shared<zoo::ZooOptions>();
   auto out = std::make_shared<std::string>();
   sub->add_option("--out", *out, "output directory (must not exist)")->required();
   sub->add_option("--seed", o->seed, "seed (default 1)");
@@ -233,7 +232,7 @@ Command add_zoo(CLI::App& app) {
   sub->add_option("--threads", o->threads, "CPU threads (default 1, as the shipped pair; part of the determinism key)");
   sub->add_option("--eval", o->n_eval, "test problems used for the accuracy bars");
   return {sub, [=] {
-            auto s = experiments::build_zoo(*out, *o, [](const std::string& m) { std::cerr << m << std::endl; });
+            auto s = zoo::build_zoo(*out, *o, [](const std::string& m) { std::cerr << m << std::endl; });
             std::cout << fmt::format("wrote {}: base accuracy {:.3f}, post accuracy {:.3f}, {} parameters\n", *out,
                                      s["base"]["accuracy"].get<double>(), s["post"]["accuracy"].get<double>(),
                                      s["post"]["parameters"].get<int64_t>());

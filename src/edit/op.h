@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "linalg/lowrank.h"
+
 namespace deltaedit::edit {
 
 // "name:key=value,key=value" as written on the command line.
@@ -34,11 +36,9 @@ struct NameFilter {
 };
 NameFilter name_filter(const OpSpec& spec);
 
-// Low-rank factors U (rows×r, row-major), S (r), V (cols×r, row-major) with Δ' = U·diag(S)·Vᵀ.
-struct LowRankFactors {
-  int64_t rows = 0, cols = 0, rank = 0;
-  std::vector<float> u, s, v;
-};
+// Low-rank factors live in linalg (packs use them too).
+using linalg::LowRankFactors;
+using linalg::reconstruct_lowrank;
 
 // Everything an op may need to know about the tensor it edits.
 struct TensorContext {
@@ -103,7 +103,5 @@ struct OpInfo {
 };
 std::vector<OpInfo> list_ops();
 
-// Δ' = U·diag(S)·Vᵀ in f32 by one fixed routine (so edit and pack-apply agree bit for bit).
-void reconstruct_lowrank(const LowRankFactors& f, std::span<float> out);
 
 }  // namespace deltaedit::edit

@@ -15,7 +15,9 @@
 
 #include <fmt/format.h>
 
-#include "engine/pairing.h"
+#include "io/pairing.h"
+#include "util/memory_budget.h"
+#include "util/thread_pool.h"
 #include "io/convert.h"
 #include "io/writer.h"
 #include "pack/pack.h"
@@ -26,6 +28,11 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace deltaedit::engine {
+
+using io::pair_tensors;
+using io::PairStatus;
+using util::MemoryBudget;
+using util::parallel_for;
 namespace {
 
 constexpr size_t kChunk = size_t(1) << 20;  // elements per streaming chunk

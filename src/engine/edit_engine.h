@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/delta_stats.h"
+#include "util/version.h"
 #include "edit/op.h"
 #include "io/checkpoint.h"
 #include "util/big_buffer.h"
@@ -21,7 +22,7 @@
 
 namespace deltaedit::engine {
 
-inline constexpr const char* kVersion = "0.1.0";
+using util::kVersion;
 inline constexpr uint64_t kDefaultMaxMemory = 768'000'000;  // bytes
 
 // The validated op sequence with its name filters; built before any I/O.
@@ -46,7 +47,7 @@ struct OpChain {
 // Δ' of one tensor (f32) and what produced it.
 struct TensorEdit {
   util::BigFloatBuffer edited;                  // Δ' (resize leaves values unset)
-  std::optional<edit::LowRankFactors> factors;  // set when the last op to touch it was lowrank
+  std::optional<linalg::LowRankFactors> factors;  // set when the last op to touch it was lowrank
   std::vector<std::string> applied;             // names of the ops that touched it
 };
 

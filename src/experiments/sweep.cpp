@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "engine/edit_engine.h"
+#include "experiments/sweep_report.h"
 #include "io/checkpoint.h"
 #include "io/writer.h"
 #include "model/evaluate.h"
@@ -308,7 +309,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
                {"timing", {{"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()},
                            {"points", points.size()}}}};
   write_atomic(out / "results.json", results.dump(2) + "\n");
-  render_report(results, out);
+  render_sweep_report(results, out);
   return results;
 }
 

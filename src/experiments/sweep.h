@@ -43,7 +43,4 @@ using SweepProgress = std::function<void(size_t done, size_t total, const std::s
 // Runs (or resumes) the sweep into `out`; finished points are read back, not recomputed.
 nlohmann::json run_sweep(const SweepConfig& cfg, const std::filesystem::path& out, const SweepProgress& progress = {});
 
-// Renders out/report/index.html and the CSVs from out/results.json.
-void render_report(const nlohmann::json& results, const std::filesystem::path& out);
-
 }  // namespace deltaedit::experiments

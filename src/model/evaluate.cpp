@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "io/writer.h"
-#include "text/zoo_answer.h"
+#include "text/gsm8k.h"
 #include "util/error.h"
 
 namespace deltaedit::model {
@@ -160,7 +160,7 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
       for (int64_t b = 0; b < B; ++b) {
         const size_t i = idx[size_t(b)];
         r.outputs[i] = tok.decode(gen[size_t(b)], true);
-        ok[i] = zoo::answers_match(zoo::extract_answer(r.outputs[i]), zoo::extract_answer(records[i].response));
+        ok[i] = text::answers_match(text::extract_answer(r.outputs[i]), text::extract_answer(records[i].response));
       }
     }
   }

@@ -4,7 +4,6 @@
 #include <bit>
 #include <cstring>
 #include <fstream>
-#include <iostream>
 #include <map>
 #include <unordered_map>
 
@@ -105,7 +104,7 @@ Encoded encode_raw(std::span<const std::byte> bytes, io::DType dtype, std::span<
 }
 
 Encoded encode_delta(std::span<const float> edited, std::span<const int64_t> shape, std::span<const std::byte> out,
-                     const std::optional<edit::LowRankFactors>& factors) {
+                     const std::optional<linalg::LowRankFactors>& factors) {
   const uint64_t n = edited.size();
   const int64_t rows = shape.empty() ? 1 : shape[0];
   const uint64_t cols = rows > 0 ? n / uint64_t(rows) : 0;
@@ -145,7 +144,7 @@ Encoded encode_delta(std::span<const float> edited, std::span<const int64_t> sha
   }
   if (factors && factors->rows * factors->cols == int64_t(n)) {
     std::vector<float> check(n);
-    edit::reconstruct_lowrank(*factors, check);
+    linalg::reconstruct_lowrank(*factors, check);
     if (std::memcmp(check.data(), edited.data(), n * 4) == 0)
       consider("lowrank", uint64_t(factors->rows + factors->cols + 1) * uint64_t(factors->rank) * 4);
   }
@@ -286,7 +285,7 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
       edited[i] = palette[base + c];
     }
   } else if (enc == "lowrank") {
-    edit::LowRankFactors f;
+    linalg::LowRankFactors f;
     f.rank = params.at("rank").get<int64_t>();
     f.rows = params.at("rows").get<int64_t>();
     f.cols = params.at("cols").get<int64_t>();
@@ -301,7 +300,7 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
     f.u.assign(u.begin(), u.end());
     f.s.assign(s.begin(), s.end());
     f.v.assign(v.begin(), v.end());
-    edit::reconstruct_lowrank(f, edited);
+    linalg::reconstruct_lowrank(f, edited);
   } else {
     throw Error(ErrorKind::Format, "pack: unknown encoding '" + enc + "'");
   }
@@ -313,7 +312,7 @@ bool is_pack(const fs::path& p) {
   return fs::is_directory(p, ec) && fs::exists(p / kPackFile, ec) && fs::exists(p / "deltaedit.json", ec);
 }
 
-int inspect_pack(const fs::path& p, bool as_json) {
+json describe_pack(const fs::path& p) {
   std::ifstream in(p / "deltaedit.json", std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   json meta = io::parse_json_strict(text, (p / "deltaedit.json").string());
@@ -350,18 +349,7 @@ int inspect_pack(const fs::path& p, bool as_json) {
   out["total_params"] = params;
   out["total_bytes"] = stored;
   out["bits_per_param"] = params ? 8.0 * double(stored) / double(params) : 0.0;
-  if (as_json) {
-    std::cout << out.dump(2) << "\n";
-    return 0;
-  }
-  std::cout << fmt::format("{}: delta pack, {} tensors, {} parameters, {} stored, {:.3f} bits per parameter\n",
-                           p.string(), out["tensors"].size(), params, stored, out["bits_per_param"].get<double>());
-  std::cout << fmt::format("{:<56} {:<15} {:>12} {:>10}\n", "tensor", "encoding", "bytes", "bits/param");
-  for (const auto& t : out["tensors"])
-    std::cout << fmt::format("{:<56} {:<15} {:>12} {:>10.3f}\n", t["name"].get<std::string>(),
-                             t["encoding"].get<std::string>(), t["bytes"].get<uint64_t>(),
-                             t["bits_per_param"].get<double>());
-  return 0;
+  return out;
 }
 
 }  // namespace deltaedit::pack

@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "edit/op.h"
+#include "linalg/lowrank.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
 
@@ -41,7 +41,7 @@ struct Encoded {
 // Chooses the smallest exact encoding of Δ' (f32) for a tensor whose output bytes are `out`
 // (the output dtype's encoding of base + Δ'); `factors` is set when Δ' came from lowrank.
 Encoded encode_delta(std::span<const float> edited, std::span<const int64_t> shape,
-                     std::span<const std::byte> out, const std::optional<edit::LowRankFactors>& factors);
+                     std::span<const std::byte> out, const std::optional<linalg::LowRankFactors>& factors);
 // Encodes bytes kept verbatim (tensors not edited).
 Encoded encode_raw(std::span<const std::byte> bytes, io::DType dtype, std::span<const int64_t> shape);
 
@@ -52,6 +52,7 @@ bool decode(const std::string& encoding, const nlohmann::json& params, const Par
             std::span<float> edited, std::span<std::byte> out);
 
 bool is_pack(const std::filesystem::path& p);
-int inspect_pack(const std::filesystem::path& p, bool as_json);
+// What `inspect` shows of a pack: ops, seed, per-tensor encoding, bytes and bits per parameter.
+nlohmann::json describe_pack(const std::filesystem::path& p);
 
 }  // namespace deltaedit::pack

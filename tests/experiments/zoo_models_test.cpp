@@ -5,11 +5,11 @@
 #include <gtest/gtest.h>
 
 #include "experiments/sweep.h"
-#include "experiments/zoo.h"
+#include "zoo/train.h"
 #include "io/checkpoint.h"
 #include "model/evaluate.h"
 #include "text/dataset.h"
-#include "text/zoo_answer.h"
+#include "text/gsm8k.h"
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -69,7 +69,7 @@ TEST(ZooModels, BatchedAccuracyMatchesOneByOneDecoding) {
     std::vector<int32_t> g32(g.begin(), g.end());
     const std::string text = tok.decode(g32, true);
     EXPECT_EQ(text, batched.outputs[i]) << i;
-    correct += zoo::answers_match(zoo::extract_answer(text), zoo::extract_answer(recs[i].response));
+    correct += text::answers_match(text::extract_answer(text), text::extract_answer(recs[i].response));
   }
   EXPECT_EQ(correct, batched.correct);
 }
@@ -77,7 +77,7 @@ TEST(ZooModels, BatchedAccuracyMatchesOneByOneDecoding) {
 // Same seed and threads: identical checkpoints. A different seed: different weights.
 TEST(Zoo, TrainingIsDeterministic) {
   TempDir t;
-  experiments::ZooOptions o;
+  zoo::ZooOptions o;
   o.hidden = 32;
   o.intermediate = 64;
   o.layers = 1;
@@ -92,16 +92,16 @@ TEST(Zoo, TrainingIsDeterministic) {
   o.n_eval = 4;
   o.corpus_bytes = 20000;
   o.threads = 1;
-  experiments::build_zoo(t.path / "a", o);
-  experiments::build_zoo(t.path / "b", o);
+  zoo::build_zoo(t.path / "a", o);
+  zoo::build_zoo(t.path / "b", o);
   o.seed = 2;
-  experiments::build_zoo(t.path / "c", o);
+  zoo::build_zoo(t.path / "c", o);
   for (const char* f : {"base/model.safetensors", "post/model.safetensors", "post/tokenizer.json",
                         "data/tasks_test.jsonl"})
     EXPECT_EQ(read(t.path / "a" / f), read(t.path / "b" / f)) << f;
   EXPECT_NE(read(t.path / "a/post/model.safetensors"), read(t.path / "c/post/model.safetensors"));
   EXPECT_EQ(io::Checkpoint::open(t.path / "a/post").config()->architecture, "LlamaForCausalLM");
-  EXPECT_THROW(experiments::build_zoo(t.path / "a", o), Error);  // never over an existing output
+  EXPECT_THROW(zoo::build_zoo(t.path / "a", o), Error);  // never over an existing output
 }
 
 TEST(Sweep, PointsAndConfigValidation) {

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace deltaedit::experiments {
+namespace deltaedit::zoo {
 
 struct ZooOptions {
   uint64_t seed = 1;
@@ -34,4 +34,4 @@ using ZooLog = std::function<void(const std::string&)>;
 // OUT/data (tasks_train.jsonl, tasks_test.jsonl, eval.jsonl, corpus.txt). Returns the summary.
 nlohmann::json build_zoo(const std::filesystem::path& out, const ZooOptions& opt, const ZooLog& log = {});
 
-}  // namespace deltaedit::experiments
+}  // namespace deltaedit::zoo

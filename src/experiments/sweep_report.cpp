@@ -1,4 +1,4 @@
-#include "report/sweep_report.h"
+#include "experiments/sweep_report.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +18,9 @@
 #include "report/csv.h"
 #include "report/svg.h"
 
-namespace deltaedit::report {
+namespace deltaedit::experiments {
+
+using namespace deltaedit::report;
 namespace {
 
 using nlohmann::json;
@@ -1103,4 +1105,4 @@ void render_sweep_report(const nlohmann::json& results, const std::filesystem::p
   }
 }
 
-}  // namespace deltaedit::report
+}  // namespace deltaedit::experiments

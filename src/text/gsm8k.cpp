@@ -1,9 +1,9 @@
-#include "text/zoo_answer.h"
+#include "text/gsm8k.h"
 
 #include <cstddef>
 #include <optional>
 
-namespace deltaedit::zoo {
+namespace deltaedit::text {
 namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -112,4 +112,4 @@ bool answers_match(std::string_view a, std::string_view b) {
   return !na.empty() && na == nb;
 }
 
-}  // namespace deltaedit::zoo
+}  // namespace deltaedit::text

@@ -1,11 +1,11 @@
-#include "text/zoo_tasks.h"
+#include "zoo/tasks.h"
 
 #include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
-#include "text/zoo_rng.h"
+#include "zoo/rng.h"
 #include "util/error.h"
 
 namespace deltaedit::zoo {

@@ -1,4 +1,4 @@
-#include "text/zoo_bpe.h"
+#include "zoo/bpe.h"
 
 #include <algorithm>
 #include <array>
@@ -9,8 +9,8 @@
 #include <unordered_map>
 
 #include "text/tokenizer_detail.h"
-#include "text/zoo_corpus.h"
-#include "text/zoo_tasks.h"
+#include "zoo/corpus.h"
+#include "zoo/tasks.h"
 #include "util/error.h"
 
 namespace deltaedit::zoo {

@@ -8,9 +8,9 @@
 
 #include <gtest/gtest.h>
 
-#include "engine/pairing.h"
+#include "util/memory_budget.h"
 
-namespace deltaedit::engine {
+namespace deltaedit::util {
 namespace {
 
 using namespace std::chrono_literals;
@@ -82,4 +82,4 @@ TEST(MemoryBudget, AdmitsInArrivalOrder) {
 }
 
 }  // namespace
-}  // namespace deltaedit::engine
+}  // namespace deltaedit::util

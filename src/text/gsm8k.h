@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-namespace deltaedit::zoo {
+namespace deltaedit::text {
 
 // The normalised final answer of `text`, or "" when it holds no number.
 std::string extract_answer(std::string_view text);
@@ -27,4 +27,4 @@ std::string normalize_number(std::string_view number);
 // empty or not a number.
 bool answers_match(std::string_view a, std::string_view b);
 
-}  // namespace deltaedit::zoo
+}  // namespace deltaedit::text

@@ -17,7 +17,9 @@
 
 #include "report/html.h"
 
-namespace deltaedit::report {
+namespace deltaedit::experiments {
+
+using namespace deltaedit::report;
 
 // The experiments that get a section and a CSV, in report order.
 inline constexpr std::array<const char*, 6> kSweepExperiments = {"F1", "T1", "F3", "F4", "F5", "F6"};
@@ -53,4 +55,4 @@ std::string sweep_report_html(const nlohmann::json& results);
 // Throws std::runtime_error when a file cannot be written.
 void render_sweep_report(const nlohmann::json& results, const std::filesystem::path& out);
 
-}  // namespace deltaedit::report
+}  // namespace deltaedit::experiments

@@ -1,10 +1,10 @@
-#include "text/zoo_corpus.h"
+#include "zoo/corpus.h"
 
 #include <array>
 #include <span>
 #include <string_view>
 
-#include "text/zoo_rng.h"
+#include "zoo/rng.h"
 
 namespace deltaedit::zoo {
 namespace {

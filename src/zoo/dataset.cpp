@@ -1,13 +1,13 @@
-#include "text/zoo_dataset.h"
+#include "zoo/dataset.h"
 
 #include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "text/zoo_bpe.h"
-#include "text/zoo_corpus.h"
-#include "text/zoo_tasks.h"
+#include "zoo/bpe.h"
+#include "zoo/corpus.h"
+#include "zoo/tasks.h"
 #include "util/error.h"
 
 namespace deltaedit::zoo {

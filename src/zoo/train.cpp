@@ -1,4 +1,4 @@
-#include "experiments/zoo.h"
+#include "zoo/train.h"
 
 #include <torch/torch.h>
 
@@ -14,9 +14,9 @@
 #include "model/transformer.h"
 #include "text/dataset.h"
 #include "text/tokenizer.h"
-#include "text/zoo_corpus.h"
-#include "text/zoo_dataset.h"
-#include "text/zoo_tasks.h"
+#include "zoo/corpus.h"
+#include "zoo/dataset.h"
+#include "zoo/tasks.h"
 #include "util/error.h"
 #include "util/read_file.h"
 #include "util/philox.h"
@@ -24,7 +24,7 @@
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace deltaedit::experiments {
+namespace deltaedit::zoo {
 namespace {
 
 json hf_config(const ZooOptions& o, int64_t vocab) {
@@ -245,4 +245,4 @@ json build_zoo(const fs::path& out, const ZooOptions& o, const ZooLog& log) {
   return summary;
 }
 
-}  // namespace deltaedit::experiments
+}  // namespace deltaedit::zoo

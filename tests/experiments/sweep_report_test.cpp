@@ -25,12 +25,13 @@
 
 #include "report/cell.h"
 #include "report/correlation.h"
-#include "browser_util.h"
+#include "../report/browser_util.h"
 #include "report/html.h"
 #include "report/svg.h"
-#include "report/sweep_report.h"
+#include "experiments/sweep_report.h"
 
 namespace dr = deltaedit::report;
+namespace dx = deltaedit::experiments;
 using namespace deltaedit::report::testing;
 using nlohmann::json;
 
@@ -294,11 +295,11 @@ TEST(SweepReport, WritesTheReportAndOneCsvPerExperiment) {
   const json results = synthetic_results();
   const auto dir = make_temp_dir("sweep-report");
   ASSERT_FALSE(dir.empty());
-  dr::render_sweep_report(results, dir);
+  dx::render_sweep_report(results, dir);
 
   EXPECT_EQ(files_in(dir), (std::vector<std::string>{"F1.csv", "F3.csv", "F4.csv", "F5.csv", "F6.csv", "T1.csv",
                                                      "report/index.html"}));
-  for (const char* id : dr::kSweepExperiments) {
+  for (const char* id : dx::kSweepExperiments) {
     SCOPED_TRACE(id);
     const std::string csv = read_file(dir / (std::string(id) + ".csv"));
     EXPECT_EQ(csv_lines(csv), points_of(results, id) + 1);
@@ -316,7 +317,7 @@ TEST(SweepReport, WritesTheReportAndOneCsvPerExperiment) {
   EXPECT_EQ(read_file(dir / "F4.csv").rfind("id,label,ops,bits,accuracy,", 0), 0u);
 
   const std::string html = read_file(dir / "report" / "index.html");
-  EXPECT_EQ(html, dr::sweep_report_html(results));
+  EXPECT_EQ(html, dx::sweep_report_html(results));
   for (const char* s : kSections) EXPECT_NE(html.find("<h2>" + dr::xml_escape(s) + "</h2>"), std::string::npos) << s;
   EXPECT_EQ(html.find("Not measured"), std::string::npos);
   // Summary block.
@@ -332,7 +333,7 @@ TEST(SweepReport, WritesTheReportAndOneCsvPerExperiment) {
   // Charts: F1 3, T1 2, F3 bars + 5 histograms, F4 2, F5 3, F6 2, agreement 1.
   EXPECT_EQ(count(html, "class=\"chart\""), 3u + 2u + 6u + 2u + 3u + 2u + 1u);
   // One table of points per experiment, with one row per point.
-  for (const char* id : dr::kSweepExperiments)
+  for (const char* id : dx::kSweepExperiments)
     EXPECT_NE(html.find(fmt::format("<caption>All {} edits of {}</caption>", points_of(results, id), id)),
               std::string::npos)
         << id;
@@ -351,7 +352,7 @@ TEST(SweepReport, WritesTheReportAndOneCsvPerExperiment) {
 
 TEST(SweepReport, HtmlIsWellFormedAndSelfContained) {
   for (const json& results : {synthetic_results(), damaged_results(), json::object(), json(nullptr)}) {
-    const std::string html = dr::sweep_report_html(results);
+    const std::string html = dx::sweep_report_html(results);
     const std::string body = html.substr(html.find("<html"));
     EXPECT_EQ(xml_problem(body), "");
     for (const char* external : {"<script", "<link", "<img", "<iframe", "src=", "href=\"http", "url(", "@import"})
@@ -360,7 +361,7 @@ TEST(SweepReport, HtmlIsWellFormedAndSelfContained) {
 }
 
 TEST(SweepReport, ClaimsHoldWhereTheDataSaysSo) {
-  const auto claims = dr::sweep_claims(synthetic_results());
+  const auto claims = dx::sweep_claims(synthetic_results());
   ASSERT_EQ(claims.size(), 8u);
   for (const auto& c : claims) {
     SCOPED_TRACE(c.experiment + ": " + c.claim + " | " + c.measured + " | " + c.verdict);
@@ -382,7 +383,7 @@ TEST(SweepReport, ClaimsFailWhereTheDataSaysSo) {
   shape.signs_agree = false;
   shape.expo_improves = false;
   const json results = synthetic_results(shape);
-  const auto claims = dr::sweep_claims(results);
+  const auto claims = dx::sweep_claims(results);
   ASSERT_EQ(claims.size(), 8u);
   auto kind = [&](std::size_t i) { return claims[i].kind; };
   EXPECT_EQ(kind(0), dr::Verdict::Supported);     // random still near post
@@ -398,7 +399,7 @@ TEST(SweepReport, ClaimsFailWhereTheDataSaysSo) {
   EXPECT_NE(claims[7].verdict.find("< 70.0% and Spearman"), std::string::npos) << claims[7].verdict;
 
   // The page shows the same verdicts, coloured by kind.
-  const std::string html = dr::sweep_report_html(results);
+  const std::string html = dx::sweep_report_html(results);
   EXPECT_NE(html.find("<table class=\"claims\">"), std::string::npos);
   EXPECT_EQ(count(html, "class=\"verdict verdict-notsupported\""), 3u);
   EXPECT_EQ(count(html, "class=\"verdict verdict-partial\""), 2u);
@@ -414,7 +415,7 @@ TEST(SweepReport, CorrelationMatchesAgreement) {
   results["experiments"]["F1"][10]["true_delta_loss"] = 5e-4;
   results["experiments"]["F4"][2]["approximation_term"] = nullptr;
   std::vector<double> x, y, gap;
-  for (const char* id : dr::kSweepExperiments)
+  for (const char* id : dx::kSweepExperiments)
     for (const auto& p : results["experiments"][id]) {
       x.push_back(p["approximation_term"].is_number() ? p["approximation_term"].get<double>() : kNaN);
       y.push_back(p["true_delta_loss"].get<double>());
@@ -428,7 +429,7 @@ TEST(SweepReport, CorrelationMatchesAgreement) {
   for (double g : gap) mean_gap += g;
   mean_gap /= static_cast<double>(gap.size());
 
-  const std::string html = dr::sweep_report_html(results);
+  const std::string html = dx::sweep_report_html(results);
   const std::string row = table_row(html, "all edits");
   ASSERT_FALSE(row.empty());
   std::vector<std::string> cells;
@@ -444,7 +445,7 @@ TEST(SweepReport, CorrelationMatchesAgreement) {
   EXPECT_EQ(cells[5], dr::format_number(a.sign_agreement, 4));
   EXPECT_EQ(cells[6], dr::format_number(mean_gap, 4));
   // The claims table quotes the same numbers.
-  const auto claims = dr::sweep_claims(results);
+  const auto claims = dx::sweep_claims(results);
   EXPECT_NE(claims[7].measured.find("Pearson " + dr::format_number(a.pearson, 3)), std::string::npos)
       << claims[7].measured;
 }
@@ -453,7 +454,7 @@ TEST(SweepReport, MissingExperimentsNullsAndNaNs) {
   const json results = damaged_results();
   const auto dir = make_temp_dir("sweep-report-damaged");
   ASSERT_FALSE(dir.empty());
-  ASSERT_NO_THROW(dr::render_sweep_report(results, dir));
+  ASSERT_NO_THROW(dx::render_sweep_report(results, dir));
   // Absent experiments get no CSV; an empty one gets a header-only CSV.
   EXPECT_EQ(files_in(dir),
             (std::vector<std::string>{"F1.csv", "F3.csv", "F4.csv", "F6.csv", "report/index.html"}));
@@ -474,7 +475,7 @@ TEST(SweepReport, MissingExperimentsNullsAndNaNs) {
   EXPECT_NE(html.find("<dt>total time</dt><dd>n/a</dd>"), std::string::npos);
   EXPECT_NE(html.find("<td>n/a</td>"), std::string::npos);
 
-  const auto claims = dr::sweep_claims(results);
+  const auto claims = dx::sweep_claims(results);
   ASSERT_EQ(claims.size(), 8u);
   EXPECT_EQ(claims[1].kind, dr::Verdict::Inconclusive);  // no T1
   EXPECT_EQ(claims[2].kind, dr::Verdict::Inconclusive);
@@ -485,10 +486,10 @@ TEST(SweepReport, MissingExperimentsNullsAndNaNs) {
   // Nothing at all: still a page with every section saying what is missing.
   for (const json& empty : {json::object(), json(nullptr), json{{"experiments", {{"F1", 3}}}}}) {
     const auto d = make_temp_dir("sweep-report-empty");
-    ASSERT_NO_THROW(dr::render_sweep_report(empty, d));
+    ASSERT_NO_THROW(dx::render_sweep_report(empty, d));
     const std::string page = read_file(d / "report" / "index.html");
     EXPECT_GE(count(page, "Not "), 6u);
-    for (const auto& c : dr::sweep_claims(empty)) EXPECT_EQ(c.kind, dr::Verdict::Inconclusive) << c.claim;
+    for (const auto& c : dx::sweep_claims(empty)) EXPECT_EQ(c.kind, dr::Verdict::Inconclusive) << c.claim;
     std::error_code ec;
     std::filesystem::remove_all(d, ec);
   }
@@ -508,7 +509,7 @@ TEST(SweepReportBrowser, ChromiumRendersEveryChart) {
 
   const auto dir = make_temp_dir("sweep-browser");
   ASSERT_FALSE(dir.empty());
-  dr::render_sweep_report(synthetic_results(), dir);
+  dx::render_sweep_report(synthetic_results(), dir);
   const auto page = dir / "report" / "index.html";
   const std::string source = read_file(page);
   const std::size_t expected_charts = count(source, "class=\"chart\"");

@@ -1,0 +1,2 @@
+#pragma once
+#include "engine/runner.h"  // backwards: io may not use engine
