@@ -25,7 +25,7 @@ nlohmann::json StatsReport::to_json() const {
   return j;
 }
 
-StatsReport compute_stats(const io::Checkpoint& base, const io::Checkpoint& post, unsigned threads,
+StatsReport compute_stats(const io::Checkpoint& base, const io::TensorSource& post, unsigned threads,
                           const Progress& progress) {
   StatsReport r;
   std::vector<std::string> names;

@@ -26,7 +26,8 @@ struct StatsReport {
 // Progress callback: (tensors done, tensors total, bytes done).
 using Progress = std::function<void(size_t, size_t, uint64_t)>;
 
-StatsReport compute_stats(const io::Checkpoint& base, const io::Checkpoint& post, unsigned threads,
+// post: a checkpoint, or any source of W_post (e.g. a PEFT adapter over base, io/peft.h).
+StatsReport compute_stats(const io::Checkpoint& base, const io::TensorSource& post, unsigned threads,
                           const Progress& progress = {});
 
 }  // namespace deltaedit::analysis

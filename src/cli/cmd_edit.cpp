@@ -85,7 +85,8 @@ Command add_edit(CLI::App& app) {
   auto shard = std::make_shared<std::string>();
   auto grad = std::make_shared<std::string>();
   sub->add_option("--base", req->base, "pre-trained checkpoint (W_pre)")->required();
-  sub->add_option("--post", req->post, "post-trained checkpoint (W_post)")->required();
+  sub->add_option("--post", req->post, "post-trained checkpoint (W_post), or a PEFT LoRA adapter directory over --base")
+      ->required();
   sub->add_option("--op", req->ops, "operation spec, repeatable: applied in order")->required();
   sub->add_option("--out", req->out, "output directory (must not exist)")->required();
   sub->add_flag("--pack", req->pack, "write a compact delta pack instead of a checkpoint (rebuild with `apply`)");

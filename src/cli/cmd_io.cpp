@@ -8,6 +8,7 @@
 #include "cli/common.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
+#include "io/peft.h"
 #include "io/writer.h"
 #include "pack/pack.h"
 #include "util/error.h"
@@ -207,9 +208,9 @@ int run_verify(const std::string& path, bool values) {
 
 int run_stats(const std::string& base_path, const std::string& post_path, bool as_json, unsigned threads, int top) {
   auto base = io::Checkpoint::open(base_path);
-  auto post = io::Checkpoint::open(post_path);
+  const auto post = io::open_post(post_path, base);  // a checkpoint or a PEFT adapter over base
   ProgressLine bar("stats", !as_json && stderr_is_tty());
-  auto r = analysis::compute_stats(base, post, threads, [&](size_t d, size_t n, uint64_t b) {
+  auto r = analysis::compute_stats(base, *post, threads, [&](size_t d, size_t n, uint64_t b) {
     bar.update(double(d), double(n), human_bytes(b));
   });
   bar.finish();
@@ -284,7 +285,8 @@ Command add_stats(CLI::App& app) {
   auto threads = std::make_shared<unsigned>(2);
   auto top = std::make_shared<int>(-1);
   sub->add_option("--base", *base, "pre-trained checkpoint (W_pre)")->required();
-  sub->add_option("--post", *post, "post-trained checkpoint (W_post)")->required();
+  sub->add_option("--post", *post, "post-trained checkpoint (W_post), or a PEFT LoRA adapter directory over --base")
+      ->required();
   sub->add_flag("--json", *as_json, "machine-readable output");
   sub->add_option("--threads", *threads, "worker threads (default 2)")->check(CLI::Range(1u, 256u));
   sub->add_option("--top", *top, "show only the first N tensors in the table (-1: all)");

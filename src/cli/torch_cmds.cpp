@@ -13,6 +13,7 @@
 #include "experiments/sweep.h"
 #include "zoo/train.h"
 #include "io/checkpoint.h"
+#include "io/peft.h"
 #include "io/convert.h"
 #include "io/writer.h"
 #include "model/evaluate.h"
@@ -70,10 +71,14 @@ struct Loaded {
   model::EvalSet set;
 };
 
-Loaded load_all(const fs::path& model_path, const DataFlags& f) {
+// `model_source` (optional) supplies the weights instead of model_path (a PEFT adapter over its
+// base); tokenizer and data are still found from model_path.
+Loaded load_all(const fs::path& model_path, const DataFlags& f, const io::TensorSource* model_source = nullptr) {
   torch::set_num_threads(int(f.threads));
-  auto ck = io::Checkpoint::open(model_path);
-  auto m = model::Model::load(ck, f.load_options());
+  std::optional<io::Checkpoint> ck;
+  if (!model_source) ck = io::Checkpoint::open(model_path);
+  const io::TensorSource& weights = model_source ? *model_source : static_cast<const io::TensorSource&>(*ck);
+  auto m = model::Model::load(weights, f.load_options());
   auto tok = load_tokenizer(f.tokenizer, model_path);
   text::DataOptions dopt{f.max_length, f.limit};
   auto records = text::load_jsonl(f.data, tok ? &*tok : nullptr, dopt);
@@ -176,7 +181,7 @@ Command add_approx(CLI::App& app) {
   auto include = std::make_shared<std::string>();
   auto exclude = std::make_shared<std::string>();
   sub->add_option("--base", *base, "pre-trained checkpoint")->required();
-  sub->add_option("--post", *post, "post-trained checkpoint")->required();
+  sub->add_option("--post", *post, "post-trained checkpoint, or a PEFT LoRA adapter directory over --base")->required();
   sub->add_option("--op", *ops, "operation spec, repeatable (see `deltaedit ops`)")->required();
   sub->add_option("--steps", *steps, "Riemann nodes C (default 5)")->check(CLI::Range(1, 1000));
   sub->add_option("--rule", *rule, "left (default), mid or trapezoid")->check(CLI::IsMember({"left", "mid", "trapezoid"}));
@@ -191,11 +196,12 @@ Command add_approx(CLI::App& app) {
             auto chain = engine::OpChain::build(*ops, *seed, *include, *exclude);
             if (chain.needs_grad() && grad->empty()) throw Error(ErrorKind::Usage, "an op needs --grad G.safetensors");
             auto bck = io::Checkpoint::open(*base);
-            auto pck = io::Checkpoint::open(*post);
+            auto pck = io::open_post(*post, bck);  // a checkpoint or a PEFT adapter over base
             std::optional<io::SafetensorsFile> gf;
             if (!grad->empty()) gf = io::SafetensorsFile::open(*grad);
-            auto inc = engine::edit_increments(chain, bck, pck, gf ? &*gf : nullptr);
-            auto L = load_all(*post, *f);
+            auto inc = engine::edit_increments(chain, bck, *pck, gf ? &*gf : nullptr);
+            const bool adapter = io::is_peft_adapter(*post);
+            auto L = load_all(adapter ? fs::path(*base) : fs::path(*post), *f, adapter ? pck.get() : nullptr);
             auto r = model::approximation_term(L.model, L.set, inc.d, inc.delta_sumsq, *steps, model::parse_rule(*rule), *fisher);
             if (*as_json) {
               std::cout << r.to_json().dump(2) << "\n";

@@ -19,6 +19,7 @@
 #include "util/memory_budget.h"
 #include "util/thread_pool.h"
 #include "io/convert.h"
+#include "io/peft.h"
 #include "io/writer.h"
 #include "pack/pack.h"
 #include "util/error.h"
@@ -90,7 +91,7 @@ struct OutLayout {
   }
 };
 
-OutLayout plan_layout_like(const io::Checkpoint& post, const std::vector<std::string>& names,
+OutLayout plan_layout_like(const io::TensorSource& post, const std::vector<std::string>& names,
                            const std::function<io::DType(const std::string&)>& dtype_of,
                            std::optional<uint64_t> max_shard) {
   OutLayout L;
@@ -116,8 +117,8 @@ OutLayout plan_layout_like(const io::Checkpoint& post, const std::vector<std::st
       L.files.push_back(L.sharded ? io::shard_file_name(i + 1, sizes.size()) : io::kSingleName);
   } else if (post.is_sharded()) {
     L.sharded = true;
-    for (const auto& f : post.files()) L.files.push_back(f.path().filename().string());
-    for (auto& t : L.tensors) t.shard = post.ref(t.name).file;
+    L.files = post.shard_names();
+    for (auto& t : L.tensors) t.shard = post.shard_of(t.name);
   } else {
     L.files.push_back(io::kSingleName);
   }
@@ -344,7 +345,7 @@ void validate_output(const fs::path& dir, const OutLayout& L) {
   }
 }
 
-json scope_json(const OpChain& chain, const io::Checkpoint& post, const std::vector<std::string>& editable) {
+json scope_json(const OpChain& chain, const io::TensorSource& post, const std::vector<std::string>& editable) {
   json scope = json::array();
   for (size_t i = 0; i < chain.ops.size(); ++i) {
     uint64_t tensors = 0, params = 0;
@@ -419,7 +420,7 @@ namespace {
 // (one more read of the inputs, from the page cache), then one pass composes the output.
 // Appends the names of the ops applied to `ops`; returns compose_output's count.
 template <class Sink, class Release>
-uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post, const OutTensor& ot,
+uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post, const OutTensor& ot,
                      analysis::EditAccum& acc, std::vector<std::string>& ops, Sink&& sink, Release&& release) {
   const auto& bi = base.info(ot.name);
   const auto& pi = post.info(ot.name);
@@ -471,7 +472,7 @@ uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io:
 
 }  // namespace
 
-TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
+TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
                        const std::string& name, const io::SafetensorsFile* grad) {
   const auto& bi = base.info(name);
   const auto& pi = post.info(name);
@@ -514,7 +515,7 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
   return te;
 }
 
-Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
+Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
                            const io::SafetensorsFile* grad) {
   Increments inc;
   for (const auto& p : pair_tensors(base, post)) {
@@ -531,6 +532,7 @@ Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, con
       te.edited[i] -= delta;
     }
     inc.d[p.name].assign(te.edited.begin(), te.edited.end());
+    post.release(p.name);
   }
   return inc;
 }
@@ -585,7 +587,8 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
 
   // 2. Open and pair the inputs; plan every tensor.
   auto base = io::Checkpoint::open(req.base);
-  auto post = io::Checkpoint::open(req.post);
+  const auto post_source = io::open_post(req.post, base);
+  const io::TensorSource& post = *post_source;
   std::optional<io::SafetensorsFile> grad;
   if (req.grad) grad = io::SafetensorsFile::open(*req.grad);
   auto pairs = pair_tensors(base, post);
@@ -658,7 +661,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       const uint64_t n = ti.numel();
       uint64_t b = 0;
       if (!edit_it.at(t.name)) {
-        b = req.pack ? 2 * t.nbytes() : 0;
+        b = (req.pack ? 2 * t.nbytes() : 0) + post.formed_bytes(t.name);
       } else if (streams(t.name)) {
         tplan[i].streamed = true;
         ++streamed_count;
@@ -672,6 +675,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
         }
         b = n * 4 + ws + (grad_needed ? n * 4 : 0) + (req.pack ? t.nbytes() + n * 4 : 0);
       }
+      if (tplan[i].streamed) b = post.formed_bytes(t.name);  // a tensor an adapter forms
       tplan[i].need = b;
       needs.push_back(b);
     }
@@ -757,6 +761,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
       };
       out.action = "edited";
       if (tplan[i].streamed) {
+        MemoryBudget::Hold hold(budget, tplan[i].need);
         auto& w = writers->of(ot.name);
         out.nonfinite_out = stream_edit(
             chain, base, post, ot, accs[i], out.ops,
@@ -790,6 +795,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     } else {
       out.action = ot.dtype == pi.dtype ? "copied" : "converted";
       const auto release_post = [&](uint64_t off, uint64_t bytes) { post.release_range(ot.name, off, bytes); };
+      MemoryBudget::Hold hold(budget, req.pack ? 0 : tplan[i].need);
       if (req.pack) {
         MemoryBudget::Hold hold(budget, tplan[i].need);
         std::vector<std::byte> full(ot.nbytes());
@@ -838,10 +844,10 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
 
   // config.json: byte for byte unless the dtype changed.
   std::optional<std::string> config_text;
-  if (post.is_directory() && fs::exists(req.post / "config.json")) {
-    config_text = util::read_file(req.post / "config.json");
+  if (const auto config_path = post.config_path()) {
+    config_text = util::read_file(*config_path);
     if (req.dtype) {
-      json c = io::parse_json_strict(*config_text, (req.post / "config.json").string());
+      json c = io::parse_json_strict(*config_text, config_path->string());
       for (const char* k : {"torch_dtype", "dtype"})
         if (c.contains(k)) c[k] = torch_dtype_name(*req.dtype);
       config_text = c.dump(2) + "\n";

@@ -17,6 +17,7 @@
 #include "util/version.h"
 #include "edit/op.h"
 #include "io/checkpoint.h"
+#include "io/tensor_source.h"
 #include "util/big_buffer.h"
 #include "util/name_regex.h"
 
@@ -53,7 +54,7 @@ struct TensorEdit {
 
 // Computes Δ = post − base (f32) and runs the chain on it. `grad` (may be null) supplies
 // ∇L(W_post) for ops that need it.
-TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
+TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
                        const std::string& name, const io::SafetensorsFile* grad);
 
 // D = Δ' − Δ for every tensor the chain edits (f32, Δ recomputed as post − base exactly as the
@@ -62,10 +63,11 @@ struct Increments {
   std::map<std::string, std::vector<float>> d;
   double delta_sumsq = 0;
 };
-Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::Checkpoint& post,
+Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
                            const io::SafetensorsFile* grad);
 
 struct EditRequest {
+  // post: a checkpoint, or a PEFT adapter directory over base (io/peft.h)
   std::filesystem::path base, post, out;
   std::vector<std::string> ops;
   uint64_t seed = 0;

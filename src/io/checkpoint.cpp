@@ -176,6 +176,11 @@ void Checkpoint::release_range(std::string_view name, uint64_t offset, uint64_t 
   files_[r.file].release_range(*r.info, offset, bytes);
 }
 
+std::optional<fs::path> Checkpoint::config_path() const {
+  if (!is_dir_ || !config_) return std::nullopt;
+  return path_ / "config.json";
+}
+
 const std::string& Checkpoint::file_of(std::string_view name) const { return file_names_[ref(name).file]; }
 
 uint64_t Checkpoint::total_bytes() const {

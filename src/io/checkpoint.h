@@ -11,6 +11,7 @@
 
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "io/tensor_source.h"
 
 namespace deltaedit::io {
 
@@ -22,35 +23,38 @@ struct TensorRef {
   const TensorInfo* info = nullptr;
 };
 
-class Checkpoint {
+class Checkpoint final : public TensorSource {
  public:
   static Checkpoint open(const std::filesystem::path& path);
 
-  const std::filesystem::path& path() const { return path_; }
-  bool is_directory() const { return is_dir_; }
-  bool is_sharded() const { return sharded_; }
+  const std::filesystem::path& path() const override { return path_; }
+  bool is_directory() const override { return is_dir_; }
+  bool is_sharded() const override { return sharded_; }
   const std::vector<SafetensorsFile>& files() const { return files_; }
   // Every tensor name, in (file, offset) order.
-  const std::vector<std::string>& names() const { return names_; }
-  bool contains(std::string_view name) const { return index_.count(std::string(name)) != 0; }
+  const std::vector<std::string>& names() const override { return names_; }
+  bool contains(std::string_view name) const override { return index_.find(name) != index_.end(); }
   const TensorRef& ref(std::string_view name) const;
-  const TensorInfo& info(std::string_view name) const { return *ref(name).info; }
-  std::span<const std::byte> data(std::string_view name) const;
-  void release(std::string_view name) const;
+  const TensorInfo& info(std::string_view name) const override { return *ref(name).info; }
+  std::span<const std::byte> data(std::string_view name) const override;
+  void release(std::string_view name) const override;
   // Drops the mapped pages of bytes [offset, offset + bytes) of a tensor once consumed.
-  void release_range(std::string_view name, uint64_t offset, uint64_t bytes) const;
+  void release_range(std::string_view name, uint64_t offset, uint64_t bytes) const override;
   const std::string& file_of(std::string_view name) const;  // file name (no directory)
+  std::vector<std::string> shard_names() const override { return file_names_; }
+  size_t shard_of(std::string_view name) const override { return ref(name).file; }
 
-  const std::optional<ModelConfig>& config() const { return config_; }
+  const std::optional<ModelConfig>& config() const override { return config_; }
+  std::optional<std::filesystem::path> config_path() const override;
   // Non-weight files of the directory to carry into outputs (tokenizer*, generation_config.json,
   // chat templates, ...). config.json is listed separately; weights and the index are excluded.
-  const std::vector<std::filesystem::path>& extra_files() const { return extra_; }
+  const std::vector<std::filesystem::path>& extra_files() const override { return extra_; }
   // Problems that do not stop reading (total_size mismatch, unreferenced shards).
-  const std::vector<std::string>& warnings() const { return warnings_; }
-  uint64_t total_bytes() const;
-  uint64_t total_params() const;
+  const std::vector<std::string>& warnings() const override { return warnings_; }
+  uint64_t total_bytes() const override;
+  uint64_t total_params() const override;
   // Files (shards, index, config) that make up this checkpoint, for output-overlap checks.
-  std::vector<std::filesystem::path> input_paths() const;
+  std::vector<std::filesystem::path> input_paths() const override;
 
  private:
   std::filesystem::path path_;

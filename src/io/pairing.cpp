@@ -23,7 +23,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 }  // namespace
 
-std::vector<TensorPair> pair_tensors(const io::Checkpoint& base, const io::Checkpoint& post) {
+std::vector<TensorPair> pair_tensors(const io::TensorSource& base, const io::TensorSource& post) {
   std::vector<TensorPair> out;
   for (const auto& name : post.names()) {
     TensorPair p{name, PairStatus::Editable, {}};

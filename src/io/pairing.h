@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/tensor_source.h"
 
 namespace deltaedit::io {
 
@@ -23,6 +24,6 @@ struct TensorPair {
 };
 
 // Every tensor of either side, in post's order followed by base-only tensors.
-std::vector<TensorPair> pair_tensors(const io::Checkpoint& base, const io::Checkpoint& post);
+std::vector<TensorPair> pair_tensors(const io::TensorSource& base, const io::TensorSource& post);
 
 }  // namespace deltaedit::io

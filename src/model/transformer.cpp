@@ -258,7 +258,9 @@ Model Model::build(const io::ModelConfig& config, const LoadOptions& options) {
   return m;
 }
 
-Model Model::load(const io::Checkpoint& ck, const LoadOptions& options) {
+Model Model::load(const io::TensorSource& ck, const LoadOptions& options) {
+  const auto* file = dynamic_cast<const io::Checkpoint*>(&ck);
+  const auto file_of = [&](const std::string& n) { return file ? file->file_of(n) : ck.path().string(); };
   if (!ck.config())
     throw Error(ErrorKind::Format, "checkpoint has no config.json; the model runtime needs one",
                 ck.path().string());
@@ -273,7 +275,7 @@ Model Model::load(const io::Checkpoint& ck, const LoadOptions& options) {
     }
     throw Error(ErrorKind::Unsupported,
                 fmt::format("tensor is not part of the {} architecture as configured", family_name(m.arch_.family)),
-                ck.file_of(n), n);
+                file_of(n), n);
   }
   for (size_t i = 0; i < m.names_.size(); ++i) {
     const std::string& n = m.names_[i];
@@ -283,11 +285,11 @@ Model Model::load(const io::Checkpoint& ck, const LoadOptions& options) {
     if (!io::is_compute_dtype(info.dtype))
       throw Error(ErrorKind::Unsupported,
                   "dtype " + std::string(io::dtype_name(info.dtype)) + " is not loadable (F16, BF16, F32, F64 are)",
-                  ck.file_of(n), n);
+                  file_of(n), n);
     if (info.shape != m.shapes_[i])
       throw Error(ErrorKind::Format,
                   "shape " + shape_str(info.shape) + " does not match the config's " + shape_str(m.shapes_[i]),
-                  ck.file_of(n), n);
+                  file_of(n), n);
     auto t = torch::empty(m.shapes_[i], torch::kFloat32);
     io::to_f32(ck.data(n), info.dtype, std::span<float>(t.data_ptr<float>(), size_t(t.numel())));
     ck.release(n);

@@ -71,7 +71,8 @@ class Model {
   // Loads every parameter from a checkpoint (any stored float dtype is converted). Missing or
   // misshapen tensors throw Error(Format); tensors the architecture does not use throw
   // Error(Unsupported), except RoPE caches and a redundant lm_head of a tied model (see warnings()).
-  static Model load(const io::Checkpoint& checkpoint, const LoadOptions& options = {});
+  // checkpoint: a Checkpoint, or another source of W (a PEFT adapter over its base, io/peft.h).
+  static Model load(const io::TensorSource& checkpoint, const LoadOptions& options = {});
   // A model with the config's shapes and random N(0, 0.02²) weights (norms at 1), for tests and
   // benchmarks.
   static Model random(const io::ModelConfig& config, uint64_t seed, const LoadOptions& options = {});
