@@ -42,6 +42,7 @@ Command add_edit(CLI::App& app);
 Command add_apply(CLI::App& app);
 Command add_ops(CLI::App& app);
 Command add_tokenize(CLI::App& app);
+Command add_merge(CLI::App& app);
 Command add_extract_lora(CLI::App& app);
 
 }  // namespace deltaedit::cli

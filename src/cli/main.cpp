@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("deltaedit ") + deltaedit::util::kVersion);
   std::vector<Command> cmds{add_inspect(app), add_verify(app), add_stats(app),
                             add_edit(app),    add_apply(app),  add_ops(app),
-                            add_tokenize(app), add_extract_lora(app)};
+                            add_tokenize(app), add_merge(app), add_extract_lora(app)};
 #ifdef DELTAEDIT_HAVE_TORCH
   for (auto& c : add_torch_commands(app)) cmds.push_back(c);
 #elif defined(DELTAEDIT_TORCH_HELPER)

@@ -6,12 +6,10 @@
 #include <string>
 #include <system_error>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include "edit/op.h"
 #include "edit/op_impl.h"
 #include "util/error.h"
+#include "util/regex.h"
 
 namespace deltaedit::edit {
 
@@ -75,18 +73,10 @@ constexpr Entry kOps[] = {
 
 void check_regex(const std::string& op, const char* key, const std::string& pattern) {
   if (pattern.empty()) return;
-  int code = 0;
-  PCRE2_SIZE offset = 0;
-  pcre2_code* re = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                 PCRE2_UTF, &code, &offset, nullptr);
-  if (re != nullptr) {
-    pcre2_code_free(re);
-    return;
-  }
-  PCRE2_UCHAR buf[256];
-  pcre2_get_error_message(code, buf, sizeof buf);
+  util::RegexCompileError err;
+  if (util::Regex::compile(pattern, util::RegexOptions{}, err)) return;
   usage("op '" + op + "': key '" + key + "' = '" + pattern + "' is not a valid regular expression (" +
-        reinterpret_cast<const char*>(buf) + " at offset " + std::to_string(offset) + ")");
+        err.reason + " at offset " + std::to_string(err.offset) + ")");
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <set>
 
 #include "util/error.h"
 
@@ -46,56 +45,6 @@ const TensorInfo* Header::find(std::string_view name) const {
   for (const auto& t : tensors)
     if (t.name == name) return &t;
   return nullptr;
-}
-
-json parse_json_strict(std::string_view text, const std::string& file) {
-  // The JSON library stops at a NUL byte; a NUL is never valid JSON text, anywhere.
-  if (auto nul = text.find('\0'); nul != std::string_view::npos)
-    fail(file, "NUL byte at offset " + std::to_string(nul) + " of the JSON text");
-  std::vector<std::set<std::string>> keys;  // one set per open object
-  std::vector<std::string> owner;           // per open object: the key it is the value of
-  std::vector<bool> is_object;              // open containers, innermost last
-  std::string last_key;
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
-    switch (ev) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth)
-          fail(file, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-        is_object.push_back(ev == json::parse_event_t::object_start);
-        if (is_object.back()) {
-          keys.emplace_back();
-          owner.push_back(keys.size() == 1 ? std::string() : last_key);
-        }
-        break;
-      case json::parse_event_t::object_end:
-        keys.pop_back();
-        owner.pop_back();
-        is_object.pop_back();
-        break;
-      case json::parse_event_t::array_end:
-        is_object.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const auto& k = parsed.get_ref<const std::string&>();
-        last_key = k;
-        if (!keys.back().insert(k).second) {
-          // Name the top-level entry (the tensor of a safetensors header) the duplicate sits in.
-          const std::string entry = owner.size() >= 2 ? owner[1] : std::string();
-          fail(file, "duplicate JSON key '" + k + "'" + (owner.size() > 2 ? " (nested)" : ""), entry);
-        }
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    return json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true);
-  } catch (const json::exception& e) {
-    fail(file, std::string("invalid JSON: ") + e.what());
-  }
 }
 
 Header parse_header(std::span<const std::byte> bytes, uint64_t file_size, const std::string& file) {

@@ -14,12 +14,13 @@
 #include <nlohmann/json.hpp>
 
 #include "io/dtype.h"
+#include "util/strict_json.h"
 
 namespace deltaedit::io {
 
 inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 inline constexpr uint64_t kMaxJsonInt = uint64_t(1) << 53;
-inline constexpr int kMaxJsonDepth = 64;
+inline constexpr int kMaxJsonDepth = util::kMaxJsonDepth;
 
 struct TensorInfo {
   std::string name;
@@ -42,9 +43,11 @@ struct Header {
 // least the first min(file_size, 8 + N) bytes. `file` only names the source in errors.
 Header parse_header(std::span<const std::byte> bytes, uint64_t file_size, const std::string& file);
 
-// Strict JSON parse shared by every parser here (header, index, config): rejects duplicate keys
-// at any level, nesting deeper than kMaxJsonDepth, invalid UTF-8 and trailing non-whitespace.
-nlohmann::json parse_json_strict(std::string_view text, const std::string& file);
+// util::parse_json_strict as every parser here (header, index, config) uses it: a duplicate key
+// names the top-level entry (the tensor) it sits in.
+inline nlohmann::json parse_json_strict(std::string_view text, const std::string& file) {
+  return util::parse_json_strict(text, file, util::DuplicateKeyNaming::TopLevelEntry);
+}
 
 // A read-only memory map of one safetensors file with a validated header.
 class SafetensorsFile {

@@ -30,8 +30,8 @@ struct ParamSpec {
   bool per_model = false;               // weight, density, gamma, epsilon, scale
   std::optional<double> default_value;  // nullopt + required → "Missing required parameter"
   bool required = false;
-  double min = -1e300, max = 1e300;     // inclusive range checked at parse time
-  std::string doc;                      // one line
+  double min = -1e300, max = 1e300;  // inclusive range checked at parse time
+  std::string doc;                   // one line
 };
 
 // How the executor reconciles input shapes that differ (MERGE.md §2.1, §2.3, §4.3).
@@ -44,12 +44,14 @@ enum class ShapeRule {
 
 struct MethodInfo {
   std::string name;
-  std::string summary;                  // one line for --help and `deltaedit merge --methods`
+  std::string summary;  // one line for --help and `deltaedit merge --methods`
   std::vector<ParamSpec> params;
-  bool needs_base = false;              // the base is handed as TensorJob::base
+  bool needs_base = false;                   // the base is handed as TensorJob::base
+  bool optional_base = false;                // the base is used when given (nuslerp, multislerp)
   int min_models = 1, max_models = 1 << 20;  // non-base inputs
-  bool random = false;                  // draws from the keyed RNG
-  bool pointwise = false;               // out[i] depends on inputs at i only (streams in blocks)
+  bool random = false;                       // draws from the keyed RNG
+  bool pointwise = false;  // out[i] depends on inputs at i only, for every parameter
+                           // value (Method::pointwise says it for one job)
   ShapeRule shape_rule = ShapeRule::CropEmbedToBaseSkipOthers;
 };
 
@@ -58,11 +60,17 @@ struct TensorInput {
   std::span<const float> values;
   std::map<std::string, double> params;  // per-model parameters evaluated for this tensor
   uint32_t model_index = 0;              // position in config order (keys the RNG)
+  // Global magnitude trim (`trim: model`, MERGE.md §0/§3): the executor finds, over all of model
+  // i's tensors, the magnitude threshold of its top-k% task-vector entries and hands it here. The
+  // magnitude sparsifier (ties) then keeps exactly the entries with |τ| ≥ threshold (ties at the
+  // threshold survive, as in the TIES reference code) instead of the per-tensor int(d·n) largest;
+  // that makes the sparsifier pointwise. Unset: per-tensor trim. Ignored by other sparsifiers.
+  std::optional<float> magnitude_threshold;
 };
 
 struct TensorJob {
-  std::string_view name;                 // output tensor name
-  std::span<const int64_t> shape;        // row-major shape of every input and of the output
+  std::string_view name;           // output tensor name
+  std::span<const int64_t> shape;  // row-major shape of every input and of the output
   WorkType work = WorkType::F32;
   bool is_embed = false;
   std::optional<TensorInput> base;       // set iff MethodInfo::needs_base
@@ -71,7 +79,8 @@ struct TensorJob {
   Conventions conventions = Conventions::Mergekit;
   uint64_t seed = 0;
   // Per-model op chain (`deltaedit: {ops: [...]}`): task-vector methods call it on τ_i right after
-  // forming it, before sparsifying. Empty when no model has ops.
+  // forming it, before sparsifying; `model` is the position in `models` (not the config index).
+  // Its result is rounded to W. Empty when no model has ops.
   std::function<void(size_t model, std::span<float> tau)> edit_task_vector;
   // Pointwise methods only: the job covers elements [first, first + out.size()) of the tensor.
   uint64_t first = 0;
@@ -81,11 +90,24 @@ class Method {
  public:
   virtual ~Method() = default;
   virtual const MethodInfo& info() const = 0;
+  // Whether this job (its parameters and conventions; the value spans may be empty) may be run on
+  // blocks of elements (TensorJob::first). E.g. dare_ties is pointwise with the paper rescale or
+  // rescale: false, not with mergekit's L1 rescale (a whole-tensor sum).
+  virtual bool pointwise(const TensorJob& job) const { return info().pointwise; }
   // Writes the merged tensor (values representable in W) into `out` (size = product of shape,
   // or the block size for pointwise jobs). Appends human-readable warnings (MERGE.md §5) naming the
   // tensor. Deterministic: depends only on the job. Throws deltaedit::Error for invalid inputs.
-  virtual void merge(const TensorJob& job, std::span<float> out, std::vector<std::string>& warnings) const = 0;
+  virtual void merge(const TensorJob& job, std::span<float> out,
+                     std::vector<std::string>& warnings) const = 0;
 };
+
+// Randomness (dare_*, della*): the draws for model i of output tensor N are the Philox stream
+// util::rng_key(seed, N, model_index) at counter {element index, lane}, with lane = kMergeLane +
+// purpose (below), so they never coincide with the edit ops' lanes (0) of the same key. A keep
+// draw is uniform(index, lane) < p (53 bits), counted by flat element index: a block gives the
+// same draws as the whole tensor.
+inline constexpr uint32_t kMergeLane = 0x4D470000u;  // "MG"
+enum class RandomPurpose : uint32_t { DareKeep = 1, DellaKeep = 2 };
 
 // The registry: one line per method (registry.cpp). nullptr if unknown.
 const Method* find_method(std::string_view name);

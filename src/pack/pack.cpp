@@ -82,8 +82,9 @@ uint32_t index_in(const std::vector<uint32_t>& palette, uint32_t b) {
 }
 
 std::span<const float> float_view(std::span<const std::byte> b, std::vector<float>& tmp) {
+  if (b.size() % 4) throw Error(ErrorKind::Format, fmt::format("pack: an F32 part holds {} bytes, not a multiple of 4", b.size()));
   tmp.resize(b.size() / 4);
-  std::memcpy(tmp.data(), b.data(), tmp.size() * 4);
+  if (!tmp.empty()) std::memcpy(tmp.data(), b.data(), tmp.size() * 4);
   return tmp;
 }
 
@@ -212,6 +213,13 @@ Encoded encode_delta(std::span<const float> edited, std::span<const int64_t> sha
   return e;
 }
 
+// An integer parameter of a tensor's encoding entry in deltaedit.json, or a Format error naming it.
+int64_t encoding_param(const json& params, const char* key, const std::string& enc) {
+  if (!params.is_object() || !params.contains(key) || !params[key].is_number_integer())
+    throw Error(ErrorKind::Format, fmt::format("pack: encoding '{}' needs an integer parameter '{}'", enc, key));
+  return params[key].get<int64_t>();
+}
+
 bool decode(const std::string& enc, const json& params, const PartGetter& get, std::span<float> edited,
             std::span<std::byte> out) {
   const uint64_t n = edited.size();
@@ -223,13 +231,13 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
   if (enc == "raw" || enc == "out") {
     auto b = get(enc);
     need(b, out.size(), enc.c_str());
-    std::memcpy(out.data(), b.data(), b.size());
+    if (!b.empty()) std::memcpy(out.data(), b.data(), b.size());
     return true;
   }
   if (enc == "dense") {
     auto b = get("delta");
     need(b, n * 4, "delta");
-    std::memcpy(edited.data(), b.data(), n * 4);
+    if (n) std::memcpy(edited.data(), b.data(), n * 4);
   } else if (enc == "sparse" || enc == "sparse_palette") {
     auto mask = get("mask");
     need(mask, (n + 7) / 8, "mask");
@@ -244,8 +252,9 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
       need(v, nnz * 4, "values");
       values = float_view(v, tmp);
     } else {
-      k = params.at("bits").get<unsigned>();
-      if (k < 1 || k > 8) throw Error(ErrorKind::Format, "pack: palette bits out of range");
+      const int64_t bits = encoding_param(params, "bits", enc);
+      if (bits < 1 || bits > 8) throw Error(ErrorKind::Format, "pack: palette bits out of range");
+      k = static_cast<unsigned>(bits);
       palette = float_view(get("palette"), tmp2);
       codes = get("codes");
       need(codes, packed_bytes(nnz, k), "codes");
@@ -265,8 +274,9 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
       }
     }
   } else if (enc == "palette" || enc == "rowpalette") {
-    const unsigned k = params.at("bits").get<unsigned>();
-    if (k < 1 || k > 8) throw Error(ErrorKind::Format, "pack: palette bits out of range");
+    const int64_t bits = encoding_param(params, "bits", enc);
+    if (bits < 1 || bits > 8) throw Error(ErrorKind::Format, "pack: palette bits out of range");
+    const unsigned k = static_cast<unsigned>(bits);
     auto codes = get("codes");
     need(codes, packed_bytes(n, k), "codes");
     auto palette = float_view(get("palette"), tmp);
@@ -286,16 +296,18 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
     }
   } else if (enc == "lowrank") {
     linalg::LowRankFactors f;
-    f.rank = params.at("rank").get<int64_t>();
-    f.rows = params.at("rows").get<int64_t>();
-    f.cols = params.at("cols").get<int64_t>();
-    if (f.rank < 0 || f.rows < 0 || f.cols < 0 || uint64_t(f.rows) * uint64_t(f.cols) != n)
+    f.rank = encoding_param(params, "rank", enc);
+    f.rows = encoding_param(params, "rows", enc);
+    f.cols = encoding_param(params, "cols", enc);
+    unsigned __int128 cells = static_cast<unsigned __int128>(uint64_t(f.rows)) * uint64_t(f.cols);
+    if (f.rank < 0 || f.rows < 0 || f.cols < 0 || cells != n)
       throw Error(ErrorKind::Format, "pack: low-rank factors do not match the tensor");
     std::vector<float> t1, t2, t3;
     auto u = float_view(get("u"), t1);
     auto s = float_view(get("s"), t2);
     auto v = float_view(get("v"), t3);
-    if (u.size() != uint64_t(f.rows * f.rank) || s.size() != uint64_t(f.rank) || v.size() != uint64_t(f.cols * f.rank))
+    if (u.size() != uint64_t(f.rows) * uint64_t(f.rank) || s.size() != uint64_t(f.rank) ||
+        v.size() != uint64_t(f.cols) * uint64_t(f.rank))
       throw Error(ErrorKind::Format, "pack: low-rank factor sizes do not match");
     f.u.assign(u.begin(), u.end());
     f.s.assign(s.begin(), s.end());

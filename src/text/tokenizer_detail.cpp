@@ -1,8 +1,6 @@
 #include "text/tokenizer_detail.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
+#include <optional>
 #include <string>
 
 #include "util/error.h"
@@ -111,86 +109,30 @@ bool is_unicode_whitespace(char32_t c) {
 // ---------------------------------------------------------------------------------------------
 // Regex
 
-struct Regex::State {
-  pcre2_code* code = nullptr;
-  pcre2_match_context* mctx = nullptr;
-  std::string where;
-  ~State() {
-    if (mctx) pcre2_match_context_free(mctx);
-    if (code) pcre2_code_free(code);
-  }
-};
-
-Regex::Regex(std::string_view pattern, const std::string& where) : st_(std::make_unique<State>()) {
-  st_->where = where;
-  int err = 0;
-  PCRE2_SIZE err_off = 0;
-  st_->code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
-  if (!st_->code) {
-    PCRE2_UCHAR buf[256];
-    pcre2_get_error_message(err, buf, sizeof buf);
+Regex::Regex(std::string_view pattern, const std::string& where) : where_(where) {
+  util::RegexOptions options;
+  options.ucp = true;
+  options.match_invalid_utf = true;
+  options.jit = true;
+  options.match_limit = 10'000'000;
+  options.depth_limit = 100'000;
+  util::RegexCompileError err;
+  std::optional<util::Regex> re = util::Regex::compile(pattern, options, err);
+  if (!re)
     throw Error(ErrorKind::Format, where + ": regex /" + std::string(pattern) +
-                                       "/ does not compile at offset " + std::to_string(err_off) +
-                                       ": " + reinterpret_cast<const char*>(buf));
-  }
-  // JIT is an optimisation only; fall back to the interpreter when unavailable.
-  (void)pcre2_jit_compile(st_->code, PCRE2_JIT_COMPLETE);
-  st_->mctx = pcre2_match_context_create(nullptr);
-  if (!st_->mctx) throw Error(ErrorKind::Format, where + ": out of memory creating regex context");
-  pcre2_set_match_limit(st_->mctx, 10'000'000);
-  pcre2_set_depth_limit(st_->mctx, 100'000);
+                                       "/ does not compile at offset " +
+                                       std::to_string(err.offset) + ": " + err.reason);
+  re_ = std::move(*re);
 }
-
-Regex::~Regex() = default;
-
-namespace {
-struct MatchData {
-  pcre2_match_data* md;
-  explicit MatchData(const pcre2_code* code)
-      : md(pcre2_match_data_create_from_pattern(code, nullptr)) {}
-  ~MatchData() {
-    if (md) pcre2_match_data_free(md);
-  }
-  MatchData(const MatchData&) = delete;
-  MatchData& operator=(const MatchData&) = delete;
-};
-}  // namespace
 
 void Regex::find_all(std::string_view s,
                      std::vector<std::pair<std::size_t, std::size_t>>& out) const {
-  MatchData m(st_->code);
-  if (!m.md) throw Error(ErrorKind::Usage, st_->where + ": out of memory matching regex");
-  std::size_t pos = 0;
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
-  while (pos <= s.size()) {
-    const int rc = pcre2_match(st_->code, subject, s.size(), pos, 0, m.md, st_->mctx);
-    if (rc == PCRE2_ERROR_NOMATCH) break;
-    if (rc < 0) {
-      PCRE2_UCHAR buf[256];
-      pcre2_get_error_message(rc, buf, sizeof buf);
-      throw Error(ErrorKind::Usage,
-                  st_->where + ": regex matching failed: " + reinterpret_cast<const char*>(buf));
-    }
-    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(m.md);
-    const std::size_t b = ov[0], e = ov[1];
-    if (e > b) {
-      out.emplace_back(b, e);
-      pos = e;
-    } else {
-      if (b >= s.size()) break;
-      pos = b + utf8_len(static_cast<unsigned char>(s[b]));
-    }
-  }
+  if (auto failure = re_.find_all(s, out))
+    throw Error(ErrorKind::Usage, where_ + ": regex matching failed: " + *failure);
 }
 
 bool Regex::matches_at(std::string_view s, std::size_t pos) const {
-  MatchData m(st_->code);
-  if (!m.md) return false;
-  const int rc = pcre2_match(st_->code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), pos,
-                             PCRE2_ANCHORED, m.md, st_->mctx);
-  return rc >= 0;
+  return re_.match(s, pos, /*anchored=*/true).found();
 }
 
 }  // namespace deltaedit::text::detail

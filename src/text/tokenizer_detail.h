@@ -1,13 +1,15 @@
-// Internal helpers of the tokenizer: UTF-8 utilities, Unicode normalization (NFC) and a PCRE2
-// regex wrapper. Not part of the public API.
+// Internal helpers of the tokenizer (and the zoo's BPE trainer): UTF-8 utilities and the regex
+// the tokenizer's components use, with its error messages, on util::Regex. Not part of the
+// public API.
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "util/regex.h"
 
 namespace deltaedit::text::detail {
 
@@ -33,17 +35,12 @@ std::string utf8_lossy(std::string_view bytes);
 // Unicode White_Space property.
 bool is_unicode_whitespace(char32_t cp);
 
-// Canonical composition (Unicode NFC).
-std::string nfc(std::string_view s);
-
-// A compiled PCRE2 pattern (UTF + UCP), immutable and safe to share between threads.
+// A compiled PCRE2 pattern (UTF + UCP, invalid UTF-8 never matches, JIT, bounded backtracking),
+// immutable and safe to share between threads.
 class Regex {
  public:
   // Throws Error(Format) naming `where` when the pattern does not compile.
   Regex(std::string_view pattern, const std::string& where);
-  ~Regex();
-  Regex(const Regex&) = delete;
-  Regex& operator=(const Regex&) = delete;
 
   // Appends the byte ranges [begin, end) of all non-overlapping, non-empty matches in `s`.
   // Throws Error(Usage) when a match exceeds the backtracking limits.
@@ -53,8 +50,8 @@ class Regex {
   bool matches_at(std::string_view s, std::size_t pos) const;
 
  private:
-  struct State;
-  std::unique_ptr<State> st_;
+  util::Regex re_;
+  std::string where_;
 };
 
 }  // namespace deltaedit::text::detail

@@ -1,8 +1,9 @@
 // Tensor-name patterns (PCRE2 syntax, unanchored search), compiled once and shared read-only.
 #pragma once
-#include <memory>
 #include <string>
 #include <string_view>
+
+#include "util/regex.h"
 
 namespace deltaedit::util {
 
@@ -11,13 +12,12 @@ class NameRegex {
   NameRegex() = default;
   // Throws Error(Usage) naming `what` (e.g. "--include") when the pattern does not compile.
   NameRegex(const std::string& pattern, const std::string& what);
-  bool empty() const { return !code_; }
+  bool empty() const { return re_.empty(); }
   bool search(std::string_view name) const;
   const std::string& pattern() const { return pattern_; }
 
  private:
-  struct Code;
-  std::shared_ptr<Code> code_;
+  Regex re_;
   std::string pattern_;
 };
 

@@ -189,6 +189,100 @@ TEST(TokenizerErrors, BrokenJson) {
   EXPECT_EQ(kind_of([&] { Tokenizer::from_json_string(j.dump()); }), ErrorKind::Format);
 }
 
+// tokenizer.json goes through the strict JSON layer of safetensors headers: a duplicate key is an
+// error naming the key, where it sits and the file (never "last one wins").
+TEST(TokenizerErrors, DuplicateVocabularyKeyNamesKeyAndFile) {
+  const std::string text = R"({"model": {"type": "BPE", "merges": [],
+      "vocab": {"a": 0, "hello": 1, "b": 2, "hello": 3}}})";
+  const auto f = [&] { Tokenizer::from_json_string(text, "dup-vocab.json"); };
+  EXPECT_EQ(kind_of(f), ErrorKind::Format);
+  const std::string msg = message_of(f);
+  EXPECT_NE(msg.find("dup-vocab.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("duplicate JSON key 'hello'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.vocab"), std::string::npos) << msg;
+  // The same key spelled with an escape is the same key.
+  const std::string escaped = R"({"model": {"type": "BPE", "merges": [],
+      "vocab": {"hello": 0, "hello": 1}}})";
+  EXPECT_NE(message_of([&] {
+              Tokenizer::from_json_string(escaped, "esc.json");
+            }).find("duplicate JSON key 'hello' in model.vocab"),
+            std::string::npos);
+  // Without the duplicate the same vocabulary loads.
+  const Tokenizer ok = Tokenizer::from_json_string(
+      R"({"model": {"type": "BPE", "merges": [], "vocab": {"a": 0, "hello": 1}}})");
+  EXPECT_EQ(ok.token_to_id("hello"), 1);
+}
+
+TEST(TokenizerErrors, DuplicateKeysAnywhereNameThePath) {
+  const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0}, "merges": []})";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{" + model + ", " + model + "}", "duplicate JSON key 'model'"},
+      {R"({"model": {"type": "BPE", "type": "BPE", "vocab": {"a": 0}, "merges": []}})",
+       "duplicate JSON key 'type' in model"},
+      {"{" + model + R"(, "added_tokens": [{"id": 1, "content": "x"},
+          {"id": 2, "content": "y", "special": true, "special": false}]})",
+       "duplicate JSON key 'special' in added_tokens[1]"},
+      {"{" + model + R"(, "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"},
+          {"type": "Replace", "pattern": {"String": "a", "String": "b"}, "content": ""}]}})",
+       "duplicate JSON key 'String' in normalizer.normalizers[1].pattern"},
+  };
+  for (const auto& [text, want] : cases) {
+    SCOPED_TRACE(text);
+    const auto f = [&] { Tokenizer::from_json_string(text, "dups.json"); };
+    EXPECT_EQ(kind_of(f), ErrorKind::Format);
+    const std::string msg = message_of(f);
+    EXPECT_NE(msg.find(want), std::string::npos) << msg;
+    EXPECT_NE(msg.find("dups.json"), std::string::npos) << msg;
+  }
+}
+
+TEST(TokenizerErrors, NulBytesAndDeepNestingAreRejectedNamingTheFile) {
+  const std::string good = minimal_bpe().dump();
+  const std::vector<std::string> bad = {
+      good + std::string(1, '\0'),
+      std::string(R"({"note": "1)") + std::string(1, '\0') + R"(", )" + good.substr(1),
+      R"({"extra": )" + std::string(65, '[') + std::string(65, ']') + ", " + good.substr(1),
+      std::string(1'000'000, '['),
+      good + " x",
+  };
+  for (const std::string& text : bad) {
+    const auto f = [&] { Tokenizer::from_json_string(text, "strict.json"); };
+    EXPECT_EQ(kind_of(f), ErrorKind::Format);
+    EXPECT_NE(message_of(f).find("strict.json"), std::string::npos) << message_of(f);
+  }
+  // 64 levels are fine (the limit of safetensors headers too).
+  EXPECT_NO_THROW(Tokenizer::from_json_string(R"({"extra": )" + std::string(63, '[') +
+                                              std::string(63, ']') + ", " + good.substr(1)));
+}
+
+TEST(TokenizerErrors, JsonErrorsInFilesNameTheFile) {
+  const fs::path dir = fs::temp_directory_path() / "deltaedit-tokenizer-json-errors";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const auto write = [](const fs::path& p, const std::string& text) {
+    std::ofstream(p, std::ios::binary) << text;
+  };
+  const fs::path tok = dir / "tokenizer.json", cfg = dir / "tokenizer_config.json";
+  write(tok, R"({"model": {"type": "BPE", "merges": [], "vocab": {"a": 0, "a": 1}}})");
+  std::string msg = message_of([&] { Tokenizer::load(dir); });
+  EXPECT_NE(msg.find(tok.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("duplicate JSON key 'a' in model.vocab"), std::string::npos) << msg;
+  EXPECT_EQ(kind_of([&] { Tokenizer::load(tok); }), ErrorKind::Format);
+
+  write(tok, minimal_bpe().dump());
+  EXPECT_NO_THROW(Tokenizer::load(dir));
+  for (const std::string& bad_cfg :
+       {std::string(R"({"bos_token": "a", "bos_token": "b"})"), std::string("{\"bos_token\": "),
+        std::string("[]"), std::string(R"({"x": ")") + std::string(1, '\0') + "\"}"}) {
+    SCOPED_TRACE(bad_cfg);
+    write(cfg, bad_cfg);
+    EXPECT_EQ(kind_of([&] { Tokenizer::load(dir); }), ErrorKind::Format);
+    msg = message_of([&] { Tokenizer::load(dir); });
+    EXPECT_NE(msg.find(cfg.string()), std::string::npos) << msg;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(TokenizerErrors, UnsupportedComponents) {
   json j = minimal_bpe();
   j["model"]["type"] = "Unigram";
@@ -325,6 +419,21 @@ TEST(TokenizerComponents, NfcNormalizer) {
   EXPECT_EQ(tok.encode("\xE1\x84\x80\xE1\x85\xA1", false),
             (std::vector<int32_t>{3}));  // ᄀ+ᅡ -> 가
   EXPECT_EQ(tok.encode("\xC3\xA9", false), (std::vector<int32_t>{1}));
+}
+
+TEST(TokenizerComponents, NfcReordersMarksBeforeComposing) {
+  // Unicode canonical ordering: U+0316 (ccc 220) sorts before U+0301 (ccc 230); U+0301 then still
+  // composes with the starter 'a' (U+0316 does not block it), giving U+00E1 U+0316.
+  json j = char_vocab_tokenizer("a\xC3\xA1\xCC\x96\xCC\x81");  // a á ◌̖ ◌́
+  j["normalizer"] = {{"type", "NFC"}};
+  const Tokenizer tok = Tokenizer::from_json_string(j.dump());
+  EXPECT_EQ(tok.encode("a\xCC\x81\xCC\x96", false), (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(tok.encode("a\xCC\x96\xCC\x81", false), (std::vector<int32_t>{1, 2}));
+  // U+212B ANGSTROM SIGN is a singleton decomposition: NFC gives U+00C5, never U+212B back.
+  json k = char_vocab_tokenizer("\xC3\x85\xE2\x84\xAB");  // Å (U+00C5) Å (U+212B)
+  k["normalizer"] = {{"type", "NFC"}};
+  EXPECT_EQ(Tokenizer::from_json_string(k.dump()).encode("\xE2\x84\xAB", false),
+            (std::vector<int32_t>{0}));
 }
 
 TEST(TokenizerComponents, SplitBehaviors) {

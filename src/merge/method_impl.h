@@ -1,0 +1,107 @@
+// Shared pieces of the merge methods: the base class holding a MethodInfo, parameter lookup,
+// rounding to the work dtype, fixed-order reductions, the keyed draws and the rank masks.
+//
+// Numerics (the `mergekit` convention, MERGE.md §2.0): values are f32 holding values of W. An
+// elementwise step ⟦a op b⟧ is computed in f32 and rounded to W (Round). Sums over the models of
+// one element are accumulated in f32 in config order and rounded once. Sums over the elements of a
+// tensor (L1 norms, dot products, norms) are accumulated in f64 in util::ordered_sum's fixed block
+// order, then rounded to f32 and to W (torch accumulates in f32 by a cascade whose order we do not
+// reproduce; the f64 total rounded to f32 is at least as close to the exact sum).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/convert.h"
+#include "merge/method.h"
+#include "util/error.h"
+#include "util/philox.h"
+#include "util/reduce.h"
+
+namespace deltaedit::merge::detail {
+
+struct Round {
+  WorkType w;
+  float operator()(float x) const noexcept {
+    if (w == WorkType::F32) return x;
+    if (w == WorkType::BF16) return io::bf16_to_f32(io::f32_to_bf16(x));  // inline: the hot case
+    return round_to_work(w, x);
+  }
+};
+
+// Σ term(i) over i < n in the fixed f64 order, rounded to f32 and then to W.
+template <class Term>
+float tensor_sum(WorkType w, size_t n, Term&& term) {
+  return Round{w}(static_cast<float>(util::ordered_sum(n, term)));
+}
+
+uint64_t numel(std::span<const int64_t> shape);
+
+// "model #i" (config order), for messages.
+std::string model_label(const TensorInput& in);
+std::string format_number(double v);
+
+class MethodBase : public Method {
+ public:
+  explicit MethodBase(MethodInfo info) : info_(std::move(info)) {}
+  const MethodInfo& info() const override { return info_; }
+
+ protected:
+  // A method-global parameter: the job's value, else the declared default; throws Usage
+  // ("Missing required parameter") when neither exists.
+  double global(const TensorJob& job, std::string_view name) const;
+  // A per-model parameter of `in`: its value, else the declared default, else Usage.
+  double per_model(const TensorJob& job, const TensorInput& in, std::string_view name) const;
+  // The value if given or defaulted, else nothing (optional parameters such as `scale`).
+  std::optional<double> per_model_opt(const TensorInput& in, std::string_view name) const;
+  [[noreturn]] void usage(const TensorJob& job, const std::string& msg) const;
+  std::string prefix(const TensorJob& job) const;  // "merge_method NAME, tensor 'T': "
+  // Throws unless every input span has `n` values.
+  void check_sizes(const TensorJob& job, size_t n) const;
+
+  MethodInfo info_;
+};
+
+const ParamSpec* find_param(const MethodInfo& info, std::string_view name);
+
+// The Philox key of model `in` for this output tensor (method.h: Randomness).
+inline util::PhiloxKey merge_key(const TensorJob& job, const TensorInput& in) {
+  return util::rng_key(job.seed, job.name, in.model_index);
+}
+inline uint32_t purpose_lane(RandomPurpose p) { return kMergeLane + static_cast<uint32_t>(p); }
+
+// keep[j] = uniform(first + j, lane) < p for j < n (53-bit comparison, as edit::drawn).
+void draw_keep(util::PhiloxKey key, RandomPurpose purpose, uint64_t first, size_t n, double p,
+               uint8_t* keep);
+// One draw with its own probability: uniform(index, lane) < p.
+bool keep_one(util::PhiloxKey key, RandomPurpose purpose, uint64_t index, double p);
+
+// Orderable key of |x|: larger |x| gives a larger key; NaN is above +Inf (torch sorts NaN last
+// in ascending order).
+uint32_t abs_key(float x) noexcept;
+
+// keep[i] = 1 iff element i's rank in the stable ascending order of `keys` (equal keys ordered by
+// index) lies in [lo, hi); others 0. O(n) with one copy of the keys.
+void keep_rank_range(std::span<const uint32_t> keys, uint64_t lo, uint64_t hi,
+                     std::span<uint8_t> keep);
+
+// The method families (one file each); the registry lists them.
+// task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della,
+// della_linear.
+std::unique_ptr<Method> make_task_arithmetic(std::string_view name);
+std::unique_ptr<Method> make_linear();
+std::unique_ptr<Method> make_slerp();
+std::unique_ptr<Method> make_nuslerp();
+std::unique_ptr<Method> make_model_stock();
+std::unique_ptr<Method> make_passthrough();
+std::unique_ptr<Method> make_sce();
+std::unique_ptr<Method> make_karcher();
+std::unique_ptr<Method> make_multislerp();
+std::unique_ptr<Method> make_nearswap();
+std::unique_ptr<Method> make_ram();
+std::unique_ptr<Method> make_ramplus_tl();
+
+}  // namespace deltaedit::merge::detail

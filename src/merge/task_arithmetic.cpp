@@ -1,0 +1,214 @@
+// The generalized task-arithmetic family (MERGE.md §2.1): task_arithmetic, ties, dare_ties,
+// dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear — one implementation, a table of
+// (consensus, sparsifier, normalize default, rescale default, extra per-model parameter).
+//
+// With b the base and, for each other model i, τ_i = ⟦x_i − b⟧, τ̂_i = sparsify(τ_i),
+// w̃_i = ⟦w_i⟧ and u_i = ⟦w̃_i·τ̂_i⟧, per element:
+//   consensus sum (mergekit): γ = +1 if ⟦Σu_i⟧ ≥ 0 else −1; agreeing models A = {i: sign u_i = γ};
+//     M = ⟦Σ_A u_i⟧, D = ⟦Σ_A w̃_i⟧ (0 → 1).
+//   consensus sum (paper, TIES): γ = sign ⟦Σ τ̂_i⟧ (unweighted; 0 → +1, where the reference code
+//     falls back to a tensor-wide sign sum — we keep the rule elementwise so that dare_ties
+//     streams); A = {i: sign τ̂_i = γ}; M = ⟦Σ_A u_i⟧, D = |A| (0 → 1).
+//   no consensus: M = ⟦Σu_i⟧, D = ⟦Σw̃_i⟧ (|D| < 1e-8 → 1).
+//   normalize: M ← ⟦M/D⟧; λ ≠ 1: M ← ⟦λ·M⟧; output ⟦b + M⟧.
+// Model sums run in config order in f32 (see method_impl.h).
+#include <cmath>
+
+#include "merge/method_impl.h"
+#include "merge/sparsify.h"
+
+namespace deltaedit::merge::detail {
+namespace {
+
+enum class Consensus { None, Sum };
+enum class Extra { None, Gamma, Epsilon };
+
+struct Family {
+  const char* name;
+  const char* summary;
+  Consensus consensus;
+  Sparsifier sparsifier;
+  bool normalize, rescale;
+  Extra extra;
+};
+
+MethodInfo make_info(const Family& f) {
+  using K = ParamSpec::Kind;
+  MethodInfo info;
+  info.name = f.name;
+  info.summary = f.summary;
+  info.needs_base = true;
+  info.min_models = 1;
+  info.random = f.sparsifier == Sparsifier::Random || f.sparsifier == Sparsifier::DellaMagprune;
+  info.pointwise = f.sparsifier == Sparsifier::None;
+  info.shape_rule = ShapeRule::CropEmbedToBaseSkipOthers;
+  info.params.push_back({"weight", K::Number, true, std::nullopt, true, -1e300, 1e300,
+                         "scale of this model's task vector (required except for the base)"});
+  // mergekit declares density for the whole family (task_arithmetic accepts it and ignores it).
+  info.params.push_back({"density", K::Number, true, 1.0, false, 0.0, 1.0,
+                         f.sparsifier == Sparsifier::None
+                             ? "accepted for compatibility; task_arithmetic does not sparsify"
+                             : "fraction of this model's task vector kept (1 keeps all)"});
+  if (f.extra == Extra::Gamma) {
+    info.params.push_back({"gamma", K::Number, true, 0.01, false, 0.0, 1.0,
+                           "fraction of largest-magnitude entries dropped as outliers"});
+  }
+  if (f.extra == Extra::Epsilon) {
+    info.params.push_back({"epsilon", K::Number, true, 0.15, false, 0.0, 0.5,
+                           "keep probabilities range over density ± epsilon by magnitude rank"});
+  }
+  info.params.push_back({"normalize", K::Bool, false, f.normalize ? 1.0 : 0.0, false, 0.0, 1.0,
+                         "divide the merged delta by the sum of the (agreeing) weights"});
+  info.params.push_back({"rescale", K::Bool, false, f.rescale ? 1.0 : 0.0, false, 0.0, 1.0,
+                         "rescale survivors to keep the task vector's L1 norm (paper: 1/density)"});
+  info.params.push_back({"lambda", K::Number, false, 1.0, false, -1e300, 1e300,
+                         "scale of the merged delta before it is added to the base"});
+  info.params.push_back({"int8_mask", K::Bool, false, 0.0, false, 0.0, 1.0,
+                         "store masks as int8 (memory only; no effect on the result)"});
+  return info;
+}
+
+class TaskArithmetic final : public MethodBase {
+ public:
+  explicit TaskArithmetic(const Family& f) : MethodBase(make_info(f)), f_(f) {}
+
+  bool pointwise(const TensorJob& job) const override {
+    const bool rescale = global(job, "rescale") != 0.0;
+    for (const TensorInput& in : job.models) {
+      if (!sparsify_pointwise(args(job, in, rescale))) return false;
+    }
+    return true;
+  }
+
+  void merge(const TensorJob& job, std::span<float> out,
+             std::vector<std::string>& warnings) const override {
+    const size_t n = out.size();
+    if (!job.base) usage(job, "needs a base_model");
+    check_sizes(job, n);
+    if (n != numel(job.shape) && !pointwise(job)) {
+      throw Error(ErrorKind::Unsupported,
+                  prefix(job) + "this job needs the whole tensor, not a block", "",
+                  std::string(job.name));
+    }
+    const Round r{job.work};
+    const std::span<const float> b = job.base->values;
+    if (job.models.empty()) {
+      std::copy(b.begin(), b.end(), out.begin());
+      return;
+    }
+    const bool paper = job.conventions == Conventions::Paper;
+    const bool normalize = global(job, "normalize") != 0.0;
+    const bool rescale = global(job, "rescale") != 0.0;
+    const double lambda = global(job, "lambda");
+    const size_t count = job.models.size();
+
+    // τ̂_i and w̃_i.
+    std::vector<std::vector<float>> tau(count, std::vector<float>(n));
+    std::vector<float> w(count);
+    for (size_t m = 0; m < count; ++m) {
+      const TensorInput& in = job.models[m];
+      std::vector<float>& t = tau[m];
+      for (size_t i = 0; i < n; ++i) t[i] = r(in.values[i] - b[i]);
+      if (job.edit_task_vector) {
+        job.edit_task_vector(m, t);
+        for (float& v : t) v = r(v);
+      }
+      sparsify(t, args(job, in, rescale), warnings);
+      w[m] = r(static_cast<float>(per_model(job, in, "weight")));
+    }
+    float weight_sum = 0.0f;
+    for (float x : w) weight_sum += x;
+    weight_sum = r(weight_sum);
+    if (std::fabs(weight_sum) < 1e-8f) weight_sum = 1.0f;
+
+    const float lambda_f = static_cast<float>(lambda);
+    // The mergekit convention votes with u_i: hold u_i in place of τ̂_i. The paper convention votes
+    // with τ̂_i and forms u_i per element.
+    if (!paper) {
+      for (size_t m = 0; m < count; ++m) {
+        for (float& t : tau[m]) t = r(w[m] * t);
+      }
+    }
+    const auto u_of = [&](size_t m, size_t i) { return paper ? r(w[m] * tau[m][i]) : tau[m][i]; };
+    for (size_t i = 0; i < n; ++i) {
+      float mixed = 0.0f, divisor = 0.0f;
+      if (f_.consensus == Consensus::Sum) {
+        float vote = 0.0f;
+        for (size_t m = 0; m < count; ++m) vote += tau[m][i];
+        vote = r(vote);
+        const bool positive = paper ? !(vote < 0.0f) : vote >= 0.0f;
+        int agreeing = 0;
+        for (size_t m = 0; m < count; ++m) {
+          const float s = tau[m][i];
+          if (positive ? s > 0.0f : s < 0.0f) {
+            mixed += u_of(m, i);
+            divisor += w[m];
+            ++agreeing;
+          }
+        }
+        mixed = r(mixed);
+        divisor = paper ? static_cast<float>(agreeing) : r(divisor);
+        if (divisor == 0.0f) divisor = 1.0f;
+      } else {
+        for (size_t m = 0; m < count; ++m) mixed += u_of(m, i);
+        mixed = r(mixed);
+        divisor = weight_sum;
+      }
+      if (normalize) mixed = r(mixed / divisor);
+      if (lambda != 1.0) mixed = r(lambda_f * mixed);
+      out[i] = r(b[i] + mixed);
+    }
+  }
+
+ private:
+  SparsifyArgs args(const TensorJob& job, const TensorInput& in, bool rescale) const {
+    SparsifyArgs a;
+    a.kind = f_.sparsifier;
+    if (a.kind != Sparsifier::None) a.density = per_model(job, in, "density");
+    if (f_.extra == Extra::Gamma) a.gamma = per_model(job, in, "gamma");
+    if (f_.extra == Extra::Epsilon) a.epsilon = per_model(job, in, "epsilon");
+    a.rescale = rescale;
+    a.conventions = job.conventions;
+    a.work = job.work;
+    a.shape = job.shape;
+    a.tensor = job.name;
+    a.model = model_label(in);
+    a.key = merge_key(job, in);
+    a.first = job.first;
+    a.threshold = in.magnitude_threshold;
+    return a;
+  }
+
+  Family f_;
+};
+
+constexpr Family kFamily[] = {
+    {"task_arithmetic", "base + λ·Σ w_i·τ_i (task vectors τ_i = model − base)", Consensus::None,
+     Sparsifier::None, false, false, Extra::None},
+    {"ties", "TIES: trim each τ_i to its top-density magnitudes, elect signs, average agreeing",
+     Consensus::Sum, Sparsifier::Magnitude, true, false, Extra::None},
+    {"dare_ties", "DARE drop (keep ~ Bernoulli(density), rescale) + TIES sign consensus",
+     Consensus::Sum, Sparsifier::Random, false, true, Extra::None},
+    {"dare_linear", "DARE drop (keep ~ Bernoulli(density), rescale), weighted sum", Consensus::None,
+     Sparsifier::Random, false, true, Extra::None},
+    {"breadcrumbs",
+     "drop the gamma largest and the smallest magnitudes, keep density; weighted sum",
+     Consensus::None, Sparsifier::MagnitudeOutliers, false, false, Extra::Gamma},
+    {"breadcrumbs_ties", "breadcrumbs sparsification + TIES sign consensus", Consensus::Sum,
+     Sparsifier::MagnitudeOutliers, false, false, Extra::Gamma},
+    {"della", "DELLA: magnitude-ranked keep probabilities density ± epsilon, TIES consensus",
+     Consensus::Sum, Sparsifier::DellaMagprune, true, true, Extra::Epsilon},
+    {"della_linear", "DELLA magnitude-ranked drop, weighted sum", Consensus::None,
+     Sparsifier::DellaMagprune, false, true, Extra::Epsilon},
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_task_arithmetic(std::string_view name) {
+  for (const Family& f : kFamily) {
+    if (name == f.name) return std::make_unique<TaskArithmetic>(f);
+  }
+  return nullptr;
+}
+
+}  // namespace deltaedit::merge::detail
