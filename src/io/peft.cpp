@@ -11,6 +11,7 @@
 #include "linalg/blas.h"
 #include "util/error.h"
 #include "util/read_file.h"
+#include "util/strict_json.h"
 
 namespace fs = std::filesystem;
 
@@ -111,7 +112,7 @@ bool LoraConfig::saves(const std::string& module) const {
 LoraConfig parse_adapter_config(std::string_view text, const std::string& file) {
   // Strict validation first (duplicate keys at any level, depth, UTF-8, trailing bytes); then the
   // same text in file order, which rank_pattern and alpha_pattern depend on.
-  const json strict = parse_json_strict(text, file);
+  const json strict = util::parse_json_strict(text, file, util::DuplicateKeyNaming::Path);
   if (!strict.is_object()) bad(file, "adapter_config.json is not a JSON object");
   const ordered_json j = ordered_json::parse(text.begin(), text.end());
   LoraConfig c;
