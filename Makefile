@@ -3,7 +3,7 @@ JOBS ?= 2
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-all test demo sanitize fuzz ci bench format clean
+.PHONY: all deps venv build build-all test demo sanitize fuzz ci bench format clean
 
 all: build
 
@@ -21,7 +21,11 @@ build: deps $(BUILD)/CMakeCache.txt
 build-all: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j$(JOBS)
 
-test: build-all
+# The interop judges' Python venv (requirements-interop.txt), kept outside the clone.
+venv: deps
+	@scripts/venv.sh
+
+test: build-all venv
 	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 demo: build

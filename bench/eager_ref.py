@@ -7,7 +7,12 @@ laid out like post. Tensors outside --include are copied from post unchanged.
 
 Ops (parameters named as in `deltaedit ops`):
   dare:p=P            mask = torch.bernoulli(full(P)); delta * (1 - mask) / (1 - P)
-  bitdelta            delta.abs().mean() * delta.sign()
+  dare:rescale=l1     the kept entries rescaled to the tensor's L1 norm
+  drop:p=P            delta * (1 - bernoulli(P))
+  signflip:q=Q        delta * (1 - 2 bernoulli(Q))
+  resample            rand * 2 mean|delta| * sign(delta)
+  biased:k=K          M = [delta < 0], p = mean(M): delta * (K M + (1 - K p)/(1 - p) (1 - M))
+  bitdelta            delta.abs().mean() * delta.sign() (granularity=row: per row; stat=rms)
   scale:alpha=A       delta * (1 + A)
   magnitude:p=P       keep the floor((1-P)*n) largest |delta| (threshold from torch.kthvalue)
   lowrank:ratio=R     2-D only: r = floor(R*min(rows, cols)); torch.svd_lowrank(delta, q=r+10, niter=4),
@@ -92,9 +97,44 @@ def make_op(text, gen):
         def op(d):
             mask = torch.bernoulli(torch.full_like(d, rate), generator=gen)
             return d * (1 - mask) / (1 - rate)
-    elif name == "bitdelta":
+        if p.get("rescale") == "l1":
+            def op(d):
+                mask = torch.bernoulli(torch.full_like(d, rate), generator=gen)
+                a = d.abs()
+                kept = (a * (1 - mask)).sum()
+                return d * (1 - mask) * (a.sum() / kept if kept > 0 else 1.0)
+    elif name == "drop":
+        rate = float(p.get("p", 0.9))
+
         def op(d):
-            return d.abs().mean() * d.sign()
+            return d * (1 - torch.bernoulli(torch.full_like(d, rate), generator=gen))
+    elif name == "signflip":
+        q = float(p.get("q", 0.1))
+
+        def op(d):
+            return d * (1 - 2 * torch.bernoulli(torch.full_like(d, q), generator=gen))
+    elif name == "resample":
+        def op(d):
+            mu = d.abs().mean()
+            return torch.rand(d.shape, generator=gen) * (2 * mu) * d.sign()
+    elif name == "biased":
+        k = float(p.get("k", 0.5))
+
+        def op(d):
+            m = (d < 0).float()
+            frac = m.mean()
+            return d * (k * m + (1 - k * frac) / (1 - frac) * (1 - m))
+    elif name == "bitdelta":
+        row = p.get("granularity") == "row"
+        rms = p.get("stat") == "rms"
+
+        def op(d):
+            a = d.abs()
+            if row and d.dim() >= 2:
+                s = (a * a).mean(dim=1, keepdim=True).sqrt() if rms else a.mean(dim=1, keepdim=True)
+            else:
+                s = (a * a).mean().sqrt() if rms else a.mean()
+            return s * d.sign()
     elif name == "scale":
         alpha = float(p.get("alpha", 0.0))
 

@@ -11,8 +11,11 @@ base ~ N(0, 0.02^2) (norms: 1 + small noise); post = base + N(0, noise^2), both 
 Every tensor is drawn from its own PCG64 stream keyed by (seed, side, tensor name), so the output
 is byte-identical for the same arguments. Generation is chunked, so memory stays ~100 MB.
 
+With --matrices N the pair is N down_proj-shaped [hidden, inter] matrices instead (the 0.47 GB
+pair of the edit benchmark is --matrices 4).
+
 Usage: make_pair.py --out DIR [--size 2GB] [--hidden 4096] [--inter 14336] [--vocab 32000]
-                    [--shard-size 1GB] [--noise 0.001] [--seed 0]
+                    [--shard-size 1GB] [--noise 0.001] [--seed 0] [--matrices N]
 Writes DIR/base and DIR/post (DIR/pair.json records the arguments; an identical existing pair
 is reused unless --force).
 """
@@ -122,13 +125,22 @@ def main():
     ap.add_argument("--shard-size", default="1GB")
     ap.add_argument("--noise", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--matrices", type=int, default=0,
+                    help="instead of a Llama layout: this many [hidden, inter] matrices (--size is ignored)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args()
 
     target, shard_limit = parse_size(a.size), parse_size(a.shard_size)
-    n_layers, tensors = layout(a.hidden, a.inter, a.vocab, target)
+    if a.matrices > 0:
+        n_layers = a.matrices
+        tensors = [(f"model.layers.{i}.mlp.down_proj.weight", (a.hidden, a.inter), "w") for i in range(a.matrices)]
+    else:
+        n_layers, tensors = layout(a.hidden, a.inter, a.vocab, target)
     desc = {"size": target, "hidden": a.hidden, "inter": a.inter, "vocab": a.vocab, "layers": n_layers,
             "shard_size": shard_limit, "noise": a.noise, "seed": a.seed, "version": 1}
+    if a.matrices > 0:
+        desc = {"matrices": a.matrices, "hidden": a.hidden, "inter": a.inter, "shard_size": shard_limit,
+                "noise": a.noise, "seed": a.seed, "version": 1}
     meta = os.path.join(a.out, "pair.json")
     if not a.force and os.path.exists(meta):
         with open(meta) as f:

@@ -2,25 +2,31 @@
 # deltaedit benchmarks, each against a baseline measured in the same run, reported as ratios.
 #
 # Usage: bench/run.sh BUILD_DIR [--quick] [--reps N] [--work DIR] [--keep] [--skip-lowrank-svd] [--skip-model]
+#                     [--skip-stats] [--skip-scaling] [--only-edit]
 #
+#   philox     keyed Philox words/s and Bernoulli draws/s per core (BUILD_DIR/philox_bench)
 #   stats      deltaedit stats on a synthetic BF16 pair vs `cat base/* post/* > /dev/null`
-#   edit       deltaedit edit (dare, bitdelta, scale, magnitude, lowrank) vs a PyTorch eager
-#              reference (bench/eager_ref.py) and vs the raw copy floor `cat base/* post/* > out`
+#   edit       deltaedit edit, every streaming op (dare, drop, signflip, scale, bitdelta, resample,
+#              biased, dare rescale=l1, magnitude) and lowrank, on the 0.47 GB pair (four
+#              4096×14336 matrices) and on the ≥ 2 GB Llama-shaped pair, each against the floor
+#              "read both inputs, write one output, sync" (alternating, medians) and a PyTorch
+#              eager reference (bench/eager_ref.py)
+#   scaling    dare and magnitude on 0.5, 1, 2 and 4 GB pairs: time and peak RSS
 #   lowrank    randomized vs exact SVD on a 4096×4096 matrix (BUILD_DIR/lowrank_bench)
 #   model      forward+backward tokens/s: BUILD_DIR/model_bench vs bench/model_eager.py
 #
-# The pair (default ≥ 2 GB per side; --quick: ~150 MB per side with smaller layers) is written by
-# bench/make_pair.py under the work dir (default /tmp/deltaedit-bench, or $DELTAEDIT_BENCH_DIR) and
-# reused while its parameters do not change; edit outputs are deleted after each measurement, and
-# the pair too unless --keep. stats and edit runs alternate with their baselines --reps times
-# (default 3; --quick 1) and the report takes medians. Results: bench/results/latest.md and
-# latest.json (printed at the end).
+# Pairs are written by bench/make_pair.py under the work dir (default /tmp/deltaedit-bench, or
+# $DELTAEDIT_BENCH_DIR) and reused while their parameters do not change; edit outputs are deleted
+# after each measurement, and the pairs too unless --keep. --quick: ~150 MB pairs, one run each.
+# Runs alternate with their baselines --reps times (default 3) and the report takes medians.
+# Results: bench/results/latest.md and latest.json (printed at the end); ops above their target
+# are flagged there.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 BUILD=$1; shift
-QUICK=0; KEEP=0; DO_SVD=1; DO_MODEL=1; REPS=3
+QUICK=0; KEEP=0; DO_SVD=1; DO_MODEL=1; DO_STATS=1; DO_SCALING=1; REPS=3
 WORK=${DELTAEDIT_BENCH_DIR:-/tmp/deltaedit-bench}
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -30,6 +36,9 @@ while [[ $# -gt 0 ]]; do
     --work) WORK=$2; shift ;;
     --skip-lowrank-svd) DO_SVD=0 ;;
     --skip-model) DO_MODEL=0 ;;
+    --skip-stats) DO_STATS=0 ;;
+    --skip-scaling) DO_SCALING=0 ;;
+    --only-edit) DO_STATS=0; DO_SCALING=0; DO_SVD=0; DO_MODEL=0 ;;
     *) usage ;;
   esac
   shift
@@ -45,26 +54,35 @@ THREADS=2
 [[ -x /usr/bin/time ]] || { echo "run.sh: /usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
 $PY -c 'import numpy, torch' 2>/dev/null || { echo "run.sh: $PY needs numpy and torch" >&2; exit 1; }
 
+# Pairs: "small" (the edit table's 0.47 GB pair), "big" (the ≥ 2 GB pair, also used by stats) and
+# the scaling pairs. EAGER_SUBSET_* name the tensors eager runs on (scaled per parameter to the
+# whole pair; eager costs 20–40 ns per parameter).
 if [[ $QUICK == 1 ]]; then
-  PAIR=$WORK/quick
-  PAIR_ARGS=(--size 150MB --hidden 1024 --inter 3584 --vocab 8000 --shard-size 64MB)
-  # Eager runs on the whole quick pair; lowrank edits one attention and one MLP matrix.
-  EAGER_SUBSET=''
+  SMALL_ARGS=(--matrices 2 --hidden 1024 --inter 3584 --shard-size 64MB)
+  BIG_ARGS=(--size 150MB --hidden 1024 --inter 3584 --vocab 8000 --shard-size 64MB)
+  EAGER_SUBSET_SMALL=''
+  EAGER_SUBSET_BIG=''
   LOWRANK_ONLY='^model\.layers\.0\.(self_attn\.q_proj|mlp\.down_proj)\.'
+  SCALING=(50MB 100MB)
+  SCALING_ARGS=(--hidden 1024 --inter 3584 --vocab 8000 --shard-size 64MB)
   SVD_N=1024
   MODEL_ITERS=2
 else
-  PAIR=$WORK/full
-  PAIR_ARGS=(--size 2GB)
-  # Eager DARE costs ~100+ ns per parameter: eager runs on layer 0's attention and down
-  # projections (4 × 4096² + 4096×14336 = 125.8M parameters, both matrix shapes) and is scaled
-  # per parameter to the whole pair.
-  EAGER_SUBSET='^model\.layers\.0\.(self_attn\.|mlp\.down_proj\.)'
+  SMALL_ARGS=(--matrices 4)
+  BIG_ARGS=(--size 2GB)
+  EAGER_SUBSET_SMALL='^model\.layers\.0\.'
+  # layer 0's attention and down projections: 4 × 4096² + 4096×14336 = 125.8M parameters
+  EAGER_SUBSET_BIG='^model\.layers\.0\.(self_attn\.|mlp\.down_proj\.)'
   LOWRANK_ONLY='^model\.layers\.0\.(self_attn\.q_proj|mlp\.down_proj)\.'
+  SCALING=(0.5GB 1GB 2GB 4GB)
+  SCALING_ARGS=()
   SVD_N=4096
   MODEL_ITERS=5
 fi
-OPS=("dare:p=0.9" "bitdelta" "scale:alpha=0.5" "magnitude:p=0.9" "lowrank:ratio=0.1,method=randomized")
+# label|spec for every op of the edit table (lowrank edits two matrices and copies the rest).
+OPS=("dare|dare:p=0.9" "drop|drop:p=0.9" "signflip|signflip:q=0.1" "scale|scale:alpha=0.5" "bitdelta|bitdelta"
+     "bitdelta_row_rms|bitdelta:granularity=row,stat=rms" "resample|resample" "biased|biased"
+     "dare_l1|dare:p=0.9,rescale=l1" "magnitude|magnitude:p=0.9" "lowrank|lowrank:ratio=0.1,method=randomized")
 
 mkdir -p "$WORK"
 LOG=$WORK/logs; rm -rf "$LOG"; mkdir -p "$LOG"
@@ -88,18 +106,31 @@ measure() {
     > "$LOG/$key.out" 2> "$LOG/$key.err" || { echo "run.sh: '$*' failed:" >&2; tail -5 "$LOG/$key.err" >&2; exit 1; }
   record "$key" "$(tail -1 "$LOG/$key.time"), \"load1\": $l0"
 }
-floor_copy() {  # the raw floor: read both sides, write them to one file, fsync it
-  cat "$PAIR"/base/*.safetensors "$PAIR"/post/*.safetensors > "$OUT.floor"
-  sync "$OUT.floor"
-}
-floor_tight() {  # read both sides, write one side (the size of an edit's output), fsync it
+floor_tight() {  # the floor: read both sides, write one side (the size of an edit's output), fsync it
   cat "$PAIR"/base/*.safetensors > /dev/null
   cat "$PAIR"/post/*.safetensors > "$OUT.floor"
   sync "$OUT.floor"
 }
 read_both() { cat "$PAIR"/base/*.safetensors "$PAIR"/post/*.safetensors > /dev/null; }
-export PAIR OUT
-export -f floor_copy floor_tight read_both  # run as `bash -c NAME` under /usr/bin/time
+export OUT
+export -f floor_tight read_both  # run as `bash -c NAME` under /usr/bin/time (PAIR exported per pair)
+
+# make_pair NAME ARGS...: writes (or reuses) $WORK/NAME, records it as pair.NAME, sets PAIR.
+make_pair() {
+  local name=$1; shift
+  PAIR=$WORK/$name; export PAIR
+  note "pair $name: make_pair.py $*"
+  $PY "$HERE/make_pair.py" --out "$PAIR" "$@" >&2
+  local bytes params
+  bytes=$(cat "$PAIR"/base/*.safetensors "$PAIR"/post/*.safetensors | wc -c)
+  params=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['metadata']['total_size'] // 2)" \
+    "$PAIR/post/model.safetensors.index.json")
+  record "pair.$name" "\"bytes\": $bytes, \"params\": $params, \"dir\": \"$PAIR\", \"args\": \"$*\""
+}
+drop_pair() { [[ $KEEP == 1 ]] || { note "removing $PAIR (--keep keeps it)"; rm -rf "$PAIR"; }; }
+de_edit() {  # de_edit SPEC: the deltaedit edit command line on $PAIR into $OUT
+  EDIT=("$DE" edit --base "$PAIR/base" --post "$PAIR/post" --op "$1" --threads $THREADS --seed 1 --out "$OUT")
+}
 
 # --- machine -----------------------------------------------------------------------------------
 note "work dir $WORK, build $BUILD"
@@ -119,56 +150,92 @@ START=$(date +%s)
 } > "$LOG/machine.body"
 record machine "$(tr -d '\n' < "$LOG/machine.body")"
 
-# --- pair --------------------------------------------------------------------------------------
-need_gb=$([[ $QUICK == 1 ]] && echo 2 || echo 13)
+need_gb=$([[ $QUICK == 1 ]] && echo 2 || echo 20)
 avail_gb=$(df -BG --output=avail "$WORK" | tail -1 | tr -dc 0-9)
 if (( avail_gb < need_gb )); then
   echo "run.sh: $WORK has ${avail_gb} GB free, the benchmark needs ~${need_gb} GB" >&2; exit 1
 fi
-note "pair: make_pair.py ${PAIR_ARGS[*]}"
-$PY "$HERE/make_pair.py" --out "$PAIR" "${PAIR_ARGS[@]}" >&2
-BYTES=$(cat "$PAIR"/base/*.safetensors "$PAIR"/post/*.safetensors | wc -c)
-PARAMS=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['metadata']['total_size'] // 2)" \
-  "$PAIR/post/model.safetensors.index.json")
-record pair "\"bytes\": $BYTES, \"params\": $PARAMS, \"dir\": \"$PAIR\", \"args\": \"${PAIR_ARGS[*]}\""
 
-# --- stats -------------------------------------------------------------------------------------
-note "stats: warm-up"
-read_both; read_both
-$DE stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json > /dev/null
-for r in $(seq 1 $REPS); do
-  note "stats: measure (cat, then deltaedit stats) ($r/$REPS)"
-  measure "stats.cat.$r" bash -c read_both
-  measure "stats.deltaedit.$r" "$DE" stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json
-done
+# --- philox ------------------------------------------------------------------------------------
+if [[ -x $BUILD/philox_bench ]]; then
+  note "philox_bench (one core)"
+  measure philox "$BUILD/philox_bench" --benchmark_min_time=0.3 --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true --benchmark_format=json
+else
+  note "philox_bench not built in $BUILD (needs libbenchmark-dev): skipped"
+fi
 
 # --- edit --------------------------------------------------------------------------------------
-for spec in "${OPS[@]}"; do
-  name=${spec%%:*}
-  de_spec=$spec; eager_args=(--op "$spec")
-  if [[ $name == lowrank ]]; then
-    # Both sides edit the same two matrices and copy the rest of the pair.
-    de_spec="$spec,include=$LOWRANK_ONLY"
-    eager_args+=(--include "$LOWRANK_ONLY")
-  elif [[ -n $EAGER_SUBSET ]]; then
-    eager_args+=(--subset "$EAGER_SUBSET")
-  fi
-  cleanup_out
-  # The floors (page-cache write-back and fsync of GBs) vary run to run by up to 2x here: floors
-  # and deltaedit alternate REPS times and the report takes medians.
-  for r in $(seq 1 $REPS); do
-    note "edit $name: floor, tight floor, deltaedit ($r/$REPS)"
-    measure "edit.$name.floor.$r" bash -c floor_copy; rm -f "$OUT.floor"
-    measure "edit.$name.floor_tight.$r" bash -c floor_tight; rm -f "$OUT.floor"
-    measure "edit.$name.deltaedit.$r" "$DE" edit --base "$PAIR/base" --post "$PAIR/post" --op "$de_spec" \
-      --threads $THREADS --seed 1 --out "$OUT"
-    rm -rf "$OUT"
+# edit_table NAME EAGER_SUBSET: every op on $PAIR, alternating floor and deltaedit REPS times,
+# then eager once.
+edit_table() {
+  local pname=$1 subset=$2 entry label spec de_spec eager_args
+  for entry in "${OPS[@]}"; do
+    label=${entry%%|*}; spec=${entry#*|}
+    de_spec=$spec; eager_args=(--op "$spec")
+    if [[ $label == lowrank ]]; then
+      de_spec="$spec,include=$LOWRANK_ONLY"
+      eager_args+=(--include "$LOWRANK_ONLY")
+    elif [[ -n $subset ]]; then
+      eager_args+=(--subset "$subset")
+    fi
+    [[ $label == lowrank && $pname == small ]] && continue  # the small pair has no attention matrices
+    cleanup_out
+    de_edit "$de_spec"
+    "${EDIT[@]}" > /dev/null 2>&1; rm -rf "$OUT"  # warm-up (page cache, first-touch)
+    for r in $(seq 1 $REPS); do
+      note "edit $pname $label: floor, deltaedit ($r/$REPS)"
+      measure "edit.$pname.$label.floor.$r" bash -c floor_tight; rm -f "$OUT.floor"
+      measure "edit.$pname.$label.deltaedit.$r" "${EDIT[@]}"
+      rm -rf "$OUT"
+    done
+    note "edit $pname $label: eager"
+    measure "edit.$pname.$label.eager" "$PY" "$HERE/eager_ref.py" --base "$PAIR/base" --post "$PAIR/post" \
+      "${eager_args[@]}" --threads $THREADS --out "$OUT.eager"
+    rm -rf "$OUT.eager"
   done
-  note "edit $name: eager"
-  measure "edit.$name.eager" "$PY" "$HERE/eager_ref.py" --base "$PAIR/base" --post "$PAIR/post" \
-    "${eager_args[@]}" --threads $THREADS --out "$OUT.eager"
-  rm -rf "$OUT.eager"
-done
+}
+
+make_pair small "${SMALL_ARGS[@]}"
+read_both; read_both
+edit_table small "$EAGER_SUBSET_SMALL"
+drop_pair
+
+make_pair big "${BIG_ARGS[@]}"
+read_both; read_both
+# --- stats (on the big pair) ---------------------------------------------------------------------
+if [[ $DO_STATS == 1 ]]; then
+  note "stats: warm-up"
+  $DE stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json > /dev/null
+  for r in $(seq 1 $REPS); do
+    note "stats: measure (cat, then deltaedit stats) ($r/$REPS)"
+    measure "stats.cat.$r" bash -c read_both
+    measure "stats.deltaedit.$r" "$DE" stats --base "$PAIR/base" --post "$PAIR/post" --threads $THREADS --json
+  done
+fi
+edit_table big "$EAGER_SUBSET_BIG"
+BIG_PAIR=$PAIR
+
+# --- scaling -------------------------------------------------------------------------------------
+if [[ $DO_SCALING == 1 ]]; then
+  for size in "${SCALING[@]}"; do
+    if [[ $size == 2GB && $QUICK == 0 ]]; then PAIR=$BIG_PAIR; export PAIR
+      record "pair.scale_$size" "$(grep '"key": "pair.big"' "$REC" | sed 's/^{"key": "pair.big", //; s/}$//')"
+    else make_pair "scale_$size" --size "$size" "${SCALING_ARGS[@]}"; fi
+    read_both
+    for entry in "dare|dare:p=0.9" "magnitude|magnitude:p=0.9"; do
+      label=${entry%%|*}; spec=${entry#*|}
+      for r in $(seq 1 2); do
+        note "scaling $size $label ($r/2)"
+        measure "scaling.$size.floor.$label.$r" bash -c floor_tight; rm -f "$OUT.floor"
+        de_edit "$spec"
+        measure "scaling.$size.$label.$r" "${EDIT[@]}"; rm -rf "$OUT"
+      done
+    done
+    [[ $PAIR == "$BIG_PAIR" ]] || drop_pair
+  done
+fi
+PAIR=$BIG_PAIR; export PAIR
 
 # --- lowrank SVD -------------------------------------------------------------------------------
 if [[ $DO_SVD == 1 ]]; then
@@ -195,7 +262,7 @@ if [[ $DO_MODEL == 1 ]]; then
 fi
 
 record end "\"uptime_end\": \"$(uptime | sed 's/^ *//')\", \"total_s\": $(( $(date +%s) - START ))"
-[[ $KEEP == 1 ]] || { note "removing $PAIR (--keep keeps it)"; rm -rf "$PAIR"; }
+drop_pair
 
 mkdir -p "$HERE/results"
 $PY "$HERE/report.py" --records "$REC" --logs "$LOG" --json "$HERE/results/latest.json" \

@@ -95,7 +95,7 @@ Command add_edit(CLI::App& app) {
   sub->add_option("--exclude", req->exclude, "do not edit tensors whose name matches this regex");
   sub->add_option("--threads", req->threads, "worker threads (default 2); output bytes do not depend on it")
       ->check(CLI::Range(1u, 256u));
-  sub->add_option("--dtype", *dtype, "output dtype of floating tensors: F32, BF16, F16, F64 (default: post's)");
+  sub->add_option("--dtype", *dtype, "output dtype of floating tensors: bf16, fp16, fp32, fp64 (also BF16, bfloat16, float32, ...; default: post's)");
   sub->add_option("--max-shard-size", *shard,
                   "reshard the output at this size, e.g. 5GB, 500MB (default: post's shards; a single-file post is split at 5GB)");
   sub->add_option("--grad", *grad, "safetensors file of ∇L(W_post) per tensor (for biased:by=grad)");
@@ -106,8 +106,11 @@ Command add_edit(CLI::App& app) {
   sub->add_flag("--json", *as_json, "machine-readable report");
   return {sub, [=] {
             if (!dtype->empty()) {
-              auto d = io::parse_dtype(*dtype);
-              if (!d) throw Error(ErrorKind::Usage, "--dtype '" + *dtype + "': use F32, BF16, F16 or F64");
+              auto d = io::parse_compute_dtype(*dtype);
+              if (!d)
+                throw Error(ErrorKind::Usage,
+                            "--dtype '" + *dtype + "' is not a dtype deltaedit writes; use one of " +
+                                std::string(io::kComputeDtypeNames));
               req->dtype = *d;
             }
             if (!shard->empty()) req->max_shard_size = size_option("--max-shard-size", *shard);

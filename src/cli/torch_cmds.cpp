@@ -18,7 +18,9 @@
 #include "io/writer.h"
 #include "model/evaluate.h"
 #include "text/dataset.h"
+#include "util/boundary.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -91,6 +93,51 @@ Loaded load_all(const fs::path& model_path, const DataFlags& f, const io::Tensor
   return {std::move(m), std::move(tok), std::move(ref), std::move(set)};
 }
 
+// eval --dump-logits: every record's logits [T, vocab] in f32 and its token ids, one model
+// forward per record (no padding), for cross-checks against other runtimes.
+void write_logits(model::Model& m, const std::vector<text::Record>& records, const std::string& out,
+                  const std::vector<fs::path>& inputs) {
+  torch::NoGradGuard ng;
+  std::vector<io::PlannedTensor> plan;
+  std::vector<torch::Tensor> logits;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& ids = records[i].seq.ids;
+    const auto T = int64_t(ids.size());
+    auto x =
+        torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).view({1, T});
+    logits.push_back(
+        m.forward(x.to(m.device())).squeeze(0).to(torch::kCPU, torch::kFloat32).contiguous());
+    plan.push_back({fmt::format("logits.{}", i), io::DType::F32, {T, logits.back().size(1)}});
+    plan.push_back({fmt::format("input_ids.{}", i), io::DType::I32, {T}});
+  }
+  io::Staging st(out, inputs, 0);
+  io::SafetensorsWriter w(st.create("logits.safetensors"), out, plan, {});
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& l = logits[i];
+    w.write(fmt::format("logits.{}", i),
+            std::as_bytes(std::span(l.data_ptr<float>(), size_t(l.numel()))));
+    w.write(fmt::format("input_ids.{}", i), std::as_bytes(std::span(records[i].seq.ids)));
+  }
+  w.finish();
+  st.commit_file("logits.safetensors");
+}
+
+// eval --dump-generations: one JSON line per record with the prompt's ids, the greedy tokens and
+// their text.
+void write_generations(const model::AccuracyResult& acc, const std::string& out,
+                       const std::vector<fs::path>& inputs) {
+  std::string text;
+  for (size_t i = 0; i < acc.outputs.size(); ++i)
+    text += json{{"prompt_ids", acc.prompt_ids[i]},
+                 {"output_ids", acc.output_ids[i]},
+                 {"output", acc.outputs[i]}}
+                .dump() +
+            "\n";
+  io::Staging st(out, inputs, text.size());
+  st.write_text("generations.jsonl", text);
+  st.commit_file("generations.jsonl");
+}
+
 Command add_eval(CLI::App& app) {
   auto* sub = app.add_subcommand("eval", torch_summary("eval"));
   sub->footer("Loss = mean token cross-entropy over all scored tokens (DPO: mean over records).\n"
@@ -106,9 +153,23 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--metric", *metric, "loss (default) or accuracy (reports loss too)")->check(CLI::IsMember({"loss", "accuracy"}));
   sub->add_option("--max-new-tokens", *max_new, "generation budget for accuracy (default 64)");
   sub->add_flag("--json", *as_json, "machine-readable output: {loss, tokens, accuracy, examples}");
+  auto dump_logits = std::make_shared<std::string>();
+  auto dump_gen = std::make_shared<std::string>();
+  sub->add_option(
+      "--dump-logits", *dump_logits,
+      "also write each record's f32 logits (logits.N [T, vocab]) and ids (input_ids.N) to this "
+      ".safetensors file (must not exist)");
+  sub->add_option("--dump-generations", *dump_gen,
+                  "with --metric accuracy: also write one JSON line per record {prompt_ids, "
+                  "output_ids, output} "
+                  "to this file (must not exist)");
   f->add(sub);
   return {sub, [=] {
+            if (!dump_gen->empty() && *metric != "accuracy")
+              throw Error(ErrorKind::Usage, "--dump-generations needs --metric accuracy");
             auto L = load_all(*model_path, *f);
+            const auto inputs = io::Checkpoint::open(*model_path).input_paths();
+            if (!dump_logits->empty()) write_logits(L.model, L.set.records, *dump_logits, inputs);
             double loss = model::dataset_loss(L.model, L.set);
             int64_t tokens = 0;
             for (const auto& r : L.set.records)
@@ -117,6 +178,7 @@ Command add_eval(CLI::App& app) {
             if (*metric == "accuracy") {
               if (!L.tok) throw Error(ErrorKind::Usage, "accuracy needs a tokenizer (tokenizer.json in the model directory or --tokenizer)");
               acc = model::dataset_accuracy(L.model, *L.tok, L.set.records, *max_new);
+              if (!dump_gen->empty()) write_generations(*acc, *dump_gen, inputs);
             }
             if (*as_json) {
               json j{{"loss", loss}, {"tokens", tokens}, {"examples", L.set.records.size()},
@@ -223,25 +285,49 @@ Command add_approx(CLI::App& app) {
 
 Command add_zoo(CLI::App& app) {
   auto* sub = app.add_subcommand("zoo", torch_summary("zoo"));
-  sub->footer("Pre-trains a small LM on a generated English corpus (base), then post-trains it (SFT) on GSM8K-format\n"
-              "arithmetic word problems (post). Deterministic for a seed and thread count.\n"
-              "Writes OUT/base, OUT/post (config.json, model.safetensors, tokenizer.json, zoo.json), OUT/data.\n"
+  sub->footer("Trains the in-house model family (deterministic for a seed and thread count):\n"
+              "  base       pre-trained on a generated corpus that holds both tasks' content in prose\n"
+              "  math-sft   light SFT of base on GSM8K-format arithmetic word problems\n"
+              "  math-dpo   DPO of math-sft (reference = math-sft, beta 0.1) on correct/wrong solution pairs\n"
+              "  order-sft  light SFT of base on the order task (the second expert)\n"
+              "Writes OUT/<stage> (config.json, model.safetensors, tokenizer.json, zoo.json), OUT/data, OUT/zoo.json;\n"
+              "an interrupted run continues where it stopped. --recipe retrain trains the large-delta pair\n"
+              "instead (OUT/base, OUT/post: SFT at 2/3 of the pre-training learning rate, as models/zoo/retrain).\n"
               "Example:\n  deltaedit zoo --out zoo --seed 1");
   auto o = std::make_shared<zoo::ZooOptions>();
+  auto f = std::make_shared<zoo::FamilyOptions>();
   auto out = std::make_shared<std::string>();
-  sub->add_option("--out", *out, "output directory (must not exist)")->required();
-  sub->add_option("--seed", o->seed, "seed (default 1)");
-  sub->add_option("--pretrain-steps", o->pretrain_steps, "pre-training steps");
-  sub->add_option("--sft-steps", o->sft_steps, "post-training steps");
-  sub->add_option("--hidden", o->hidden, "hidden size");
-  sub->add_option("--layers", o->layers, "layers");
-  sub->add_option("--threads", o->threads, "CPU threads (default 1, as the shipped pair; part of the determinism key)");
-  sub->add_option("--eval", o->n_eval, "test problems used for the accuracy bars");
+  auto recipe = std::make_shared<std::string>("family");
+  auto seed = std::make_shared<uint64_t>(1);
+  auto threads = std::make_shared<int>(1);
+  sub->add_option("--out", *out, "output directory")->required();
+  sub->add_option("--recipe", *recipe, "family (default) or retrain")->check(CLI::IsMember({"family", "retrain"}));
+  sub->add_option("--seed", *seed, "seed (default 1)");
+  sub->add_option("--threads", *threads, "CPU threads (default 1, as the shipped models; part of the determinism key)");
+  sub->add_option("--pretrain-steps", f->pretrain_steps, "pre-training steps");
+  sub->add_option("--sft-steps", f->sft_steps, "SFT steps of each expert");
+  sub->add_option("--dpo-steps", f->dpo_steps, "DPO steps");
+  sub->add_option("--eval", f->n_eval, "test problems used for the accuracy figures");
+  sub->add_option("--stop-after", f->stop_after, "stop after this stage (data, base, math-sft, math-dpo)");
   return {sub, [=] {
-            auto s = zoo::build_zoo(*out, *o, [](const std::string& m) { std::cerr << m << std::endl; });
-            std::cout << fmt::format("wrote {}: base accuracy {:.3f}, post accuracy {:.3f}, {} parameters\n", *out,
-                                     s["base"]["accuracy"].get<double>(), s["post"]["accuracy"].get<double>(),
-                                     s["post"]["parameters"].get<int64_t>());
+            const auto log = [](const std::string& m) { std::cerr << m << std::endl; };
+            if (*recipe == "retrain") {
+              o->seed = *seed;
+              o->threads = *threads;
+              auto s = zoo::build_zoo(*out, *o, log);
+              std::cout << fmt::format("wrote {}: base accuracy {:.3f}, post accuracy {:.3f}, {} parameters\n", *out,
+                                       s["base"]["accuracy"].get<double>(), s["post"]["accuracy"].get<double>(),
+                                       s["post"]["parameters"].get<int64_t>());
+              return int(kOk);
+            }
+            f->seed = *seed;
+            f->threads = *threads;
+            auto s = zoo::build_family(*out, *f, log);
+            for (auto it = s["stages"].begin(); it != s["stages"].end(); ++it)
+              std::cout << fmt::format("{}: math accuracy {:.3f}, order accuracy {:.3f}\n", it.key(),
+                                       it.value()["evaluation"]["math_accuracy"].get<double>(),
+                                       it.value()["evaluation"]["order_accuracy"].get<double>());
+            std::cout << fmt::format("wrote {}\n", *out);
             return int(kOk);
           }};
 }
@@ -284,18 +370,17 @@ Command add_sweep(CLI::App& app) {
               return int(kOk);
             }
             if (config->empty() || out->empty()) throw Error(ErrorKind::Usage, "sweep needs CONFIG and --out DIR");
-            std::ifstream in(*config, std::ios::binary);
-            if (!in) throw Error(ErrorKind::Io, "cannot open sweep config", *config);
-            std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-            auto j = io::parse_json_strict(text, *config);
-            auto cfg = experiments::SweepConfig::from_json(j, fs::path(*config).parent_path());
+            auto j = io::parse_json_strict(util::read_file(*config), *config);
+            auto cfg = util::at_boundary(*config, "", [&] {
+              return experiments::SweepConfig::from_json(j, fs::path(*config).parent_path());
+            });
             return run_sweep_cli(cfg, *out);
           }};
 }
 
 Command add_demo(CLI::App& app) {
   auto* sub = app.add_subcommand("demo", torch_summary("demo"));
-  sub->footer("Runs the built-in sweep (reduced grid) on models/zoo: base = pre-trained, post = post-trained on\n"
+  sub->footer("Runs the built-in sweep (reduced grid) on models/zoo/retrain: base = pre-trained, post = post-trained on\n"
               "GSM8K-format arithmetic. Writes OUT/report/index.html, OUT/results.json and CSVs. Resumable.\n"
               "Example:\n  deltaedit demo --out out/demo");
   auto out = std::make_shared<std::string>("out/demo");

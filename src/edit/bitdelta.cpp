@@ -1,4 +1,5 @@
-// bitdelta: Δ' = s·stat(|Δ|)·sign(Δ); bits=b ≥ 1: sort |Δ|, 2^b equal-count blocks, each |Δ| → s·stat(its block), sign kept.
+// bitdelta: Δ' = s·stat(|Δ|)·sign(Δ); bits=b ≥ 1: sort |Δ|, 2^b equal-count blocks, each |Δ| →
+// s·stat(its block), sign kept.
 //
 // Per scope (the tensor, or each row for granularity=row), over its finite entries:
 //  - bits=0 is one block holding every entry (plain BitDelta);
@@ -46,14 +47,17 @@ class BitDeltaOp final : public OpBase {
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
     RowView view{1, static_cast<int64_t>(delta.size())};
     if (rows_) view = row_view(ctx.shape, delta.size(), ctx.name);
-    if (bits_ > 0 && static_cast<uint64_t>(view.cols) >= (uint64_t{1} << 32)) {  // keys pack the index in 32 bits
-      throw Error(ErrorKind::Unsupported, "op 'bitdelta': a scope of 2^32 or more elements is not supported", "",
+    if (bits_ > 0 && static_cast<uint64_t>(view.cols) >=
+                         (uint64_t{1} << 32)) {  // keys pack the index in 32 bits
+      throw Error(ErrorKind::Unsupported,
+                  "op 'bitdelta': a scope of 2^32 or more elements is not supported", "",
                   std::string(ctx.name));
     }
     std::vector<uint64_t> keys;
     std::vector<float> mags;
     for (int64_t r = 0; r < view.rows; ++r) {
-      scope(delta.subspan(static_cast<size_t>(r * view.cols), static_cast<size_t>(view.cols)), keys, mags);
+      scope(delta.subspan(static_cast<size_t>(r * view.cols), static_cast<size_t>(view.cols)), keys,
+            mags);
     }
     return {};
   }
@@ -75,40 +79,39 @@ class BitDeltaOp final : public OpBase {
              static_cast<double>(count);
         break;
       case Stat::Rms:
-        st = std::sqrt(util::ordered_sum(count, [&](size_t i) { return static_cast<double>(m[i]) * m[i]; }) /
-                       static_cast<double>(count));
+        st = std::sqrt(
+            util::ordered_sum(count, [&](size_t i) { return static_cast<double>(m[i]) * m[i]; }) /
+            static_cast<double>(count));
         break;
       case Stat::Median:
-        st = count % 2 == 1 ? m[count / 2] : 0.5 * (static_cast<double>(m[count / 2 - 1]) + m[count / 2]);
+        st = count % 2 == 1 ? m[count / 2]
+                            : 0.5 * (static_cast<double>(m[count / 2 - 1]) + m[count / 2]);
         break;
     }
     return static_cast<float>(s_ * st);
   }
 
-  // Σ|x| (mean) or Σx² (rms) over the finite entries, without gathering them: the same sums in
-  // the same order as util::ordered_sum over the gathered array (blocks of kReduceBlock finite
-  // entries, each summed in index order, block sums added in block order). It can be fed in
-  // pieces, which is how the streaming engine runs it.
+  // Σ|x| (mean) or Σx² (rms) over the finite entries, without gathering them: util::ordered_sum
+  // over the scope's indices with 0 for the non-finite entries, fed in pieces (which is how the
+  // streaming engine runs it), and the count of finite entries.
   struct FiniteSum {
-    double total = 0.0, block = 0.0;
-    size_t count = 0, in_block = 0;
+    util::BlockedSum sum;
+    size_t count = 0;
     void add(std::span<const float> x, bool squares) {
-      for (float v : x) {
-        if (!std::isfinite(v)) continue;
-        const double a = std::fabs(static_cast<double>(v));
-        block += squares ? static_cast<double>(std::fabs(v)) * std::fabs(v) : a;
-        ++count;
-        if (++in_block == util::kReduceBlock) {
-          total += block;
-          block = 0.0;
-          in_block = 0;
-        }
+      if (squares) {
+        sum.add(x.size(), [&](size_t i) {
+          const double a = util::finite_abs(x[i]);
+          return a * a;
+        });
+      } else {
+        sum.add(x.size(), [&](size_t i) { return util::finite_abs(x[i]); });
       }
+      for (float v : x) count += std::fabs(v) <= std::numeric_limits<float>::max() ? 1 : 0;
     }
   };
   float finite_value(const FiniteSum& f) const {
     if (f.count == 0) return 0.0f;
-    const double total = f.in_block != 0 ? f.total + f.block : f.total;
+    const double total = f.sum.sum();
     const double st = stat_ == Stat::Rms ? std::sqrt(total / static_cast<double>(f.count))
                                          : total / static_cast<double>(f.count);
     return static_cast<float>(s_ * st);
@@ -131,7 +134,8 @@ class BitDeltaOp final : public OpBase {
     size_t i = 0;
     while (i < piece.size() && cols > 0) {
       const uint64_t at = first + i, r = at / cols;
-      const size_t m = static_cast<size_t>(std::min<uint64_t>(piece.size() - i, (r + 1) * cols - at));
+      const size_t m =
+          static_cast<size_t>(std::min<uint64_t>(piece.size() - i, (r + 1) * cols - at));
       fn(static_cast<size_t>(r), piece.subspan(i, m));
       i += m;
     }
@@ -152,16 +156,19 @@ class BitDeltaOp final : public OpBase {
   void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
     auto& st = dynamic_cast<ScaleState&>(s);
     const bool squares = stat_ == Stat::Rms;
-    by_scope(st.cols, piece, first, [&](size_t r, std::span<const float> x) { st.sums[r].add(x, squares); });
+    by_scope(st.cols, piece, first,
+             [&](size_t r, std::span<const float> x) { st.sums[r].add(x, squares); });
   }
   void observe_end(Op::State& s) const override {
     auto& st = dynamic_cast<ScaleState&>(s);
     st.values.resize(st.sums.size());
     for (size_t r = 0; r < st.sums.size(); ++r) st.values[r] = finite_value(st.sums[r]);
   }
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first, const TensorContext&) const override {
+  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
+                      const TensorContext&) const override {
     const auto& st = dynamic_cast<const ScaleState&>(s);
-    by_scope(st.cols, piece, first, [&](size_t r, std::span<float> x) { set_signs(x, st.values[r]); });
+    by_scope(st.cols, piece, first,
+             [&](size_t r, std::span<float> x) { set_signs(x, st.values[r]); });
   }
 
  private:
@@ -193,7 +200,10 @@ class BitDeltaOp final : public OpBase {
         const size_t mid = mags.size() / 2;
         std::nth_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mid), mags.end());
         const double hi = mags[mid];
-        const double lo = mags.size() % 2 == 1 ? hi : *std::max_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mid));
+        const double lo =
+            mags.size() % 2 == 1
+                ? hi
+                : *std::max_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mid));
         value = static_cast<float>(s_ * (mags.size() % 2 == 1 ? hi : 0.5 * (lo + hi)));
       }
       set_signs(x, value);
@@ -210,7 +220,8 @@ class BitDeltaOp final : public OpBase {
     for (size_t t = 0; t < m; ++t) mags[t] = std::fabs(x[keys[t] & 0xFFFFFFFFu]);
     const uint64_t blocks = uint64_t{1} << bits_;
     for (uint64_t j = 0; j < blocks; ++j) {
-      const size_t lo = static_cast<size_t>(j * m / blocks), hi = static_cast<size_t>((j + 1) * m / blocks);
+      const size_t lo = static_cast<size_t>(j * m / blocks),
+                   hi = static_cast<size_t>((j + 1) * m / blocks);
       const float value = block_value(mags.data() + lo, hi - lo);
       for (size_t t = lo; t < hi; ++t) {
         float& v = x[keys[t] & 0xFFFFFFFFu];

@@ -67,7 +67,7 @@ class LowRankOp final : public OpBase {
     }
     const int64_t m = ctx.shape[0], n = ctx.shape[1];
     if (shape_elements(ctx.shape) != static_cast<int64_t>(delta.size())) {
-      throw Error(ErrorKind::Format,
+      throw Error(ErrorKind::Internal,
                   "shape has " + std::to_string(shape_elements(ctx.shape)) + " elements but the buffer holds " +
                       std::to_string(delta.size()),
                   "", std::string(ctx.name));

@@ -1,4 +1,5 @@
-// magnitude: keep exactly ⌊(1−p)·n⌋ entries of largest |Δ| per scope (ties: lower index first), Δ'=0 elsewhere, no rescale.
+// magnitude: keep exactly ⌊(1−p)·n⌋ entries of largest |Δ| per scope (ties: lower index first),
+// Δ'=0 elsewhere, no rescale.
 //
 // Selection is linear time and needs no copy of the tensor: the threshold key T of the keep-th
 // largest entry is found by a two-pass radix select (a histogram of the high 16 key bits, then of
@@ -8,6 +9,8 @@
 // the order (|Δ| descending, index ascending) without sorting. Keys are the bit patterns of |Δ|
 // (abs_bits), a strict total order in which NaN ranks above +Inf, so NaN entries are kept first
 // and stay visible. scope=row selects per row (rows = shape[0]; a tensor with < 2 dims is one row).
+// scope=tensor also streams: a multi-pass op that finds the same T from histograms of the
+// streamed Δ (two or three reads of the inputs, no whole-tensor buffer; see Stream).
 #include <algorithm>
 #include <functional>
 #include <utility>
@@ -21,7 +24,9 @@ namespace {
 class MagnitudeOp final : public OpBase {
  public:
   MagnitudeOp(double p, bool rows) : OpBase("magnitude"), p_(p), rows_(rows) {}
-  nlohmann::json own_params() const override { return {{"p", p_}, {"scope", rows_ ? "row" : "tensor"}}; }
+  nlohmann::json own_params() const override {
+    return {{"p", p_}, {"scope", rows_ ? "row" : "tensor"}};
+  }
   uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
     const int64_t n = shape_elements(shape);
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
@@ -34,10 +39,136 @@ class MagnitudeOp final : public OpBase {
     RowView view{1, static_cast<int64_t>(delta.size())};
     if (rows_) view = row_view(ctx.shape, delta.size(), ctx.name);
     Workspace ws;
-    for (int64_t r = 0; r < view.rows; ++r) keep_top(delta.subspan(static_cast<size_t>(r * view.cols),
-                                                                    static_cast<size_t>(view.cols)),
-                                                     ws);
+    for (int64_t r = 0; r < view.rows; ++r)
+      keep_top(delta.subspan(static_cast<size_t>(r * view.cols), static_cast<size_t>(view.cols)),
+               ws);
     return {};
+  }
+
+  // scope=tensor streams as a multi-pass op (see the Stream state below).
+  bool multi_pass() const override { return !rows_; }
+  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
+    if (rows_) return OpBase::observe_begin(ctx);
+    auto st = std::make_unique<Stream>();
+    st->n = shape_elements(ctx.shape);
+    st->keep = p_ == 0.0 ? st->n : floor_count(1.0 - p_, st->n);
+    if (st->keep >= st->n || st->keep == 0) {
+      st->phase = Phase::Done;
+    } else {
+      st->high.assign(kHighBins, 0);
+      st->low_or.assign(kHighBins, 0);
+      st->low_and.assign(kHighBins, 0xFFFF);
+    }
+    return st;
+  }
+  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
+    auto& st = dynamic_cast<Stream&>(s);
+    switch (st.phase) {
+      case Phase::High:
+        for (float v : piece) {
+          const uint32_t b = abs_bits(v), bin = b >> 16;
+          ++st.high[bin];
+          st.low_or[bin] = static_cast<uint16_t>(st.low_or[bin] | b);
+          st.low_and[bin] = static_cast<uint16_t>(st.low_and[bin] & b);
+        }
+        break;
+      case Phase::Low:
+        for (size_t i = 0; i < piece.size(); ++i) {
+          const uint32_t b = abs_bits(piece[i]);
+          if ((b >> 16) != st.h) continue;
+          ++st.low[b & 0xFFFFu];
+          if (st.cand.size() < kCandidates)
+            st.cand.push_back(((first + i) << 16) | (b & 0xFFFFu));
+          else
+            st.cand_complete = false;
+        }
+        break;
+      case Phase::Ties:
+        for (size_t i = 0; i < piece.size() && st.ties_seen < st.ties_needed; ++i) {
+          if (abs_bits(piece[i]) != st.t) continue;
+          if (++st.ties_seen == st.ties_needed) st.last_tie = first + i;
+        }
+        break;
+      case Phase::Done:
+        break;
+    }
+  }
+  bool observe_again(Op::State& s) const override {
+    auto& st = dynamic_cast<Stream&>(s);
+    switch (st.phase) {
+      case Phase::High: {
+        // The high bin holding the keep-th largest key, and how many keys lie in higher bins.
+        size_t h = kHighBins;
+        while (h-- > 0) {
+          const int64_t c = static_cast<int64_t>(st.high[h]);
+          if (st.above + c >= st.keep) break;
+          st.above += c;
+        }
+        st.h = static_cast<uint32_t>(h);
+        if (st.low_or[h] == st.low_and[h]) {  // one key in the bin: it is the threshold
+          st.t = (st.h << 16) | st.low_or[h];
+          return settle_ties(st, static_cast<int64_t>(st.high[h]));
+        }
+        const int64_t in_bin = static_cast<int64_t>(st.high[h]);
+        release(st.high);
+        release(st.low_or);
+        release(st.low_and);
+        st.low.assign(kLowBins, 0);
+        st.cand.reserve(static_cast<size_t>(std::min<int64_t>(in_bin, kCandidates)));
+        st.phase = Phase::Low;
+        return true;
+      }
+      case Phase::Low: {
+        size_t l = kLowBins;
+        while (l-- > 0) {
+          const int64_t c = static_cast<int64_t>(st.low[l]);
+          if (st.above + c >= st.keep) break;
+          st.above += c;
+        }
+        st.t = (st.h << 16) | static_cast<uint32_t>(l);
+        const int64_t count = static_cast<int64_t>(st.low[l]);
+        release(st.low);
+        if (!st.cand_complete) return settle_ties(st, count);
+        // The positions of the keys in bin h are known: find the last tie kept among them.
+        st.ties_needed = st.keep - st.above;
+        if (count > st.ties_needed) {
+          for (const uint64_t c : st.cand) {
+            if ((c & 0xFFFFu) != l) continue;
+            if (++st.ties_seen == st.ties_needed) {
+              st.last_tie = c >> 16;
+              break;
+            }
+          }
+        } else {
+          st.all_ties = true;
+        }
+        release(st.cand);
+        st.phase = Phase::Done;
+        return false;
+      }
+      case Phase::Ties:
+      case Phase::Done:
+        st.phase = Phase::Done;
+        return false;
+    }
+    return false;
+  }
+  void observe_end(Op::State&) const override {}
+  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
+                      const TensorContext&) const override {
+    const auto& st = dynamic_cast<const Stream&>(s);
+    if (st.keep >= st.n) return;
+    if (st.keep == 0) {
+      std::fill(piece.begin(), piece.end(), 0.0f);
+      return;
+    }
+    // Kept: keys above T, and keys equal to T up to the last tie kept (all of them if all_ties).
+    const uint64_t last = st.all_ties ? ~uint64_t{0} : st.last_tie;
+    for (size_t i = 0; i < piece.size(); ++i) {
+      const uint32_t b = abs_bits(piece[i]);
+      const bool kept = b > st.t || (b == st.t && first + i <= last);
+      piece[i] = kept ? piece[i] : 0.0f;
+    }
   }
 
  private:
@@ -47,19 +178,69 @@ class MagnitudeOp final : public OpBase {
   static constexpr size_t kHighBins = size_t{1} << 15;  // keys are 31-bit: high part is 15 bits
   static constexpr size_t kLowBins = size_t{1} << 16;
 
+  // Positions of the keys in the threshold's high bin kept during the low-bits pass (8 bytes
+  // each); beyond this many a third pass finds the cut among the ties.
+  static constexpr size_t kCandidates = size_t{1} << 19;
+
+  // Streaming threshold select (scope=tensor), one pass of the streamed Δ each:
+  //  High: histogram of the high 15 key bits, with the OR and AND of the low 16 bits in each
+  //        bin — gives the bin h of the keep-th largest key and the count above h; when every key
+  //        in h is the same (OR == AND) that key is the threshold T;
+  //  Low:  (when h holds several keys) histogram of the low 16 bits inside h, and the positions
+  //        of the keys in h while at most kCandidates — gives T;
+  //  Ties: (only when some keys equal to T must go and their positions are not known) the index
+  //        of the (keep − above)-th key equal to T, in index order.
+  // Then Δ'_i = Δ_i iff key_i > T, or key_i = T at an index ≤ that last tie kept.
+  enum class Phase { High, Low, Ties, Done };
+  struct Stream final : Op::State {
+    int64_t n = 0, keep = 0;
+    Phase phase = Phase::High;
+    std::vector<uint64_t> high, low;
+    std::vector<uint16_t> low_or, low_and;
+    std::vector<uint64_t> cand;  // (index << 16) | low key bits, in index order
+    bool cand_complete = true;
+    uint32_t h = 0, t = 0;
+    int64_t above = 0;                       // keys above T (above bin h after the first pass)
+    int64_t ties_needed = 0, ties_seen = 0;  // keys equal to T to keep; seen so far
+    uint64_t last_tie = 0;
+    bool all_ties = false;  // every key equal to T is kept
+  };
+  template <class V>
+  static void release(V& v) {
+    V().swap(v);
+  }
+  // T is known and `count` keys equal it: keep them all, or find the cut in one more pass.
+  static bool settle_ties(Stream& st, int64_t count) {
+    st.ties_needed = st.keep - st.above;  // ≥ 1 by construction
+    release(st.high);
+    release(st.low_or);
+    release(st.low_and);
+    release(st.low);
+    release(st.cand);
+    if (count == st.ties_needed) {
+      st.all_ties = true;
+      st.phase = Phase::Done;
+      return false;
+    }
+    st.phase = Phase::Ties;
+    return true;
+  }
+
   struct Workspace {
     std::vector<uint32_t> keys;
     std::vector<uint64_t> high, low;
   };
 
   // The keep-th largest key (1 ≤ keep ≤ n) and the number of keys strictly above it.
-  static std::pair<uint32_t, int64_t> threshold(std::span<const float> x, int64_t keep, Workspace& ws) {
+  static std::pair<uint32_t, int64_t> threshold(std::span<const float> x, int64_t keep,
+                                                Workspace& ws) {
     const int64_t n = static_cast<int64_t>(x.size());
     if (n < kRadixMin) {
       ws.keys.resize(x.size());
       for (size_t i = 0; i < x.size(); ++i) ws.keys[i] = abs_bits(x[i]);
       // Descending order: the element at position keep−1 is the keep-th largest key.
-      std::nth_element(ws.keys.begin(), ws.keys.begin() + (keep - 1), ws.keys.end(), std::greater<uint32_t>());
+      std::nth_element(ws.keys.begin(), ws.keys.begin() + (keep - 1), ws.keys.end(),
+                       std::greater<uint32_t>());
       const uint32_t t = ws.keys[static_cast<size_t>(keep - 1)];
       int64_t above = 0;
       for (float v : x) above += abs_bits(v) > t ? 1 : 0;

@@ -20,7 +20,7 @@ namespace deltaedit::edit {
 struct OpSpec {
   std::string name;
   std::vector<std::pair<std::string, std::string>> params;  // in written order
-  std::string text;                                          // the original spec
+  std::string text;                                         // the original spec
 };
 // Throws deltaedit::Error(Usage) on malformed syntax (empty name, missing '=', duplicate key).
 // A comma separates parameters only where a `key=` follows it, so values may hold commas
@@ -43,10 +43,10 @@ using linalg::reconstruct_lowrank;
 // Everything an op may need to know about the tensor it edits.
 struct TensorContext {
   std::string_view name;
-  std::span<const int64_t> shape;     // row-major; rows = shape[0], cols = product of the rest
-  uint64_t seed = 0;                   // the run's seed
-  uint32_t op_index = 0;               // position of this op in the --op sequence
-  std::span<const float> grad;         // ∇L(W_post) for this tensor (empty unless needs_grad())
+  std::span<const int64_t> shape;  // row-major; rows = shape[0], cols = product of the rest
+  uint64_t seed = 0;               // the run's seed
+  uint32_t op_index = 0;           // position of this op in the --op sequence
+  std::span<const float> grad;     // ∇L(W_post) for this tensor (empty unless needs_grad())
 };
 
 // What an op leaves besides the edited values.
@@ -91,7 +91,20 @@ class Op {
   virtual std::unique_ptr<State> observe_begin(const TensorContext& ctx) const;
   virtual void observe(State& s, std::span<const float> piece, uint64_t first) const;
   virtual void observe_end(State& s) const;
-  virtual void apply_observed(const State& s, std::span<float> piece, uint64_t first, const TensorContext& ctx) const;
+  virtual void apply_observed(const State& s, std::span<float> piece, uint64_t first,
+                              const TensorContext& ctx) const;
+
+  // Multi-pass ops (magnitude's threshold select): like two-pass ops, but the tensor is observed
+  // in one or more complete passes, each in index order; after every pass observe_again says
+  // whether one more is needed. For any cut into pieces,
+  //   s = observe_begin(ctx);
+  //   do { observe(*s, piece_k, first_k) for k in order } while (observe_again(*s));
+  //   observe_end(*s); apply_observed(*s, piece_k, first_k, ctx) for each k
+  // gives the bytes of apply() on the whole tensor. (A two-pass op is the one-pass case.)
+  virtual bool multi_pass() const { return false; }
+  virtual bool observe_again(State& s) const;
+  // Whether the engine runs this op by observe passes and apply_observed (two- or multi-pass).
+  bool observes() const { return two_pass() || multi_pass(); }
 };
 
 // Registry: builds an op from its spec, validating every key and range before any I/O.

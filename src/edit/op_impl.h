@@ -8,13 +8,12 @@
 #include <initializer_list>
 #include <limits>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "edit/op.h"
 #include "util/error.h"
@@ -32,7 +31,7 @@ struct Range {
 };
 inline constexpr double kInf = std::numeric_limits<double>::infinity();
 inline Range closed(double lo, double hi) { return {lo, hi, true, true}; }
-inline Range half_open(double lo, double hi) { return {lo, hi, true, false}; }  // [lo, hi)
+inline Range half_open(double lo, double hi) { return {lo, hi, true, false}; }    // [lo, hi)
 inline Range open_closed(double lo, double hi) { return {lo, hi, false, true}; }  // (lo, hi]
 inline Range any_real() { return {-kInf, kInf, false, false}; }
 
@@ -48,7 +47,8 @@ class ParamReader {
   std::optional<double> real_opt(std::string_view key, const Range& range);
   int64_t integer(std::string_view key, int64_t def, int64_t lo, int64_t hi);
   std::optional<int64_t> integer_opt(std::string_view key, int64_t lo, int64_t hi);
-  std::string choice(std::string_view key, std::string_view def, std::initializer_list<std::string_view> options);
+  std::string choice(std::string_view key, std::string_view def,
+                     std::initializer_list<std::string_view> options);
   bool flag(std::string_view key, bool def);
   std::string text(std::string_view key);  // raw value ("" when absent)
 
@@ -128,6 +128,21 @@ int64_t shape_elements(std::span<const int64_t> shape);
 
 // Selection mask of the random-drop family: element i is selected iff uniform(i) < p.
 inline bool drawn(const util::KeyedRng& rng, uint64_t i, double p) { return rng.uniform(i) < p; }
+
+// Calls fn(offset, sel, count) over [0, n) in cache-sized blocks, sel[j] ≠ 0 iff
+// drawn(rng, first + offset + j, p): the draws of elements [first, first + n) of the tensor,
+// batched (util::bernoulli_select).
+template <class Fn>
+void for_each_selection(const util::KeyedRng& rng, size_t n, double p, uint64_t first, Fn&& fn) {
+  constexpr size_t kBlock = 2048;
+  alignas(32) uint32_t sel[kBlock];
+  const uint64_t threshold = util::KeyedRng::uniform_threshold(p);
+  for (size_t off = 0; off < n; off += kBlock) {
+    const size_t m = std::min(kBlock, n - off);
+    util::bernoulli_select(rng.key(), first + off, m, threshold, sel);
+    fn(off, static_cast<const uint32_t*>(sel), m);
+  }
+}
 
 inline util::KeyedRng rng_for(const TensorContext& ctx) {
   return util::KeyedRng(ctx.seed, ctx.name, ctx.op_index);

@@ -308,7 +308,7 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
     v.rows = n == 0 ? 0 : 1;
     v.cols = static_cast<int64_t>(n);
     if (!shape.empty() && shape_elements(shape) != static_cast<int64_t>(n)) {
-      throw Error(ErrorKind::Format,
+      throw Error(ErrorKind::Internal,
                   "shape has " + std::to_string(shape_elements(shape)) + " elements but the buffer holds " +
                       std::to_string(n),
                   "", std::string(tensor));
@@ -317,7 +317,7 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
   }
   const int64_t total = shape_elements(shape);
   if (total != static_cast<int64_t>(n)) {
-    throw Error(ErrorKind::Format,
+    throw Error(ErrorKind::Internal,
                 "shape has " + std::to_string(total) + " elements but the buffer holds " + std::to_string(n), "",
                 std::string(tensor));
   }
@@ -332,32 +332,35 @@ OpOutcome Op::apply(std::span<float> delta, const TensorContext& ctx) const {
     apply_block(delta, 0, ctx);
     return {};
   }
-  if (two_pass()) {
+  if (observes()) {
     auto s = observe_begin(ctx);
-    observe(*s, delta, 0);
+    do {
+      observe(*s, delta, 0);
+    } while (observe_again(*s));
     observe_end(*s);
     apply_observed(*s, delta, 0, ctx);
     return {};
   }
-  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' has no whole-tensor form", "",
+  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' has no whole-tensor form", "",
               std::string(ctx.name));
 }
 
 void Op::apply_block(std::span<float>, uint64_t, const TensorContext& ctx) const {
-  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not pointwise", "", std::string(ctx.name));
+  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not pointwise", "", std::string(ctx.name));
 }
 
 std::unique_ptr<Op::State> Op::observe_begin(const TensorContext& ctx) const {
-  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
+  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
 }
 void Op::observe(State&, std::span<const float>, uint64_t) const {
-  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass");
+  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass");
 }
 void Op::observe_end(State&) const {
-  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass");
+  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass");
 }
+bool Op::observe_again(State&) const { return false; }
 void Op::apply_observed(const State&, std::span<float>, uint64_t, const TensorContext& ctx) const {
-  throw Error(ErrorKind::Unsupported, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
+  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
 }
 
 }  // namespace deltaedit::edit

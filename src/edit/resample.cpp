@@ -1,10 +1,13 @@
-// resample: Δ' = m⊙sign(Δ), m_i ~ U(0, 2μ) or N(μ, σ²) drawn per element, μ = s·mean|Δ|, σ = sigma·μ.
+// resample: Δ' = m⊙sign(Δ), m_i ~ U(0, 2μ) or N(μ, σ²) drawn per element, μ = s·mean|Δ|, σ =
+// sigma·μ.
 //
 // μ is the mean of |Δ| over the tensor's finite entries (f64, fixed order). Each m_i comes from
 // the keyed Philox stream at element i (uniform: 2μ·u; normal: μ + σ·z by Box–Muller), computed in
 // f64 and rounded once to f32. clip=true replaces negative normal draws by 0 (otherwise a negative
 // m flips that entry's sign). sign(0) = 0, so zero entries stay zero; NaN and ±Inf pass through.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "edit/op_impl.h"
 #include "util/reduce.h"
@@ -17,25 +20,26 @@ class ResampleOp final : public OpBase {
   ResampleOp(bool normal, double s, double sigma, bool clip)
       : OpBase("resample"), normal_(normal), s_(s), sigma_(sigma), clip_(clip) {}
   nlohmann::json own_params() const override {
-    return {{"dist", normal_ ? "normal" : "uniform"}, {"s", s_}, {"sigma", sigma_}, {"clip", clip_}};
+    return {
+        {"dist", normal_ ? "normal" : "uniform"}, {"s", s_}, {"sigma", sigma_}, {"clip", clip_}};
   }
   bool uses_rng() const override { return true; }
 
   // Two-pass: μ needs the whole tensor's mean |Δ|, then each entry is redrawn by its index.
   struct State final : Op::State {
-    util::IndexOrderedSum sum_abs;  // Σ|Δ| over finite entries, in util::ordered_sum's order
+    util::BlockedSum
+        sum_abs;  // Σ|Δ| over finite entries (0 for the others), in util::ordered_sum's order
     uint64_t finite = 0;
     double mu = 0.0, sigma = 0.0;
   };
   bool two_pass() const override { return true; }
-  std::unique_ptr<Op::State> observe_begin(const TensorContext&) const override { return std::make_unique<State>(); }
-  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
+  std::unique_ptr<Op::State> observe_begin(const TensorContext&) const override {
+    return std::make_unique<State>();
+  }
+  void observe(Op::State& s, std::span<const float> piece, uint64_t) const override {
     auto& st = dynamic_cast<State&>(s);
-    for (size_t i = 0; i < piece.size(); ++i) {
-      const bool fin = std::isfinite(piece[i]);
-      st.sum_abs.add(fin ? std::fabs(static_cast<double>(piece[i])) : 0.0, first + i);
-      st.finite += fin ? 1 : 0;
-    }
+    st.sum_abs.add(piece.size(), [&](size_t i) { return util::finite_abs(piece[i]); });
+    for (float v : piece) st.finite += std::isfinite(v) ? 1 : 0;
   }
   void observe_end(Op::State& s) const override {
     auto& st = dynamic_cast<State&>(s);
@@ -43,18 +47,39 @@ class ResampleOp final : public OpBase {
     st.mu = s_ * st.sum_abs.sum() / static_cast<double>(st.finite);
     st.sigma = sigma_ * st.mu;
   }
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first, const TensorContext& ctx) const override {
+  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
+                      const TensorContext& ctx) const override {
     const auto& st = dynamic_cast<const State&>(s);
     if (st.finite == 0) return;
     const util::KeyedRng rng = rng_for(ctx);
-    for (size_t i = 0; i < piece.size(); ++i) {
-      const float x = piece[i];
-      if (!std::isfinite(x) || x == 0.0f) continue;
-      const uint64_t at = first + i;
-      double m = normal_ ? st.mu + st.sigma * rng.normal(at) : 2.0 * st.mu * rng.uniform(at);
-      if (clip_ && m < 0.0) m = 0.0;
-      const float mf = static_cast<float>(m);
-      piece[i] = x > 0.0f ? mf : -mf;
+    if (normal_) {
+      for (size_t i = 0; i < piece.size(); ++i) {
+        const float x = piece[i];
+        if (!std::isfinite(x) || x == 0.0f) continue;
+        double m = st.mu + st.sigma * rng.normal(first + i);
+        if (clip_ && m < 0.0) m = 0.0;
+        const float mf = static_cast<float>(m);
+        piece[i] = x > 0.0f ? mf : -mf;
+      }
+      return;
+    }
+    // Uniform: words 0–1 of each counter, many at a time (util::philox_blocks), then
+    // m = 2μ·uniform(i) exactly as KeyedRng::uniform computes it.
+    constexpr size_t kBlock = 1024;
+    alignas(32) uint32_t w0[kBlock], w1[kBlock];
+    const double scale = 2.0 * st.mu;
+    for (size_t off = 0; off < piece.size(); off += kBlock) {
+      const size_t c = std::min(kBlock, piece.size() - off);
+      util::philox_blocks(rng.key(), first + off, 0, c, w0, w1, nullptr, nullptr);
+      float* d = piece.data() + off;
+      for (size_t j = 0; j < c; ++j) {
+        const float x = d[j];
+        const double u =
+            static_cast<double>(util::KeyedRng::uniform_bits(w0[j], w1[j])) * 0x1.0p-53;
+        const float mf = static_cast<float>(scale * u);
+        const bool edit = std::fabs(x) <= std::numeric_limits<float>::max() && x != 0.0f;
+        d[j] = edit ? (x > 0.0f ? mf : -mf) : x;
+      }
     }
   }
 

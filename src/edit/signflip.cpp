@@ -1,4 +1,5 @@
-// signflip: Δ' = c·(1−2M)⊙Δ, M~Bernoulli(q); c = 1 (rescale=none) or 1/(1−2q) (rescale=mean, keeps E[Δ'] = Δ).
+// signflip: Δ' = c·(1−2M)⊙Δ, M~Bernoulli(q); c = 1 (rescale=none) or 1/(1−2q) (rescale=mean, keeps
+// E[Δ'] = Δ).
 //
 // M_i = [uniform(i) < q] from the keyed Philox stream (the same draws as dare/drop). A flip is an
 // exact negation; c is rounded once to f32 and applied to every entry when rescale=mean, which
@@ -11,18 +12,24 @@ namespace {
 class SignFlipOp final : public OpBase {
  public:
   SignFlipOp(double q, bool rescale) : OpBase("signflip"), q_(q), rescale_(rescale) {}
-  nlohmann::json own_params() const override { return {{"q", q_}, {"rescale", rescale_ ? "mean" : "none"}}; }
+  nlohmann::json own_params() const override {
+    return {{"q", q_}, {"rescale", rescale_ ? "mean" : "none"}};
+  }
   bool uses_rng() const override { return true; }
   bool pointwise() const override { return true; }
-  void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const override {
+  void apply_block(std::span<float> piece, uint64_t first,
+                   const TensorContext& ctx) const override {
     if (q_ == 0.0) return;
-    const util::KeyedRng rng = rng_for(ctx);
     const float c = static_cast<float>(1.0 / (1.0 - 2.0 * q_));
-    for (size_t i = 0; i < piece.size(); ++i) {
-      float v = drawn(rng, first + i, q_) ? -piece[i] : piece[i];
-      if (rescale_) v *= c;
-      piece[i] = v;
-    }
+    for_each_selection(rng_for(ctx), piece.size(), q_, first,
+                       [&](size_t off, const uint32_t* m, size_t count) {
+                         float* d = piece.data() + off;
+                         for (size_t j = 0; j < count; ++j) {
+                           float v = m[j] != 0 ? -d[j] : d[j];
+                           if (rescale_) v *= c;
+                           d[j] = v;
+                         }
+                       });
   }
 
  private:

@@ -22,6 +22,8 @@
 #include "io/peft.h"
 #include "io/writer.h"
 #include "pack/pack.h"
+#include "util/boundary.h"
+#include "util/checked.h"
 #include "util/error.h"
 #include "util/read_file.h"
 
@@ -70,6 +72,7 @@ struct OutLayout {
   }
   static OutLayout from_json(const json& j, const std::string& file) {
     OutLayout L;
+    uint64_t total = 0;
     try {
       L.sharded = j.at("sharded").get<bool>();
       L.files = j.at("files").get<std::vector<std::string>>();
@@ -79,8 +82,9 @@ struct OutLayout {
         OutTensor o{t.at("name").get<std::string>(), *d, t.at("shape").get<std::vector<int64_t>>(),
                     t.at("shard").get<size_t>()};
         if (o.shard >= L.files.size()) throw Error(ErrorKind::Format, "layout names a missing shard", file, o.name);
-        for (auto s : o.shape)
-          if (s < 0) throw Error(ErrorKind::Format, "negative dimension in layout", file, o.name);
+        // Every size computed later from these shapes is then in range.
+        total = util::checked_add(total, util::checked_nbytes(o.shape, io::dtype_bits(o.dtype), file, o.name),
+                                  "checkpoint size", file, o.name);
         L.tensors.push_back(std::move(o));
       }
       for (const auto& f : L.files) io::check_shard_name(f, file);
@@ -175,15 +179,15 @@ struct ShardWriters {
 };
 
 // Walks a tensor in chunks of kChunk elements and blocks of kBlock (small buffers that stay in
-// cache): block(at, count, delta, base) gets the f32 base and Δ = post − base (delta is null when
-// post is empty); chunk_done(elem_offset, elems) follows each chunk, which is the moment to drop
-// the input pages consumed. Checks for SIGINT/SIGTERM between chunks.
+// cache): block(at, count, delta, base, post) gets the f32 base, post and Δ = post − base (delta
+// and post are null when post is empty); chunk_done(elem_offset, elems) follows each chunk, which
+// is the moment to drop the input pages consumed. Checks for SIGINT/SIGTERM between chunks.
 template <class Block, class ChunkDone>
 void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_dt, std::span<const std::byte> post_bytes,
                           io::DType post_dt, uint64_t n, Block&& block, ChunkDone&& chunk_done) {
   const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8;
   const bool have_post = !post_bytes.empty();
-  float b[kBlock], d[kBlock];
+  float b[kBlock], d[kBlock], p[kBlock];
   for (uint64_t off = 0; off < n; off += kChunk) {
     io::check_interrupted();
     const size_t m = size_t(std::min<uint64_t>(kChunk, n - off));
@@ -192,10 +196,11 @@ void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_
       const uint64_t at = off + k;
       io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
       if (have_post) {
-        io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(d, c));
-        for (size_t i = 0; i < c; ++i) d[i] -= b[i];
+        io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(p, c));
+        for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
       }
-      block(at, c, have_post ? d : nullptr, static_cast<const float*>(b));
+      block(at, c, have_post ? static_cast<const float*>(d) : nullptr, static_cast<const float*>(b),
+            have_post ? static_cast<const float*>(p) : nullptr);
     }
     chunk_done(off, uint64_t(m));
   }
@@ -203,6 +208,9 @@ void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_
 
 // W' = base + Δ' in f32, rounded once into the output dtype; streams chunks to `sink`.
 // Also accumulates edit statistics against Δ = post − base when post is given (acc).
+// Returns the count of values non-finite in the output that no input had: the base value is
+// finite and so is the other input — post's value in an edit, Δ' itself when rebuilding from a
+// pack (no post) — and yet the written value is NaN/Inf (an op or the output dtype's range made it).
 // release(elem_offset, elems) is called once each chunk of the inputs has been consumed.
 // Δ' comes block by block from edited(at, count, delta, scratch) → pointer to `count` values:
 // either a slice of a whole-tensor buffer, or computed into `scratch` from the block's Δ (which
@@ -218,14 +226,16 @@ uint64_t compose_output(std::span<const std::byte> base_bytes, io::DType base_dt
   analysis::EditAccum local;  // added in element order; copied out at the end (acc starts empty)
   for_each_delta_block(
       base_bytes, base_dt, post_bytes, post_dt, n,
-      [&](uint64_t at, size_t c, const float* d, const float* b) {
+      [&](uint64_t at, size_t c, const float* d, const float* b, const float* p) {
         const float* e = edited(at, c, d, scratch);
         if (acc) local.add(std::span<const float>(d, c), std::span(e, c));
-        uint32_t newly_bad = 0;  // finite base, non-finite sum
+        const float* q = p ? p : e;  // the other input
+        constexpr float kMax = std::numeric_limits<float>::max();
+        uint32_t newly_bad = 0;  // finite inputs, non-finite sum
         for (size_t i = 0; i < c; ++i) {
           w[i] = b[i] + e[i];
-          newly_bad += (std::fabs(w[i]) <= std::numeric_limits<float>::max() ? 0u : 1u) &
-                       (std::fabs(b[i]) <= std::numeric_limits<float>::max() ? 1u : 0u);
+          newly_bad += (std::fabs(w[i]) <= kMax ? 0u : 1u) & (std::fabs(b[i]) <= kMax ? 1u : 0u) &
+                       (std::fabs(q[i]) <= kMax ? 1u : 0u);
         }
         bad += newly_bad;
         const size_t k = size_t(at % kChunk);  // position in the chunk's output buffer
@@ -337,11 +347,11 @@ struct PackSpill {
 void validate_output(const fs::path& dir, const OutLayout& L) {
   auto ck = io::Checkpoint::open(dir);
   if (ck.names().size() != L.tensors.size())
-    throw Error(ErrorKind::Format, "written checkpoint has the wrong number of tensors", dir.string());
+    throw Error(ErrorKind::Internal, "written checkpoint has the wrong number of tensors", dir.string());
   for (const auto& t : L.tensors) {
     const auto& i = ck.info(t.name);
     if (i.dtype != t.dtype || i.shape != t.shape)
-      throw Error(ErrorKind::Format, "written tensor does not match the plan", dir.string(), t.name);
+      throw Error(ErrorKind::Internal, "written tensor does not match the plan", dir.string(), t.name);
   }
 }
 
@@ -415,9 +425,10 @@ json OpChain::describe() const {
 
 namespace {
 
-// Edits one tensor whose touching ops are all pointwise or two-pass, chunk by chunk with no
-// whole-tensor buffer: each two-pass op first observes the tensor as the ops before it leave it
-// (one more read of the inputs, from the page cache), then one pass composes the output.
+// Edits one tensor whose touching ops are all pointwise, two-pass or multi-pass, chunk by chunk
+// with no whole-tensor buffer: each two- or multi-pass op first observes the tensor as the ops
+// before it leave it (one more read of the inputs per pass, from the page cache), then one pass
+// composes the output.
 // Appends the names of the ops applied to `ops`; returns compose_output's count.
 template <class Sink, class Release>
 uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post, const OutTensor& ot,
@@ -446,17 +457,19 @@ uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io:
     }
   };
   for (size_t k = 0; k < steps.size(); ++k) {
-    if (!steps[k].op->two_pass()) continue;
+    if (!steps[k].op->observes()) continue;
     auto state = steps[k].op->observe_begin(steps[k].ctx);
     float e[kBlock];
-    for_each_delta_block(
-        base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
-        [&](uint64_t at, size_t c, const float* d, const float*) {
-          std::copy(d, d + c, e);
-          run_steps(k, e, c, at);
-          steps[k].op->observe(*state, std::span<const float>(e, c), at);
-        },
-        release);
+    do {  // one pass for a two-pass op, as many as it asks for a multi-pass op
+      for_each_delta_block(
+          base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
+          [&](uint64_t at, size_t c, const float* d, const float*) {
+            std::copy(d, d + c, e);
+            run_steps(k, e, c, at);
+            steps[k].op->observe(*state, std::span<const float>(e, c), at);
+          },
+          release);
+    } while (steps[k].op->observe_again(*state));
     steps[k].op->observe_end(*state);
     steps[k].state = std::move(state);
   }
@@ -483,7 +496,9 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
     const size_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
     for_each_delta_block(
         base.data(name), bi.dtype, post.data(name), pi.dtype, n,
-        [&](uint64_t at, size_t c, const float* d, const float*) { std::copy(d, d + c, te.edited.data() + at); },
+        [&](uint64_t at, size_t c, const float* d, const float*, const float*) {
+          std::copy(d, d + c, te.edited.data() + at);
+        },
         // The inputs are read again (from the page cache) when the output is composed;
         // meanwhile their pages need not stay mapped while the ops run.
         [&](uint64_t off, uint64_t m) {
@@ -640,7 +655,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     if (req.pack || !req.stream_pointwise) return false;
     const auto& shape = post.info(name).shape;
     for (size_t k = 0; k < chain.ops.size(); ++k)
-      if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise() && !chain.ops[k]->two_pass()) return false;
+      if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise() && !chain.ops[k]->observes()) return false;
     return true;
   };
   // Buffer bytes one tensor holds while in flight. Edited: Δ' in f32, the largest op workspace,
@@ -879,29 +894,50 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
 }
 
 EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
+  std::error_code ec;
+  if (!fs::exists(req.pack, ec)) throw Error(ErrorKind::Io, "no such delta pack", req.pack.string());
   if (!pack::is_pack(req.pack))
-    throw Error(ErrorKind::Usage, "not a delta pack (needs pack.safetensors and deltaedit.json)", req.pack.string());
+    throw Error(ErrorKind::Format, "not a delta pack (needs pack.safetensors and deltaedit.json)", req.pack.string());
   if (fs::exists(req.out))
     throw Error(ErrorKind::Usage, "output already exists; choose a new --out or remove it first", req.out.string());
+  // Everything read from deltaedit.json names that file when it is malformed (Format, exit 1).
   const fs::path meta_path = req.pack / "deltaedit.json";
-  json meta = io::parse_json_strict(util::read_file(meta_path), meta_path.string());
-  if (!meta.contains("pack") || meta["pack"].value("format", "") != pack::kPackFormat)
-    throw Error(ErrorKind::Format, std::string("not a ") + pack::kPackFormat + " pack", meta_path.string());
+  const std::string meta_label = meta_path.string();
+  json meta = io::parse_json_strict(util::read_file(meta_path), meta_label);
+  if (!meta.contains("pack") || !meta["pack"].is_object() || meta["pack"].value("format", "") != pack::kPackFormat)
+    throw Error(ErrorKind::Format, std::string("not a ") + pack::kPackFormat + " pack", meta_label);
   const json& pm = meta["pack"];
-  OutLayout layout = OutLayout::from_json(pm.at("layout"), meta_path.string());
-  std::map<std::string, json> tmeta;
-  for (const auto& t : pm.at("tensors")) tmeta[t.at("name").get<std::string>()] = t;
-  std::map<std::string, std::string> md = pm.at("shard_metadata").get<std::map<std::string, std::string>>();
-  auto base = io::Checkpoint::open(req.base);
+  struct TensorMeta {
+    std::string encoding;
+    json params;
+  };
+  OutLayout layout;
+  std::map<std::string, TensorMeta> tmeta;
+  std::map<std::string, std::string> md;
+  std::string checkpoint_meta;
   auto packf = io::SafetensorsFile::open(req.pack / pack::kPackFile);
+  util::at_boundary(meta_label, "", [&] {
+    layout = OutLayout::from_json(pm.at("layout"), meta_label);
+    for (const auto& t : pm.at("tensors")) {
+      const std::string name = t.at("name").get<std::string>();
+      util::at_boundary(meta_label, name, [&] {
+        TensorMeta m{t.at("encoding").get<std::string>(), t.value("params", json::object())};
+        for (const auto& part : t.at("parts"))
+          if (!packf.header().find(name + "::" + part.get<std::string>()))
+            throw Error(ErrorKind::Format, "pack lacks part '" + part.get<std::string>() + "'", packf.path().string(),
+                        name);
+        tmeta[name] = std::move(m);
+      });
+    }
+    md = pm.at("shard_metadata").get<std::map<std::string, std::string>>();
+    checkpoint_meta = pm.at("checkpoint_meta").dump(2) + "\n";
+  });
+  auto base = io::Checkpoint::open(req.base);
   // Check the base matches before writing anything.
   for (const auto& t : layout.tensors) {
     auto it = tmeta.find(t.name);
-    if (it == tmeta.end()) throw Error(ErrorKind::Format, "pack lacks this tensor", meta_path.string(), t.name);
-    const std::string enc = it->second.at("encoding").get<std::string>();
-    for (const auto& part : it->second.at("parts"))
-      if (!packf.header().find(t.name + "::" + part.get<std::string>()))
-        throw Error(ErrorKind::Format, "pack lacks part '" + part.get<std::string>() + "'", packf.path().string(), t.name);
+    if (it == tmeta.end()) throw Error(ErrorKind::Format, "pack lacks this tensor", meta_label, t.name);
+    const std::string& enc = it->second.encoding;
     if (enc == "raw" || enc == "out") continue;
     if (!base.contains(t.name))
       throw Error(ErrorKind::Usage, "base lacks a tensor the pack edits: is this the right base?", req.base.string(), t.name);
@@ -924,11 +960,10 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
   MemoryBudget budget(req.max_memory);
   parallel_for(layout.tensors.size(), std::max(1u, req.threads), [&](size_t i) {
     const OutTensor& ot = layout.tensors[i];
-    const json& tm = tmeta.at(ot.name);
-    const std::string enc = tm.at("encoding").get<std::string>();
+    const TensorMeta& tm = tmeta.at(ot.name);
+    const std::string& enc = tm.encoding;
     auto get = [&](const std::string& suffix) { return packf.data(ot.name + "::" + suffix); };
-    uint64_t numel = 1;
-    for (auto d : ot.shape) numel *= uint64_t(d);
+    const uint64_t numel = util::checked_numel(ot.shape, meta_label, ot.name);
     auto& w = writers.of(ot.name);
     TensorOutcome& out = result.tensors[i];
     out.name = ot.name;
@@ -942,7 +977,7 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
     } else {
       MemoryBudget::Hold hold(budget, numel * 4);
       std::vector<float> edited(numel);
-      pack::decode(enc, tm.value("params", json::object()), get, edited, {});
+      util::at_boundary(req.pack.string(), ot.name, [&] { pack::decode(enc, tm.params, get, edited, {}); });
       const auto& bi = base.info(ot.name);
       const uint64_t bsz = io::dtype_bits(bi.dtype) / 8;
       out.nonfinite_out = compose_output(
@@ -965,7 +1000,7 @@ EditResult run_apply(const ApplyRequest& req, const Progress& progress) {
     if (!e.is_regular_file() || n == pack::kPackFile || n == "deltaedit.json") continue;
     staging.copy_in(e.path(), n);
   }
-  staging.write_text("deltaedit.json", pm.at("checkpoint_meta").dump(2) + "\n");
+  staging.write_text("deltaedit.json", checkpoint_meta);
   if (layout.sharded) staging.write_text(io::kIndexName, index_json(layout));
   validate_output(staging.materialize(), layout);
   staging.commit_dir();

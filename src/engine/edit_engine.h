@@ -91,7 +91,9 @@ struct TensorOutcome {
   std::string action;  // edited | copied | converted
   std::vector<std::string> ops;
   analysis::EditStats stats;
-  uint64_t nonfinite_out = 0;  // NaN/Inf in the written tensor that the inputs did not have
+  // NaN/Inf in the written tensor where neither input had one (base and post finite; from a
+  // pack: base and Δ' finite): made by an op or by the output dtype's range
+  uint64_t nonfinite_out = 0;
   std::string encoding;        // pack only
   uint64_t stored_bytes = 0;   // pack only
   uint64_t numel = 0;

@@ -15,6 +15,7 @@
 #include "model/evaluate.h"
 #include "text/dataset.h"
 #include "text/tokenizer.h"
+#include "util/boundary.h"
 #include "util/error.h"
 #include "util/read_file.h"
 
@@ -96,6 +97,8 @@ SweepConfig SweepConfig::from_json(const json& j, const fs::path& rel) {
     c.max_new_tokens = j.value("max_new_tokens", c.max_new_tokens);
     c.steps = j.value("steps", c.steps);
     c.threads = j.value("threads", c.threads);
+    c.loss = j.value("loss", c.loss);
+    c.beta = j.value("beta", c.beta);
   } catch (const json::exception& e) {
     throw Error(ErrorKind::Usage, std::string("sweep config: ") + e.what());
   }
@@ -106,14 +109,22 @@ SweepConfig SweepConfig::from_json(const json& j, const fs::path& rel) {
       throw Error(ErrorKind::Usage, "unknown experiment '" + it.key() + "' (known: F1, T1, F3, F4, F5, F6)");
   c.experiments = j["experiments"];
   if (c.steps < 1) throw Error(ErrorKind::Usage, "sweep config: steps must be ≥ 1");
+  if (c.loss != "causal" && c.loss != "dpo")
+    throw Error(ErrorKind::Usage, "sweep config: \"loss\" must be \"causal\" or \"dpo\", not '" + c.loss + "'");
   return c;
 }
 
 json SweepConfig::to_json() const {
-  return {{"base", base.string()},       {"post", post.string()},          {"eval_data", eval_data.string()},
+  json j{{"base", base.string()},       {"post", post.string()},          {"eval_data", eval_data.string()},
           {"loss_data", loss_data.string()}, {"seed", seed},               {"eval_examples", eval_examples},
           {"loss_examples", loss_examples}, {"batch_size", batch_size},      {"max_new_tokens", max_new_tokens},
           {"steps", steps},             {"threads", threads},             {"experiments", experiments}};
+  // Only a DPO sweep records its loss, so configs written before the option still resume.
+  if (loss != "causal") {
+    j["loss"] = loss;
+    j["beta"] = beta;
+  }
+  return j;
 }
 
 json full_grid_json() {
@@ -126,8 +137,10 @@ json full_grid_json() {
 }
 
 json demo_config_json(const fs::path& zoo) {
+  // A pair folder (base, post: the retrain pair) or the family folder (base, math-sft).
+  const fs::path post = fs::exists(zoo / "post") || !fs::exists(zoo / "math-sft") ? zoo / "post" : zoo / "math-sft";
   return {{"base", (zoo / "base").string()},
-          {"post", (zoo / "post").string()},
+          {"post", post.string()},
           {"eval_data", (zoo / "data/eval.jsonl").string()},
           {"loss_data", (zoo / "data/eval.jsonl").string()},
           {"seed", 1},
@@ -212,7 +225,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   const json cfg_json = cfg.to_json();
   const fs::path cfg_file = out / "sweep-config.json";
   if (fs::exists(cfg_file)) {
-    auto prev = json::parse(util::read_file(cfg_file));
+    auto prev = io::parse_json_strict(util::read_file(cfg_file), cfg_file.string());
     if (prev != cfg_json)
       throw Error(ErrorKind::Usage, "this output holds a different sweep; choose a new --out or remove it", out.string());
   } else {
@@ -223,14 +236,20 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   auto tok = text::Tokenizer::load(cfg.post);
   auto eval_records = text::load_jsonl(cfg.eval_data, &tok, {0, cfg.eval_examples});
   auto loss_records = text::load_jsonl(cfg.loss_data, &tok, {0, cfg.loss_examples});
-  auto set = model::make_eval_set(loss_records, cfg.batch_size, model::LossKind::CausalLM);
+  model::EvalSet set;
+  if (cfg.loss == "dpo") {
+    auto ref = model::Model::load(base);
+    set = model::make_eval_set(loss_records, cfg.batch_size, model::LossKind::DPO, &ref, cfg.beta);
+  } else {
+    set = model::make_eval_set(loss_records, cfg.batch_size, model::LossKind::CausalLM);
+  }
   auto m = model::Model::load(post);
 
   // Reference models, measured once.
   const fs::path models_file = out / "points/models.json";
   json models;
   if (fs::exists(models_file)) {
-    models = json::parse(util::read_file(models_file));
+    models = io::parse_json_strict(util::read_file(models_file), models_file.string());
   } else {
     if (progress) progress(0, points.size(), "base and post models");
     auto bm = model::Model::load(base);
@@ -267,7 +286,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
     const fs::path pf = out / "points" / (safe_name(p.id) + ".json");
     json r;
     if (fs::exists(pf)) {
-      r = json::parse(util::read_file(pf));
+      r = io::parse_json_strict(util::read_file(pf), pf.string());
     } else {
       if (progress) progress(done, points.size(), p.label);
       auto t0 = std::chrono::steady_clock::now();
@@ -309,7 +328,8 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
                {"timing", {{"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()},
                            {"points", points.size()}}}};
   write_atomic(out / "results.json", results.dump(2) + "\n");
-  render_sweep_report(results, out);
+  // The results gather the points read back from OUT/points: a malformed one is named.
+  util::at_boundary((out / "results.json").string(), "", [&] { render_sweep_report(results, out); });
   return results;
 }
 

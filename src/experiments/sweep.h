@@ -15,6 +15,11 @@ struct SweepConfig {
   std::filesystem::path base, post;
   std::filesystem::path eval_data;  // prompt/response records for accuracy
   std::filesystem::path loss_data;  // records for loss, gradients and the approximation term
+  // "causal" (token cross-entropy) or "dpo": loss_data holds {"prompt", "chosen", "rejected"}
+  // pairs and the reference policy is `base` (the EXPO setting: base = the SFT model, post = its
+  // DPO successor).
+  std::string loss = "causal";
+  double beta = 0.1;
   uint64_t seed = 1;
   size_t eval_examples = 200, loss_examples = 64, batch_size = 16;
   int64_t max_new_tokens = 48;

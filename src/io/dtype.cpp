@@ -1,6 +1,9 @@
 #include "io/dtype.h"
 
 #include <array>
+#include <cctype>
+#include <string>
+#include <utility>
 
 namespace deltaedit::io {
 namespace {
@@ -30,6 +33,20 @@ std::string_view dtype_name(DType d) { return kTable[static_cast<size_t>(d)].nam
 std::optional<DType> parse_dtype(std::string_view s) {
   for (const auto& e : kTable)
     if (e.name == s) return e.d;
+  return std::nullopt;
+}
+
+std::optional<DType> parse_compute_dtype(std::string_view s) {
+  std::string lower(s);
+  for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  static constexpr std::pair<std::string_view, DType> kAliases[] = {
+      {"bf16", DType::BF16},   {"bfloat16", DType::BF16}, {"f16", DType::F16},     {"fp16", DType::F16},
+      {"float16", DType::F16}, {"half", DType::F16},      {"f32", DType::F32},     {"fp32", DType::F32},
+      {"float32", DType::F32}, {"float", DType::F32},     {"f64", DType::F64},     {"fp64", DType::F64},
+      {"float64", DType::F64}, {"double", DType::F64},
+  };
+  for (const auto& [name, d] : kAliases)
+    if (lower == name) return d;
   return std::nullopt;
 }
 

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/checked.h"
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -77,11 +78,7 @@ extern "C" void on_signal(int sig) {
 
 }  // namespace
 
-uint64_t PlannedTensor::nbytes() const {
-  uint64_t n = 1;
-  for (int64_t d : shape) n *= uint64_t(d);
-  return n * dtype_bits(dtype) / 8;
-}
+uint64_t PlannedTensor::nbytes() const { return util::checked_nbytes(shape, dtype_bits(dtype), {}, name); }
 
 uint64_t Layout::file_size() const {
   return 8 + header_json.size() + (tensors.empty() ? 0 : tensors.back().end);
@@ -109,16 +106,14 @@ Layout plan_layout(std::vector<PlannedTensor> tensors, const std::map<std::strin
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& t = tensors[i];
     if (i > 0 && t.name == tensors[i - 1].name)
-      throw Error(ErrorKind::Usage, "tensor planned twice", "", t.name);
-    if (t.name == "__metadata__") throw Error(ErrorKind::Usage, "reserved tensor name", "", t.name);
-    uint64_t numel = 1;
-    for (int64_t d : t.shape) {
-      if (d < 0 || __builtin_mul_overflow(numel, uint64_t(d), &numel))
-        throw Error(ErrorKind::Usage, "invalid shape", "", t.name);
-    }
-    if ((numel * dtype_bits(t.dtype)) % 8 != 0)
-      throw Error(ErrorKind::Usage, "tensor size is not a whole number of bytes", "", t.name);
-    TensorInfo ti{t.name, t.dtype, t.shape, off, off + numel * dtype_bits(t.dtype) / 8};
+      throw Error(ErrorKind::Internal, "tensor planned twice", "", t.name);
+    if (t.name == "__metadata__") throw Error(ErrorKind::Internal, "reserved tensor name", "", t.name);
+    // Shapes reach the writer validated (from a parsed file or a checked plan); an overflow
+    // here is still refused rather than wrapped.
+    const uint64_t bits = util::checked_mul(util::checked_numel(t.shape, {}, t.name), dtype_bits(t.dtype),
+                                            "tensor size", {}, t.name);
+    if (bits % 8 != 0) throw Error(ErrorKind::Internal, "tensor size is not a whole number of bytes", "", t.name);
+    TensorInfo ti{t.name, t.dtype, t.shape, off, util::checked_add(off, bits / 8, "file size", {}, t.name)};
     off = ti.end;
     h += "," + nlohmann::json(t.name).dump() + ":{\"dtype\":\"" + std::string(dtype_name(t.dtype)) +
          "\",\"shape\":[";
@@ -152,25 +147,31 @@ SafetensorsWriter::SafetensorsWriter(int fd, std::string label, std::vector<Plan
 
 const TensorInfo& SafetensorsWriter::find(std::string_view name) const {
   auto it = pos_.find(name);
-  if (it == pos_.end()) throw Error(ErrorKind::Usage, "tensor was not planned", label_, std::string(name));
+  if (it == pos_.end()) throw Error(ErrorKind::Internal, "tensor was not planned", label_, std::string(name));
   return layout_.tensors[it->second];
 }
 
 void SafetensorsWriter::write(std::string_view name, std::span<const std::byte> bytes, uint64_t offset_in_tensor) {
   const TensorInfo& t = find(name);
   if (offset_in_tensor + bytes.size() > t.nbytes())
-    throw Error(ErrorKind::Usage,
+    throw Error(ErrorKind::Internal,
                 fmt::format("write of {} bytes at {} exceeds the planned {} bytes", bytes.size(), offset_in_tensor,
                             t.nbytes()),
                 label_, t.name);
-  pwrite_all(fd_, bytes.data(), bytes.size(), 8 + layout_.header_json.size() + t.begin + offset_in_tensor, label_);
+  const uint64_t at = 8 + layout_.header_json.size() + t.begin + offset_in_tensor;
+  pwrite_all(fd_, bytes.data(), bytes.size(), at, label_);
+#ifdef SYNC_FILE_RANGE_WRITE
+  // Start the write-back of these pages now (asynchronous), so the disk works while the next
+  // pieces are computed and finish()'s fsync has little left to wait for. Advice only.
+  if (bytes.size() >= (size_t{1} << 20)) ::sync_file_range(fd_, off_t(at), off_t(bytes.size()), SYNC_FILE_RANGE_WRITE);
+#endif
   written_[pos_.find(name)->second] += bytes.size();
 }
 
 void SafetensorsWriter::finish() {
   for (size_t i = 0; i < layout_.tensors.size(); ++i)
     if (written_[i].load() != layout_.tensors[i].nbytes())
-      throw Error(ErrorKind::Usage,
+      throw Error(ErrorKind::Internal,
                   fmt::format("{} of {} bytes written", written_[i].load(), layout_.tensors[i].nbytes()), label_,
                   layout_.tensors[i].name);
   if (::fsync(fd_) != 0) io_fail("fsync failed", label_, errno);
@@ -274,7 +275,7 @@ void Staging::ensure_dir() {
 int Staging::create(const std::string& name) {
   check_interrupted();
   for (const auto& f : files_)
-    if (f.name == name) throw Error(ErrorKind::Usage, "file created twice", target_.string(), name);
+    if (f.name == name) throw Error(ErrorKind::Internal, "file created twice", target_.string(), name);
   if (tmpfile_ok_) {
     int fd = ::open(parent_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
     if (fd >= 0) {

@@ -19,7 +19,7 @@ void reconstruct_lowrank(const LowRankFactors& f, std::span<float> out) {
   if (m < 0 || n < 0 || r < 0 || static_cast<uint64_t>(m) * static_cast<uint64_t>(n) != out.size() ||
       f.u.size() != static_cast<size_t>(m * r) || f.s.size() != static_cast<size_t>(r) ||
       f.v.size() != static_cast<size_t>(n * r)) {
-    throw Error(ErrorKind::Format, "low-rank factors do not match: rows=" + std::to_string(m) +
+    throw Error(ErrorKind::Internal, "low-rank factors do not match: rows=" + std::to_string(m) +
                                        " cols=" + std::to_string(n) + " rank=" + std::to_string(r) +
                                        " |U|=" + std::to_string(f.u.size()) + " |S|=" +
                                        std::to_string(f.s.size()) + " |V|=" + std::to_string(f.v.size()) +

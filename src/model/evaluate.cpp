@@ -130,6 +130,7 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
     by_len[prompts[i].size()].push_back(i);
   }
   r.outputs.assign(records.size(), {});
+  r.output_ids.assign(records.size(), {});
   std::vector<bool> ok(records.size(), false);
   for (const auto& [len, all] : by_len) {
     for (size_t g0 = 0; g0 < all.size(); g0 += kGroup) {
@@ -160,11 +161,13 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
       for (int64_t b = 0; b < B; ++b) {
         const size_t i = idx[size_t(b)];
         r.outputs[i] = tok.decode(gen[size_t(b)], true);
+        r.output_ids[i] = std::move(gen[size_t(b)]);
         ok[i] = text::answers_match(text::extract_answer(r.outputs[i]), text::extract_answer(records[i].response));
       }
     }
   }
   r.examples = records.size();
+  r.prompt_ids = std::move(prompts);
   for (bool b : ok) r.correct += b;
   return r;
 }
@@ -247,7 +250,7 @@ ApproxResult approximation_term(Model& model, const EvalSet& set,
     if (!model.has_param(n)) continue;  // e.g. a tied lm_head: its gradient lives in embed_tokens
     const auto& p = model.param(n);
     if (int64_t(v.size()) != p.numel())
-      throw Error(ErrorKind::Format, "increment does not match the parameter's size", "", n);
+      throw Error(ErrorKind::Internal, "increment does not match the parameter's size", "", n);
     names.push_back(n);
     D[n] = torch::from_blob(const_cast<float*>(v.data()), p.sizes(), torch::kFloat32).clone();
     for (float x : v) d_sumsq += double(x) * double(x);

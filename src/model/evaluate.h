@@ -44,6 +44,8 @@ struct AccuracyResult {
   size_t examples = 0, correct = 0;
   double accuracy() const { return examples ? double(correct) / double(examples) : 0.0; }
   std::vector<std::string> outputs;  // generated text per example
+  std::vector<std::vector<int32_t>> prompt_ids,
+      output_ids;  // per example: the prompt and the greedy tokens
 };
 // Greedy decoding of each prompt/response record's response; GSM8K answer extraction.
 AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const std::vector<text::Record>& records,

@@ -51,9 +51,9 @@ GradientResult accumulate_gradients(Model& model, size_t n_batches, const BatchL
   for (size_t b = 0; b < n_batches; ++b) {
     model.zero_grad();
     TokenLoss l = batch_loss(model, b);
-    if (l.count < 0) throw Error(ErrorKind::Usage, "a batch reported a negative count");
+    if (l.count < 0) throw Error(ErrorKind::Internal, "a batch reported a negative count");
     if (l.count == 0) continue;
-    if (!l.sum.defined() || l.sum.numel() != 1) throw Error(ErrorKind::Usage, "a batch loss must be a scalar");
+    if (!l.sum.defined() || l.sum.numel() != 1) throw Error(ErrorKind::Internal, "a batch loss must be a scalar");
     const double s = l.sum.item<double>();
     if (!std::isfinite(s))
       throw Error(ErrorKind::Numeric, "the loss of batch " + std::to_string(b) + " is not finite");

@@ -11,7 +11,10 @@
 
 #include "io/convert.h"
 #include "io/safetensors.h"
+#include "util/boundary.h"
+#include "util/checked.h"
 #include "util/error.h"
+#include "util/read_file.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -324,13 +327,8 @@ bool is_pack(const fs::path& p) {
   return fs::is_directory(p, ec) && fs::exists(p / kPackFile, ec) && fs::exists(p / "deltaedit.json", ec);
 }
 
-json describe_pack(const fs::path& p) {
-  std::ifstream in(p / "deltaedit.json", std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  json meta = io::parse_json_strict(text, (p / "deltaedit.json").string());
-  auto file = io::SafetensorsFile::open(p / kPackFile);
-  if (!meta.contains("pack") || !meta["pack"].contains("tensors"))
-    throw Error(ErrorKind::Format, "deltaedit.json has no pack section", (p / "deltaedit.json").string());
+namespace {
+json describe(const fs::path& p, const json& meta, const io::SafetensorsFile& file) {
   json out;
   out["path"] = p.string();
   out["kind"] = "delta pack";
@@ -338,30 +336,43 @@ json describe_pack(const fs::path& p) {
   out["seed"] = meta.value("seed", json(nullptr));
   out["tensors"] = json::array();
   uint64_t params = 0, stored = 0;
+  const std::string label = (p / "deltaedit.json").string();
   for (const auto& t : meta["pack"]["tensors"]) {
-    uint64_t numel = 1;
-    for (auto d : t.at("shape")) numel *= d.get<uint64_t>();
-    uint64_t bytes = 0;
-    for (const auto& part : t.at("parts")) {
-      const auto* ti = file.header().find(t.at("name").get<std::string>() + "::" + part.get<std::string>());
-      if (!ti) throw Error(ErrorKind::Format, "missing part " + part.get<std::string>(), (p / kPackFile).string(),
-                           t.at("name").get<std::string>());
-      bytes += ti->nbytes();
-    }
-    params += numel;
-    stored += bytes;
-    out["tensors"].push_back({{"name", t["name"]},
-                              {"encoding", t["encoding"]},
-                              {"dtype", t["dtype"]},
-                              {"shape", t["shape"]},
-                              {"bytes", bytes},
-                              {"file", kPackFile},
-                              {"bits_per_param", numel ? 8.0 * double(bytes) / double(numel) : 0.0}});
+    const std::string name = t.at("name").get<std::string>();
+    util::at_boundary(label, name, [&] {
+      const uint64_t numel = util::checked_numel(t.at("shape").get<std::vector<int64_t>>(), label, name);
+      uint64_t bytes = 0;
+      for (const auto& part : t.at("parts")) {
+        const auto* ti = file.header().find(name + "::" + part.get<std::string>());
+        if (!ti) throw Error(ErrorKind::Format, "missing part " + part.get<std::string>(), (p / kPackFile).string(), name);
+        bytes += ti->nbytes();
+      }
+      params = util::checked_add(params, numel, "parameter count");
+      stored += bytes;
+      out["tensors"].push_back({{"name", name},
+                                {"encoding", t.at("encoding")},
+                                {"dtype", t.at("dtype")},
+                                {"shape", t.at("shape")},
+                                {"bytes", bytes},
+                                {"file", kPackFile},
+                                {"bits_per_param", numel ? 8.0 * double(bytes) / double(numel) : 0.0}});
+    });
   }
   out["total_params"] = params;
   out["total_bytes"] = stored;
   out["bits_per_param"] = params ? 8.0 * double(stored) / double(params) : 0.0;
   return out;
 }
+}  // namespace
+
+json describe_pack(const fs::path& p) {
+  const std::string meta_label = (p / "deltaedit.json").string();
+  json meta = io::parse_json_strict(util::read_file(p / "deltaedit.json"), meta_label);
+  auto file = io::SafetensorsFile::open(p / kPackFile);
+  if (!meta.contains("pack") || !meta["pack"].is_object() || !meta["pack"].contains("tensors"))
+    throw Error(ErrorKind::Format, "deltaedit.json has no pack section", meta_label);
+  return util::at_boundary(meta_label, "", [&] { return describe(p, meta, file); });
+}
+
 
 }  // namespace deltaedit::pack

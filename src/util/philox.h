@@ -38,8 +38,8 @@ constexpr PhiloxCounter philox4x32_10(PhiloxCounter c, PhiloxKey k) noexcept {
 // lane by lane (independent counters). The portable batch; hot loops may use a SIMD version of
 // the same rounds (edit/dare.cpp).
 inline constexpr size_t kPhiloxBatch = 8;
-inline void philox4x32_10_w01(PhiloxKey k, uint64_t first, uint32_t lane, uint32_t (&w0)[kPhiloxBatch],
-                              uint32_t (&w1)[kPhiloxBatch]) noexcept {
+inline void philox4x32_10_w01(PhiloxKey k, uint64_t first, uint32_t lane,
+                              uint32_t (&w0)[kPhiloxBatch], uint32_t (&w1)[kPhiloxBatch]) noexcept {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   uint32_t c0[kPhiloxBatch], c1[kPhiloxBatch], c2[kPhiloxBatch], c3[kPhiloxBatch];
@@ -92,7 +92,8 @@ constexpr uint64_t splitmix64(uint64_t x) noexcept {
 
 // The Philox key for one (run seed, tensor, op position): each part is mixed in turn, so any
 // change of seed, name or op index gives an unrelated stream.
-constexpr PhiloxKey rng_key(uint64_t seed, std::string_view tensor_name, uint32_t op_index) noexcept {
+constexpr PhiloxKey rng_key(uint64_t seed, std::string_view tensor_name,
+                            uint32_t op_index) noexcept {
   uint64_t h = splitmix64(seed);
   h = splitmix64(h ^ fnv1a64(tensor_name));
   h = splitmix64(h ^ (0xD6E8FEB86659FD93ull * (uint64_t{op_index} + 1)));
@@ -109,7 +110,8 @@ class KeyedRng {
   constexpr PhiloxKey key() const noexcept { return key_; }
 
   constexpr PhiloxCounter words(uint64_t i, uint32_t lane = 0) const noexcept {
-    return philox4x32_10({static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), lane, 0u}, key_);
+    return philox4x32_10({static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), lane, 0u},
+                         key_);
   }
 
   // Uniform in [0, 1) with 53 random bits (words 0 and 1).
@@ -124,7 +126,9 @@ class KeyedRng {
     return static_cast<uint64_t>(std::ceil(p * 0x1.0p53));
   }
   // The 53-bit integer behind uniform(): uniform(i) == uniform_bits(w0, w1) · 2^-53.
-  static constexpr uint64_t uniform_bits(uint32_t w0, uint32_t w1) noexcept { return bits53(w0, w1); }
+  static constexpr uint64_t uniform_bits(uint32_t w0, uint32_t w1) noexcept {
+    return bits53(w0, w1);
+  }
 
   // Uniform in [0, 1) with 24 random bits (word 0).
   float uniform_float(uint64_t i, uint32_t lane = 0) const noexcept {
@@ -154,5 +158,17 @@ class KeyedRng {
   }
   PhiloxKey key_;
 };
+
+// Batched keyed streams (util/philox_batch.cpp; AVX2 where the CPU has it, several blocks in
+// flight). Both give exactly the scalar generator's words and decisions.
+//
+// Words of Philox4x32-10 on the counters {first + j, lane, 0} under `key`, j < n: w0[j] ..
+// w3[j] equal KeyedRng(key).words(first + j, lane). w2 and w3 may be null.
+void philox_blocks(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint32_t* w0,
+                   uint32_t* w1, uint32_t* w2, uint32_t* w3) noexcept;
+// Bernoulli selections of lane 0: sel[j] = ~0u if KeyedRng(key).uniform(first + j) < p, else 0,
+// for j < n, where threshold = KeyedRng::uniform_threshold(p) (an integer comparison).
+void bernoulli_select(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
+                      uint32_t* sel) noexcept;
 
 }  // namespace deltaedit::util

@@ -1,29 +1,59 @@
-// f64 reductions in a fixed order: indices are cut into blocks of kReduceBlock, each block is
-// summed in index order, then the block sums are added in block order. A parallel caller that
-// computes block sums on any threads and adds them in block order gets the same bits.
+// f64 reductions in a fixed order that does not wait on one add per element.
+//
+// The order: indices are cut into blocks of kReduceBlock. Inside a block, term i goes to lane
+// i mod kReduceLanes (kReduceLanes independent accumulators, each summed in index order, each
+// starting at +0); the lanes are then folded in halves — lane k += lane k + 8, then k += k + 4,
+// k += k + 2, k += k + 1 — which gives the block sum; block sums are added in block order to a
+// total that starts at +0. A parallel or streamed caller that produces the same block sums on
+// any threads, in any pieces, gets the same bits (BlockedSum streams this order). The lanes let
+// the adds of neighbouring terms run at once (and in SIMD registers), instead of one long chain.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 
 namespace deltaedit::util {
 
 inline constexpr size_t kReduceBlock = 65536;
+inline constexpr size_t kReduceLanes = 16;
+static_assert(kReduceBlock % kReduceLanes == 0);
 
 inline size_t reduce_block_count(size_t n) { return (n + kReduceBlock - 1) / kReduceBlock; }
 
-// Σ_{i in block b} term(i), in index order.
+// The block sum from its lanes, folded in halves.
+inline double fold_lanes(const double (&lane)[kReduceLanes]) {
+  double s[kReduceLanes];
+  for (size_t k = 0; k < kReduceLanes; ++k) s[k] = lane[k];
+  for (size_t w = kReduceLanes / 2; w >= 1; w /= 2) {
+    for (size_t k = 0; k < w; ++k) s[k] += s[k + w];
+  }
+  return s[0];
+}
+
+// lane[(i − begin) mod kReduceLanes] += term(i) for i in [begin, end), in index order per lane;
+// begin is a multiple of kReduceLanes relative to the block start.
+template <class Term>
+inline void add_to_lanes(double (&lane)[kReduceLanes], size_t begin, size_t end, Term&& term) {
+  size_t i = begin;
+  for (; i + kReduceLanes <= end; i += kReduceLanes) {
+    for (size_t k = 0; k < kReduceLanes; ++k) lane[k] += static_cast<double>(term(i + k));
+  }
+  for (size_t k = 0; i < end; ++i, ++k) lane[k] += static_cast<double>(term(i));
+}
+
+// Σ_{i in block b} term(i) in the lane order.
 template <class Term>
 double reduce_block(size_t n, size_t b, Term&& term) {
   const size_t begin = b * kReduceBlock, end = std::min(n, begin + kReduceBlock);
-  double s = 0.0;
-  for (size_t i = begin; i < end; ++i) s += static_cast<double>(term(i));
-  return s;
+  double lane[kReduceLanes] = {};
+  add_to_lanes(lane, begin, end, term);
+  return fold_lanes(lane);
 }
 
-// Σ_{i<n} term(i) in the fixed block order.
+// Σ_{i<n} term(i) in the fixed order.
 template <class Term>
 double ordered_sum(size_t n, Term&& term) {
   double total = 0.0;
@@ -32,19 +62,36 @@ double ordered_sum(size_t n, Term&& term) {
   return total;
 }
 
-// ordered_sum fed one term at a time, in index order, possibly across pieces: add(term, index)
-// for index = 0, 1, 2, ...; sum() equals ordered_sum over the terms seen (for sums of
-// non-negative terms, and of any terms when the count is not a multiple of kReduceBlock).
-struct IndexOrderedSum {
-  double total = 0.0, block = 0.0;
-  void add(double term, uint64_t index) {
-    block += term;
-    if ((index + 1) % kReduceBlock == 0) {
-      total += block;
-      block = 0.0;
+// ordered_sum fed in pieces, in index order: add(count, term) adds term(j) for j < count as the
+// next `count` indices of the sum; sum() equals ordered_sum over every term added so far.
+class BlockedSum {
+ public:
+  template <class Term>
+  void add(size_t count, Term&& term) {
+    size_t j = 0;
+    while (j < count) {
+      const size_t in_block = static_cast<size_t>(next_ % kReduceBlock);
+      const size_t take = std::min(count - j, kReduceBlock - in_block);
+      size_t k = 0;
+      // Up to a lane boundary one term at a time, then whole lane rows.
+      for (; k < take && (in_block + k) % kReduceLanes != 0; ++k)
+        lane_[(in_block + k) % kReduceLanes] += static_cast<double>(term(j + k));
+      add_to_lanes(lane_, 0, take - k, [&](size_t t) { return term(j + k + t); });
+      next_ += take;
+      j += take;
+      if (next_ % kReduceBlock == 0) {
+        total_ += fold_lanes(lane_);
+        std::fill(std::begin(lane_), std::end(lane_), 0.0);
+      }
     }
   }
-  double sum() const { return total + block; }
+  double sum() const { return next_ % kReduceBlock == 0 ? total_ : total_ + fold_lanes(lane_); }
+  uint64_t count() const { return next_; }
+
+ private:
+  double total_ = 0.0;
+  double lane_[kReduceLanes] = {};
+  uint64_t next_ = 0;
 };
 
 inline double sum(std::span<const float> x) {
@@ -65,10 +112,18 @@ inline double sum_sq(std::span<const float> x) {
 // ⟨a, b⟩ over min(|a|, |b|) elements.
 inline double dot(std::span<const float> a, std::span<const float> b) {
   const size_t n = std::min(a.size(), b.size());
-  return ordered_sum(n, [&](size_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
+  return ordered_sum(
+      n, [&](size_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
 }
 
-// Statistics of |x| over the finite entries only (NaN and ±Inf are counted apart).
+// |x| when x is finite, else 0 (the term of the finite-entry sums).
+inline double finite_abs(float x) {
+  return std::fabs(x) <= std::numeric_limits<float>::max() ? std::fabs(static_cast<double>(x))
+                                                           : 0.0;
+}
+
+// Statistics of |x| over the finite entries only (NaN and ±Inf are counted apart): the sums run
+// over every index with 0 for the non-finite entries.
 struct FiniteAbsStats {
   double sum_abs = 0.0;  // Σ |x|
   double sum_sq = 0.0;   // Σ x²
@@ -78,12 +133,10 @@ struct FiniteAbsStats {
 
 inline FiniteAbsStats finite_abs_stats(std::span<const float> x) {
   FiniteAbsStats st;
-  st.sum_abs = ordered_sum(x.size(), [&](size_t i) {
-    return std::isfinite(x[i]) ? std::fabs(static_cast<double>(x[i])) : 0.0;
-  });
+  st.sum_abs = ordered_sum(x.size(), [&](size_t i) { return finite_abs(x[i]); });
   st.sum_sq = ordered_sum(x.size(), [&](size_t i) {
-    const double v = x[i];
-    return std::isfinite(x[i]) ? v * v : 0.0;
+    const double v = finite_abs(x[i]);
+    return v * v;
   });
   for (float v : x) st.finite += std::isfinite(v) ? 1 : 0;
   st.nonfinite = x.size() - st.finite;

@@ -1,10 +1,12 @@
 #include "zoo/corpus.h"
 
+#include <algorithm>
 #include <array>
 #include <span>
 #include <string_view>
 
 #include "zoo/rng.h"
+#include "zoo/tasks.h"
 
 namespace deltaedit::zoo {
 namespace {
@@ -98,9 +100,23 @@ std::string article(sv word) {
 // Builds one document; every draw comes from the document's own stream.
 class Writer {
  public:
-  Writer(uint64_t seed, uint64_t index) : d_(seed, "zoo/corpus", index) {}
+  Writer(uint64_t seed, uint64_t index, const CorpusSkills* skills)
+      : d_(seed, "zoo/corpus", index), seed_(seed), index_(index), skills_(skills) {}
 
   std::string document() {
+    if (skills_) {
+      // The family's mix: 30 % general text, 30 % word problems, 15 % sums, 25 % ordering.
+      switch (d_.uniform_int(0, 19)) {
+        case 0: case 1: return story();
+        case 2: return scene();
+        case 3: return counting();
+        case 4: return number_talk();
+        case 5: return dialogue();
+        case 6: case 7: case 8: case 9: case 10: case 11: return skill_problem(false);
+        case 12: case 13: case 14: return sums();
+        default: return skill_problem(true);
+      }
+    }
     switch (d_.uniform_int(0, 9)) {
       case 0: case 1: case 2: case 3: return story();
       case 4: case 5: return scene();
@@ -268,25 +284,72 @@ class Writer {
     return doc;
   }
 
+  // A task problem in its prose form; candidates whose key is excluded are skipped (candidate
+  // a of document i is problem 64·i + a of the "corpus" stream).
+  std::string skill_problem(bool order) {
+    for (uint64_t a = 0; a < 64; ++a) {
+      const TaskRecord r = order ? make_order_task(seed_, "corpus", 64 * index_ + a)
+                                 : make_task(seed_, "corpus", 64 * index_ + a);
+      if (!skills_->excluded_keys.contains(r.key)) return r.prose;
+    }
+    return sums();
+  }
+
+  std::string sums() {
+    std::string doc;
+    const int n = d_.uniform_int(4, 8);
+    for (int i = 0; i < n; ++i) {
+      const bool words = d_.chance(0.2);
+      const auto w = [&](int k) { return words ? number_word(k) : std::to_string(k); };
+      std::string s;
+      switch (d_.uniform_int(0, 4)) {
+        case 0: case 1: {
+          const int b = d_.uniform_int(2, 20);
+          const int a = d_.uniform_int(0, 99 - b);
+          s = w(a) + " plus " + w(b) + " is " + w(a + b) + ".";
+          break;
+        }
+        case 2: case 3: {
+          const int a = d_.uniform_int(2, 99);
+          const int b = d_.uniform_int(2, std::min(20, a));
+          s = w(a) + " minus " + w(b) + " is " + w(a - b) + ".";
+          break;
+        }
+        default: {
+          const int a = d_.uniform_int(2, 5);
+          const int b = d_.uniform_int(2, 10);
+          s = w(a) + " times " + w(b) + " is " + w(a * b) + ".";
+          break;
+        }
+      }
+      add(doc, cap(s));
+    }
+    return doc;
+  }
+
   Draws d_;
+  uint64_t seed_, index_;
+  const CorpusSkills* skills_;
 };
 
 }  // namespace
 
-std::string corpus_document(uint64_t seed, uint64_t index) { return Writer(seed, index).document(); }
+std::string corpus_document(uint64_t seed, uint64_t index, const CorpusSkills* skills) {
+  return Writer(seed, index, skills).document();
+}
 
-std::vector<std::string> corpus_documents(uint64_t seed, std::size_t count) {
+std::vector<std::string> corpus_documents(uint64_t seed, std::size_t count, const CorpusSkills* skills) {
   std::vector<std::string> docs;
   docs.reserve(count);
-  for (std::size_t i = 0; i < count; ++i) docs.push_back(corpus_document(seed, i));
+  for (std::size_t i = 0; i < count; ++i) docs.push_back(corpus_document(seed, i, skills));
   return docs;
 }
 
-std::string corpus_text(uint64_t seed, std::size_t min_bytes) {
+std::string corpus_text(uint64_t seed, std::size_t min_bytes, const CorpusSkills* skills) {
   std::string text;
   for (uint64_t i = 0; text.size() < min_bytes; ++i) {
     if (i) text += '\n';
-    text += corpus_document(seed, i);
+    text += corpus_document(seed, i, skills);
     text += '\n';
   }
   return text;

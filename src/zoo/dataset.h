@@ -4,6 +4,11 @@
 //   <dir>/corpus.txt               pre-training text, documents separated by blank lines
 //   <dir>/tokenizer/tokenizer.json, tokenizer_config.json
 //   <dir>/zoo_data.json            the options used and the resulting sizes
+// With `family` (the model family's data) also:
+//   <dir>/order_train.jsonl, order_test.jsonl   the second task (make_order_task), disjoint splits
+//   <dir>/dpo_train.jsonl, dpo_test.jsonl       {"prompt", "chosen", "rejected"} preference pairs
+//                                               of the arithmetic train / test problems
+// and the corpus carries both tasks' content in prose (CorpusSkills, test keys excluded).
 // Everything is a pure function of the options.
 #pragma once
 #include <cstddef>
@@ -21,10 +26,15 @@ struct ZooDatasetOptions {
   std::size_t vocab_size = 768;
   // How many train problems join the corpus in the tokenizer's training mix.
   std::size_t tokenizer_task_records = 20000;
+  // The family's data (see above).
+  bool family = false;
+  std::size_t n_order_train = 20000, n_order_test = 500;
+  std::size_t n_dpo_train = 8000, n_dpo_test = 200;
 };
 
 struct ZooDatasetSummary {
   std::size_t n_train = 0, n_test = 0, corpus_bytes = 0, vocab_size = 0, merges = 0;
+  std::size_t n_order_train = 0, n_order_test = 0, n_dpo_train = 0, n_dpo_test = 0;
 };
 
 // Creates `dir` when missing and (over)writes the files above. Throws Error(Io) on failure.

@@ -39,6 +39,10 @@ struct TaskRecord {
   std::vector<int> numbers;   // numbers[0] is the start, numbers[i + 1] the operand of ops[i]
   int answer = 0;
   std::string key;  // structure and numbers: "mul,add|3,4,5"
+  // The same problem told in the past tense with its solution in words, the form in which the
+  // family's pre-training corpus holds the skill: "Mia had 5 apples. She bought 3 more apples.
+  // ... 5 plus 3 is 8. 8 minus 2 is 6. In the end, Mia had 6 apples."
+  std::string prose;
 };
 
 // Folds the operations over the numbers: numbers[0] op[0] numbers[1] op[1] ... Throws
@@ -58,6 +62,29 @@ struct TaskSplits {
 // of a smaller n_train is a prefix of a larger one (and the same holds for test). Throws
 // Error(Usage) when the key space runs out (it holds well over a million problems).
 TaskSplits make_task_splits(uint64_t seed, std::size_t n_train, std::size_t n_test);
+
+// The family's second task ("order"): 3 or 5 distinct numbers in 1..99, to be sorted; the answer is
+// the middle one (exact match of the number after "####", as for the arithmetic task).
+//   prompt:   "Put these numbers in order from the smallest to the largest and give the middle
+//              one: 12, 45, 7.\n"
+//   response: "7, 12, 45. #### 12"
+// numbers holds the list as given, ops is empty, key = "order|" + the sorted list (so no
+// permutation of a test list is in train), prose = a sentence form of the same content.
+TaskRecord make_order_task(uint64_t seed, std::string_view stream, uint64_t index);
+TaskSplits make_order_splits(uint64_t seed, std::size_t n_train, std::size_t n_test);
+
+// A DPO preference pair for an arithmetic problem: chosen = the worked solution; rejected = the
+// same steps with one slip (a result off by ±1..±3 at one step, every later step computed
+// correctly from the wrong value, so the final answer is off by the same amount). A pure function
+// of (seed, record, index); a slip that would make a value negative is made positive instead.
+struct PreferencePair {
+  std::string prompt, chosen, rejected;
+  int wrong_step = 0;  // 0-based step with the slip
+  int error = 0;       // the slip, ±1..±3
+};
+PreferencePair make_preference_pair(uint64_t seed, const TaskRecord& record, uint64_t index);
+// {"prompt": ..., "chosen": ..., "rejected": ...} without the trailing newline.
+std::string preference_jsonl_line(const PreferencePair& pair);
 
 // One JSON object line {"prompt": ..., "response": ...} without the trailing newline.
 std::string task_jsonl_line(const TaskRecord& record);

@@ -80,17 +80,47 @@ TEST(AllOps, ShapeMismatchIsTypedError) {
   }
 }
 
+// The order of util/reduce.h written out from its definition: blocks of 65536 indices; in a
+// block, 16 lanes (index mod 16) summed in index order from +0, folded in halves (k += k+8,
+// k += k+4, k += k+2, k += k+1); block sums added in block order from +0.
+double lane_order_sum(const std::vector<double>& t) {
+  double total = 0;
+  for (size_t b = 0; b * 65536 < t.size(); ++b) {
+    double lane[16] = {};
+    for (size_t i = b * 65536; i < std::min(t.size(), (b + 1) * 65536); ++i) lane[i % 16] += t[i];
+    for (size_t k = 0; k < 8; ++k) lane[k] += lane[k + 8];
+    for (size_t k = 0; k < 4; ++k) lane[k] += lane[k + 4];
+    for (size_t k = 0; k < 2; ++k) lane[k] += lane[k + 2];
+    lane[0] += lane[1];
+    total += lane[0];
+  }
+  return total;
+}
+
 TEST(Reduce, FixedBlockOrder) {
   const size_t n = 3 * util::kReduceBlock + 123;
   std::vector<float> x(n);
-  for (size_t i = 0; i < n; ++i) x[i] = float(1.0 / (1 + i % 1000)) * (i % 3 == 0 ? -1.0f : 1.0f);
-  double expected = 0;
-  for (size_t b = 0; b * util::kReduceBlock < n; ++b) {
-    double s = 0;
-    for (size_t i = b * util::kReduceBlock; i < std::min(n, (b + 1) * util::kReduceBlock); ++i) s += x[i];
-    expected += s;
-  }
+  // Magnitudes over 2^±20 so that the order of the adds shows in the last bits.
+  for (size_t i = 0; i < n; ++i)
+    x[i] = std::ldexp(float(1.0 / (1 + i % 1000)), int(i * 7 % 41) - 20) * (i % 3 == 0 ? -1.0f : 1.0f);
+  std::vector<double> terms(x.begin(), x.end());
+  const double expected = lane_order_sum(terms);
+  // Not the plain left-to-right sum (so the test sees the order), and close to it.
+  double plain = 0;
+  for (double v : terms) plain += v;
+  EXPECT_NE(expected, plain);
+  EXPECT_NEAR(expected, plain, 1e-12 * std::fabs(plain));
   EXPECT_EQ(util::sum(x), expected);
+  // Streamed in pieces of any size, the same bits.
+  for (size_t piece : {size_t(1), size_t(5), size_t(16), size_t(4096), size_t(70001)}) {
+    util::BlockedSum bs;
+    for (size_t at = 0; at < n; at += piece) {
+      const size_t m = std::min(piece, n - at);
+      bs.add(m, [&](size_t j) { return static_cast<double>(x[at + j]); });
+    }
+    EXPECT_EQ(bs.sum(), expected) << "piece " << piece;
+    EXPECT_EQ(bs.count(), n);
+  }
   EXPECT_EQ(util::reduce_block_count(n), 4u);
   EXPECT_EQ(util::dot(x, x), util::sum_sq(x));
   const std::vector<float> y = {1.0f, NAN, -2.0f, INFINITY, 0.0f};
@@ -167,8 +197,12 @@ void expect_same_in_pieces(const char* spec, const std::vector<float>& x, const 
   o->apply(whole, ctx);
   for (size_t piece : pieces) {
     auto st = o->observe_begin(ctx);
-    for (size_t at = 0; at < x.size(); at += piece)
-      o->observe(*st, std::span<const float>(x.data() + at, std::min(piece, x.size() - at)), at);
+    int passes = 0;
+    do {
+      for (size_t at = 0; at < x.size(); at += piece)
+        o->observe(*st, std::span<const float>(x.data() + at, std::min(piece, x.size() - at)), at);
+    } while (o->observe_again(*st) && ++passes < 10);
+    EXPECT_TRUE(o->multi_pass() || passes == 0) << spec << ": a two-pass op observes once";
     o->observe_end(*st);
     std::vector<float> cut = x;
     for (size_t at = 0; at < cut.size(); at += piece)
@@ -180,7 +214,7 @@ void expect_same_in_pieces(const char* spec, const std::vector<float>& x, const 
 TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
   const char* const two_pass[] = {"bitdelta", "bitdelta:stat=rms", "bitdelta:granularity=row,sign0=plus",
                                   "bitdelta:s=2,granularity=row,stat=rms", "resample", "resample:dist=normal,clip=true",
-                                  "biased:k=0.5", "biased:k=2"};
+                                  "biased:k=0.5", "biased:k=2", "dare:rescale=l1", "dare:rescale=l1,k=-1,p=0.3"};
   std::vector<float> d = gaussian(37 * 541, 10);
   d[5] = NAN;
   d[600] = -INFINITY;
@@ -193,6 +227,15 @@ TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
   for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare", "lowrank:rank=2",
                            "biased:by=grad", "permute"}) {
     EXPECT_FALSE(op(spec)->two_pass()) << spec;
+  }
+  // Multi-pass: magnitude (scope=tensor) on the same tensor and on a tied one.
+  std::vector<float> tied = d;
+  for (float& v : tied) v = std::round(v * 3000.0f);
+  for (const char* spec : {"magnitude", "magnitude:p=0.5", "magnitude:p=0.999"}) {
+    ASSERT_TRUE(op(spec)->multi_pass()) << spec;
+    EXPECT_FALSE(op(spec)->two_pass()) << spec;
+    expect_same_in_pieces(spec, d, {37, 541}, {1, 100, 541, 4096});
+    expect_same_in_pieces(spec, tied, {37, 541}, {1, 100, 4096});
   }
   // Long enough to cross the fixed reduction blocks (util::kReduceBlock) of resample's mean |Δ|.
   std::vector<float> longer = gaussian(2 * util::kReduceBlock + 1001, 12);

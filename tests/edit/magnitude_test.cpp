@@ -1,9 +1,11 @@
 // magnitude: exactly ⌊(1−p)·n⌋ entries kept per scope, the largest |Δ|, ties by lower index.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
-
-#include <gtest/gtest.h>
+#include <utility>
 
 #include "edit_test_util.h"
 
@@ -51,7 +53,8 @@ TEST(Magnitude, RadixSelectMatchesReference) {
   for (size_t n : {65535u, 65536u, 200003u}) {
     std::vector<float> d = tied_delta(n, n + 1);
     // Keys spread over many high bins, and values that share the high 16 bits but not the low ones.
-    for (size_t i = 0; i < n; i += 7) d[i] = std::ldexp(1.0f + float(i % 97) / 128.0f, int(i % 40) - 20);
+    for (size_t i = 0; i < n; i += 7)
+      d[i] = std::ldexp(1.0f + float(i % 97) / 128.0f, int(i % 40) - 20);
     for (size_t i = 3; i < n; i += 1001) d[i] = (i % 2) ? NAN : -INFINITY;
     for (double p : {0.0, 0.5, 0.9, 0.999, 0.99999}) {
       const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * double(n) + 1e-9));
@@ -66,7 +69,8 @@ TEST(Magnitude, RadixSelectMatchesReference) {
   const std::vector<float> out = edited("magnitude:scope=row,p=0.75", d, {rows, cols});
   for (int64_t r = 0; r < rows; ++r) {
     const std::vector<float> row(d.begin() + r * cols, d.begin() + (r + 1) * cols);
-    EXPECT_EQ(std::vector<float>(out.begin() + r * cols, out.begin() + (r + 1) * cols), reference(row, cols / 4));
+    EXPECT_EQ(std::vector<float>(out.begin() + r * cols, out.begin() + (r + 1) * cols),
+              reference(row, cols / 4));
   }
 }
 
@@ -90,7 +94,8 @@ TEST(Magnitude, RowScope) {
   const int64_t rows = 13, cols = 37;
   const std::vector<float> d = tied_delta(rows * cols, 5);
   for (double p : {0.2, 0.5, 0.9}) {
-    const std::vector<float> out = edited("magnitude:scope=row,p=" + std::to_string(p), d, {rows, cols});
+    const std::vector<float> out =
+        edited("magnitude:scope=row,p=" + std::to_string(p), d, {rows, cols});
     const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * cols + 1e-9));
     for (int64_t r = 0; r < rows; ++r) {
       const std::vector<float> row(d.begin() + r * cols, d.begin() + (r + 1) * cols);
@@ -103,7 +108,8 @@ TEST(Magnitude, RowScope) {
   const std::vector<float> out3 = edited("magnitude:scope=row,p=0.5", d3, {4, 3, 5});
   for (int64_t r = 0; r < 4; ++r) {
     const std::vector<float> row(d3.begin() + r * 15, d3.begin() + (r + 1) * 15);
-    EXPECT_EQ(std::vector<float>(out3.begin() + r * 15, out3.begin() + (r + 1) * 15), reference(row, 7));
+    EXPECT_EQ(std::vector<float>(out3.begin() + r * 15, out3.begin() + (r + 1) * 15),
+              reference(row, 7));
   }
   // A 1-D tensor is one row.
   const std::vector<float> d1 = tied_delta(50, 7);
@@ -123,6 +129,72 @@ TEST(Magnitude, EdgeCases) {
   EXPECT_EQ(out[0], 0.0f);
   EXPECT_EQ(out[2], 0.0f);
   EXPECT_EQ(out[4], 0.0f);
+}
+
+// The streaming form (scope=tensor, a multi-pass op): observe passes over pieces until the op
+// has what it needs, then edit the pieces. Returns the edited values and the number of passes.
+std::pair<std::vector<float>, int> streamed(const std::string& spec, std::vector<float> x,
+                                            size_t piece) {
+  const auto o = op(spec);
+  EXPECT_TRUE(o->multi_pass()) << spec;
+  EXPECT_TRUE(o->observes()) << spec;
+  const std::vector<int64_t> shape{int64_t(x.size())};
+  TensorContext ctx;
+  ctx.name = "t";
+  ctx.shape = shape;
+  auto st = o->observe_begin(ctx);
+  int passes = 0;
+  do {
+    ++passes;
+    for (size_t at = 0; at < x.size(); at += piece)
+      o->observe(*st, std::span<const float>(x.data() + at, std::min(piece, x.size() - at)), at);
+  } while (o->observe_again(*st) && passes < 10);
+  o->observe_end(*st);
+  for (size_t at = 0; at < x.size(); at += piece)
+    o->apply_observed(*st, std::span<float>(x.data() + at, std::min(piece, x.size() - at)), at,
+                      ctx);
+  return {std::move(x), passes};
+}
+
+// Streamed selection equals the full-sort reference on: one key per high bin with ties cut
+// (grid values: two passes), several keys in the threshold's bin (positions collected in the
+// low-bits pass: two passes), more keys in that bin than positions kept (a third pass finds the
+// cut among the ties), NaN/±Inf, and edge fractions; any cut into pieces.
+TEST(Magnitude, StreamedMatchesReference) {
+  const size_t n = 200003;
+  std::vector<float> grid = tied_delta(n, 31);
+  std::vector<float> spread = grid;
+  for (size_t i = 0; i < n; i += 3)
+    spread[i] = std::ldexp(1.0f + float(i % 997) / 1024.0f, int(i % 9) - 4);
+  for (size_t i = 5; i < n; i += 1009) spread[i] = (i % 2) ? NAN : -INFINITY;
+  for (const auto* d : {&grid, &spread}) {
+    for (double p : {0.0, 0.3, 0.9, 0.999, 0.99999, 1.0}) {
+      const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * double(n) + 1e-9));
+      const std::vector<float> ref = reference(*d, keep);
+      for (size_t piece : {size_t(4096), size_t(777)}) {
+        const auto [out, passes] = streamed("magnitude:p=" + std::to_string(p), *d, piece);
+        ASSERT_TRUE(same_bytes(out, ref)) << "p=" << p << " piece " << piece;
+        EXPECT_LE(passes, 2) << "p=" << p;
+      }
+    }
+  }
+  // 2^20 keys in one high bin (1 + k/2^16·2^-7 for k < 2^16 shares the high 16 bits of 1.0f),
+  // each key 16 times, so the threshold ties (keep is no multiple of 16) and the bin holds more
+  // keys than the positions kept.
+  std::vector<float> crowded(size_t{1} << 20);
+  for (size_t i = 0; i < crowded.size(); ++i) {
+    uint32_t b = 0x3F800000u | static_cast<uint32_t>((i * 40503u) % 65536u);
+    std::memcpy(&crowded[i], &b, sizeof b);
+  }
+  for (double p : {0.7, 0.9}) {
+    const int64_t keep = static_cast<int64_t>(std::floor((1 - p) * double(crowded.size()) + 1e-9));
+    ASSERT_NE(keep % 16, 0);
+    const auto [out, passes] = streamed("magnitude:p=" + std::to_string(p), crowded, 65536);
+    ASSERT_TRUE(same_bytes(out, reference(crowded, keep))) << "p=" << p;
+    EXPECT_EQ(passes, 3);
+  }
+  // Scope=row does not stream.
+  EXPECT_FALSE(op("magnitude:scope=row")->multi_pass());
 }
 
 }  // namespace

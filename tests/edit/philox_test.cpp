@@ -1,10 +1,11 @@
 // Philox4x32-10 known-answer vectors (Random123 kat_vectors) and the keyed streams.
 #include "util/philox.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <set>
-
-#include <gtest/gtest.h>
+#include <vector>
 
 namespace deltaedit::util {
 namespace {
@@ -15,14 +16,14 @@ TEST(Philox, KnownAnswerZero) {
 }
 
 TEST(Philox, KnownAnswerAllOnes) {
-  const PhiloxCounter out =
-      philox4x32_10({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu});
+  const PhiloxCounter out = philox4x32_10({0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu},
+                                          {0xffffffffu, 0xffffffffu});
   EXPECT_EQ(out, (PhiloxCounter{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}));
 }
 
 TEST(Philox, KnownAnswerPi) {
-  const PhiloxCounter out =
-      philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u});
+  const PhiloxCounter out = philox4x32_10({0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u},
+                                          {0xa4093822u, 0x299f31d0u});
   EXPECT_EQ(out, (PhiloxCounter{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}));
 }
 
@@ -97,6 +98,60 @@ TEST(Philox, DrawsArePureFunctionsOfIndex) {
   // Any evaluation order gives the same values.
   for (int i = 999; i >= 0; --i) EXPECT_EQ(a.uniform(i), b.uniform(i));
   EXPECT_NE(a.words(0, 0), a.words(0, 1));
+}
+
+// The batched kernels against the scalar generator, word for word: odd lengths (a partial
+// step), starts just below a 2^32 boundary of the low counter word (the high word changes
+// inside a step), other lanes, and thresholds at both ends and in between.
+TEST(Philox, BatchedBlocksEqualScalar) {
+  const KeyedRng rng(9, "model.layers.3.self_attn.q_proj.weight", 1);
+  for (const uint64_t first :
+       {uint64_t{0}, uint64_t{5}, (uint64_t{1} << 32) - 11, (uint64_t{7} << 32) + 3}) {
+    for (const uint32_t lane : {0u, 1u, 0xFFFFFFFFu}) {
+      const size_t n = 16 * 5 + 13;
+      std::vector<uint32_t> w0(n), w1(n), w2(n), w3(n);
+      philox_blocks(rng.key(), first, lane, n, w0.data(), w1.data(), w2.data(), w3.data());
+      for (size_t j = 0; j < n; ++j) {
+        const PhiloxCounter c = rng.words(first + j, lane);
+        ASSERT_EQ(c, (PhiloxCounter{w0[j], w1[j], w2[j], w3[j]}))
+            << first << " " << lane << " " << j;
+      }
+      std::vector<uint32_t> v0(n), v1(n);
+      philox_blocks(rng.key(), first, lane, n, v0.data(), v1.data(), nullptr, nullptr);
+      EXPECT_EQ(v0, w0);
+      EXPECT_EQ(v1, w1);
+    }
+  }
+}
+
+TEST(Philox, BernoulliSelectEqualsUniformComparison) {
+  const KeyedRng rng(3, "w", 0);
+  const size_t n = 16 * 40 + 7;
+  std::vector<uint32_t> sel(n);
+  for (const double p : {0.0, 1e-300, 0.1, 0.5, 0.9, 0.999999, 1.0 - 0x1.0p-53, 1.0}) {
+    for (const uint64_t first : {uint64_t{0}, (uint64_t{1} << 32) - 100, (uint64_t{3} << 40) + 1}) {
+      bernoulli_select(rng.key(), first, n, KeyedRng::uniform_threshold(p), sel.data());
+      for (size_t j = 0; j < n; ++j) {
+        ASSERT_EQ(sel[j], rng.uniform(first + j) < p ? ~0u : 0u) << p << " " << first << " " << j;
+      }
+    }
+  }
+  // A threshold equal to one element's own 53-bit word: that element is not below it, the next
+  // value up selects it (the comparison is exact at the last bit).
+  for (size_t j = 0; j < 64; ++j) {
+    const PhiloxCounter c = rng.words(j);
+    const uint64_t x = KeyedRng::uniform_bits(c[0], c[1]);
+    uint32_t s[1];
+    bernoulli_select(rng.key(), j, 1, x, s);
+    EXPECT_EQ(s[0], 0u);
+    bernoulli_select(rng.key(), j, 1, x + 1, s);
+    EXPECT_EQ(s[0], ~0u);
+    std::vector<uint32_t> many(32);
+    bernoulli_select(rng.key(), j, 32, x, many.data());  // the SIMD path decides element j too
+    EXPECT_EQ(many[0], 0u);
+    bernoulli_select(rng.key(), j, 32, x + 1, many.data());
+    EXPECT_EQ(many[0], ~0u);
+  }
 }
 
 }  // namespace

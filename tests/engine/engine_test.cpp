@@ -402,7 +402,10 @@ TEST(Engine, StreamedPointwiseEditEqualsBufferedEdit) {
       {"dare:p=0.9"}, {"drop:p=0.5", "scale:alpha=0.3"}, {"signflip:q=0.2,rescale=mean"},
       {"dare:p=0.5,k=0.5,include=mlp", "scale:alpha=-0.5,exclude=mlp"},
       {"bitdelta"}, {"dare:p=0.5", "bitdelta:granularity=row"}, {"bitdelta:stat=rms", "scale:alpha=0.5", "bitdelta"},
-      {"resample:dist=normal"}, {"biased:k=0.5", "dare:p=0.3", "resample"}};
+      {"resample:dist=normal"}, {"biased:k=0.5", "dare:p=0.3", "resample"},
+      // multi-pass (magnitude's threshold select) and two-pass dare rescale=l1, after and before other ops
+      {"magnitude:p=0.9"}, {"dare:p=0.5", "magnitude:p=0.7", "scale:alpha=0.5"}, {"dare:p=0.9,rescale=l1"},
+      {"dare:p=0.3,k=-1,rescale=l1", "magnitude:p=0.5"}};
   for (const auto& ops : chains) {
     for (const char* dtype : {"", "F32"}) {
       auto a = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "s", ops, 7);
@@ -420,8 +423,9 @@ TEST(Engine, StreamedPointwiseEditEqualsBufferedEdit) {
       fs::remove_all(t / "b");
     }
   }
-  // A chain with a non-pointwise op is never streamed.
-  auto m = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "m", {"dare:p=0.5", "magnitude:p=0.5"});
+  // A chain with an op that needs the whole tensor (magnitude per row) is never streamed.
+  auto m = request(fixture("llama/base"), fixture("llama/post_bf16_sharded"), t / "m",
+                   {"dare:p=0.5", "magnitude:p=0.5,scope=row"});
   m.dry_run = true;
   EXPECT_EQ(engine::run_edit(m).plan["streamed_tensors"].get<uint64_t>(), 0u);
 }

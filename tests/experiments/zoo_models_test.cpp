@@ -1,6 +1,8 @@
 // The shipped in-house pair meets its bars; zoo training is deterministic; sweep points resume.
 #include <filesystem>
+#include <cmath>
 #include <fstream>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -16,7 +18,7 @@ namespace fs = std::filesystem;
 using namespace deltaedit;
 
 namespace {
-const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo/retrain";
 
 struct TempDir {
   fs::path path;
@@ -102,6 +104,108 @@ TEST(Zoo, TrainingIsDeterministic) {
   EXPECT_NE(read(t.path / "a/post/model.safetensors"), read(t.path / "c/post/model.safetensors"));
   EXPECT_EQ(io::Checkpoint::open(t.path / "a/post").config()->architecture, "LlamaForCausalLM");
   EXPECT_THROW(zoo::build_zoo(t.path / "a", o), Error);  // never over an existing output
+}
+
+// The family at a tiny scale: same seed and threads give identical checkpoints for every stage; a
+// rerun into the same folder keeps the finished stages; another recipe there is refused.
+TEST(Zoo, FamilyTrainingIsDeterministicAndResumes) {
+  TempDir t;
+  zoo::FamilyOptions o;
+  o.hidden = 32;
+  o.intermediate = 64;
+  o.layers = 1;
+  o.heads = 2;
+  o.kv_heads = 1;
+  o.vocab = 300;
+  o.pretrain_steps = 3;
+  o.sft_steps = 2;
+  o.dpo_steps = 2;
+  o.pretrain_batch = o.sft_batch = o.dpo_batch = 4;
+  o.n_train = 200;
+  o.n_test = 20;
+  o.n_order_train = 200;
+  o.n_order_test = 20;
+  o.n_dpo_train = 40;
+  o.n_dpo_test = 8;
+  o.n_eval = 4;
+  o.max_new_tokens = 8;
+  o.corpus_bytes = 20000;
+  auto sa = zoo::build_family(t.path / "a", o);
+  zoo::build_family(t.path / "b", o);
+  o.seed = 2;
+  zoo::build_family(t.path / "c", o);
+  o.seed = 1;
+  for (const char* stage : {"base", "math-sft", "math-dpo", "order-sft"}) {
+    const fs::path f = fs::path(stage) / "model.safetensors";
+    EXPECT_EQ(read(t.path / "a" / f), read(t.path / "b" / f)) << stage;
+    EXPECT_NE(read(t.path / "a" / f), read(t.path / "c" / f)) << stage;
+    EXPECT_TRUE(sa["stages"].contains(stage)) << stage;
+  }
+  for (const char* f : {"data/dpo_train.jsonl", "data/order_test.jsonl", "data/corpus.txt", "data/tokenizer/tokenizer.json"})
+    EXPECT_EQ(read(t.path / "a" / f), read(t.path / "b" / f)) << f;
+  // The experts start from base; DPO starts from math-sft and its reference is math-sft, so before
+  // training every held-out margin is 0: loss log 2, reward accuracy 0.
+  const auto& dpo = sa["stages"]["math-dpo"]["dpo"]["before"];
+  EXPECT_NEAR(dpo["dpo_loss"].get<double>(), std::log(2.0), 1e-6);
+  EXPECT_EQ(dpo["reward_accuracy"].get<double>(), 0.0);
+  EXPECT_GT(sa["stages"]["math-sft"]["delta"]["delta_over_weight"].get<double>(), 0.0);
+  // Resume: the finished stages are loaded, not trained again.
+  const auto stamp = fs::last_write_time(t.path / "a/math-sft/model.safetensors");
+  auto again = zoo::build_family(t.path / "a", o);
+  EXPECT_EQ(fs::last_write_time(t.path / "a/math-sft/model.safetensors"), stamp);
+  EXPECT_EQ(again["stages"], sa["stages"]);
+  o.sft_steps = 3;
+  EXPECT_THROW(zoo::build_family(t.path / "a", o), Error);
+
+  // The EXPO setting on the family: a DPO-loss sweep of math-dpo over math-sft. α = −1 gives
+  // math-sft itself, the reference, where the DPO loss is log 2 exactly.
+  nlohmann::json j{{"base", (t.path / "a/math-sft").string()}, {"post", (t.path / "a/math-dpo").string()},
+                   {"eval_data", (t.path / "a/data/eval.jsonl").string()},
+                   {"loss_data", (t.path / "a/data/dpo_test.jsonl").string()}, {"loss", "dpo"}, {"beta", 0.1},
+                   {"eval_examples", 2}, {"loss_examples", 8}, {"max_new_tokens", 4}, {"steps", 2}, {"threads", 1},
+                   {"experiments", {{"F6", {{"alpha", {-1.0, 0.5}}}}}}};
+  auto r = experiments::run_sweep(experiments::SweepConfig::from_json(j, {}), t.path / "expo");
+  EXPECT_NEAR(r["models"]["base"]["loss"].get<double>(), std::log(2.0), 1e-6);
+  for (const auto& p : r["experiments"]["F6"])
+    if (p["params"]["alpha"].get<double>() == -1.0) EXPECT_NEAR(p["loss"].get<double>(), std::log(2.0), 1e-5);
+  j["loss"] = "kl";
+  EXPECT_THROW(experiments::SweepConfig::from_json(j, {}), Error);
+}
+
+// The shipped family: its recorded figures meet the targets of its recipe, and re-evaluating a
+// sample reproduces them (accuracy within 4 binomial standard errors; Δ ratios exactly).
+TEST(ZooModels, ShippedFamilyMeetsItsRecordedFigures) {
+  const fs::path fam = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+  if (!fs::exists(fam / "zoo.json")) GTEST_SKIP() << "models/zoo/zoo.json is not shipped yet";
+  auto z = nlohmann::json::parse(read(fam / "zoo.json"));
+  const auto& st = z["stages"];
+  EXPECT_LE(st["base"]["evaluation"]["math_accuracy"].get<double>(), 0.20);
+  EXPECT_LE(st["base"]["evaluation"]["order_accuracy"].get<double>(), 0.20);
+  for (const char* e : {"math-sft", "order-sft", "math-dpo"})
+    EXPECT_LE(st[e]["delta"]["delta_over_weight"].get<double>(), 0.10) << e;
+  auto tok = text::Tokenizer::load(fam / "base");
+  auto base = model::Model::load(io::Checkpoint::open(fam / "base"));
+  const size_t n = 50;
+  for (const auto& [stage, file, key] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"math-sft", "data/eval.jsonl", "math_accuracy"}, {"order-sft", "data/order_eval.jsonl", "order_accuracy"},
+           {"math-dpo", "data/eval.jsonl", "math_accuracy"}}) {
+    auto m = model::Model::load(io::Checkpoint::open(fam / stage));
+    auto recs = text::load_jsonl(fam / file, &tok, {0, n});
+    const double a = st[stage]["evaluation"][key].get<double>();
+    const double got = model::dataset_accuracy(m, tok, recs, 48).accuracy();
+    const double se = std::sqrt(std::max(a * (1 - a), 0.01) / double(n));
+    EXPECT_NEAR(got, a, 4 * se) << stage;
+    RecordProperty(stage + "_sample_accuracy", std::to_string(got));
+  }
+  // ‖Δ‖/‖W_base‖ recomputed from the checkpoints in f64.
+  auto sft = model::Model::load(io::Checkpoint::open(fam / "math-sft"));
+  double dd = 0, ww = 0;
+  for (const auto& name : sft.param_names()) {
+    auto w = base.param(name).to(torch::kFloat64), d = sft.param(name).to(torch::kFloat64) - w;
+    dd += d.pow(2).sum().item<double>();
+    ww += w.pow(2).sum().item<double>();
+  }
+  EXPECT_NEAR(std::sqrt(dd / ww), st["math-sft"]["delta"]["delta_over_weight"].get<double>(), 1e-9);
 }
 
 TEST(Sweep, PointsAndConfigValidation) {

@@ -408,3 +408,183 @@ TEST(ZooDataset, WritesAllFilesConsistently) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// The model family's data: the order task, preference pairs, the skills corpus
+
+namespace {
+// "a, b, c" or "a, b and c" as integers.
+std::vector<int> list_of(std::string_view s) { return numbers_in(s); }
+}  // namespace
+
+TEST(ZooOrderTask, DeterministicSortedAndMiddleAnswer) {
+  const TaskSplits a = make_order_splits(5, 3000, 300);
+  const TaskSplits b = make_order_splits(5, 3000, 300);
+  const TaskSplits c = make_order_splits(6, 3000, 300);
+  ASSERT_EQ(a.train.size(), 3000u);
+  ASSERT_EQ(a.test.size(), 300u);
+  std::size_t same_as_c = 0, fives = 0;
+  std::set<std::string> test_sets;
+  for (const auto& r : a.test) test_sets.insert(r.key);
+  for (std::size_t i = 0; i < a.train.size(); ++i) {
+    const TaskRecord& r = a.train[i];
+    EXPECT_EQ(task_jsonl_line(r), task_jsonl_line(b.train[i]));
+    EXPECT_EQ(r.prose, b.train[i].prose);
+    same_as_c += r.prompt == c.train[i].prompt;
+    EXPECT_FALSE(test_sets.contains(r.key)) << r.key;
+    // The list in the prompt: 3 or 5 distinct numbers in 1..99.
+    const std::string_view prompt = r.prompt;
+    const auto colon = prompt.rfind(':');
+    ASSERT_NE(colon, std::string_view::npos);
+    std::vector<int> given = list_of(prompt.substr(colon));
+    ASSERT_TRUE(given.size() == 3 || given.size() == 5) << r.prompt;
+    fives += given.size() == 5;
+    EXPECT_EQ(std::set<int>(given.begin(), given.end()).size(), given.size()) << r.prompt;
+    for (int v : given) EXPECT_TRUE(v >= 1 && v <= 99) << r.prompt;
+    // The response: the sorted list, then the middle one after "####" (independent check).
+    std::vector<int> sorted = given;
+    std::sort(sorted.begin(), sorted.end());
+    const auto hash = r.response.find(" #### ");
+    ASSERT_NE(hash, std::string::npos);
+    EXPECT_EQ(list_of(std::string_view(r.response).substr(0, hash)), sorted) << r.response;
+    EXPECT_EQ(extract_answer(r.response), std::to_string(sorted[sorted.size() / 2]));
+    EXPECT_EQ(r.answer, sorted[sorted.size() / 2]);
+    // The prose holds the same content: the given list, the sorted list, the middle one.
+    std::vector<int> in_prose = list_of(r.prose);
+    std::vector<int> expect;
+    if (r.prose.find(" with the numbers ") != std::string::npos) expect.push_back(int(given.size()));
+    expect.insert(expect.end(), given.begin(), given.end());
+    expect.insert(expect.end(), sorted.begin(), sorted.end());
+    expect.push_back(sorted[sorted.size() / 2]);
+    EXPECT_EQ(in_prose, expect) << r.prose;
+    EXPECT_EQ(r.prose.find('#'), std::string::npos);
+  }
+  EXPECT_LT(same_as_c, 30u);
+  // Half the lists have 5 numbers: 1500 ± 4.5 σ (σ = √(3000/4) ≈ 27).
+  EXPECT_NEAR(double(fives), 1500.0, 125.0);
+  EXPECT_EQ(task_jsonl_line(make_order_task(5, "x", 9)), task_jsonl_line(make_order_task(5, "x", 9)));
+  EXPECT_NE(make_order_task(5, "x", 9).prompt, make_order_task(5, "x", 10).prompt);
+}
+
+TEST(ZooPreferencePairs, ChosenIsTheSolutionRejectedHasOneSlip) {
+  const TaskSplits s = make_task_splits(9, 2000, 50);
+  std::size_t up = 0;
+  for (std::size_t i = 0; i < s.train.size(); ++i) {
+    const TaskRecord& r = s.train[i];
+    const PreferencePair p = make_preference_pair(9, r, i);
+    const PreferencePair q = make_preference_pair(9, r, i);
+    EXPECT_EQ(preference_jsonl_line(p), preference_jsonl_line(q));
+    EXPECT_EQ(p.prompt, r.prompt);
+    EXPECT_EQ(p.chosen, r.response);
+    ASSERT_TRUE(std::abs(p.error) >= 1 && std::abs(p.error) <= 3) << p.error;
+    up += p.error > 0;
+    // Parse the rejected steps "a op b = c." and check them against the problem, independently.
+    std::istringstream in(p.rejected);
+    std::vector<std::string> w;
+    for (std::string t; in >> t;) w.push_back(t);
+    const std::size_t steps = r.ops.size();
+    ASSERT_EQ(w.size(), steps * 5 + 2) << p.rejected;
+    int prev = r.numbers[0];
+    for (std::size_t k = 0; k < steps; ++k) {
+      const int a = std::stoi(w[5 * k]), b = std::stoi(w[5 * k + 2]), c = std::stoi(w[5 * k + 4]);
+      const char op = w[5 * k + 1][0];
+      EXPECT_EQ(a, prev) << p.rejected;
+      EXPECT_EQ(b, r.numbers[k + 1]) << p.rejected;
+      const int exact = op == '+' ? a + b : op == '-' ? a - b : a * b;
+      EXPECT_EQ(op, r.ops[k] == TaskOp::Add ? '+' : r.ops[k] == TaskOp::Sub ? '-' : '*');
+      EXPECT_EQ(c, exact + (int(k) == p.wrong_step ? p.error : 0)) << p.rejected;
+      EXPECT_GE(c, 0) << p.rejected;
+      prev = c;
+    }
+    EXPECT_EQ(w[steps * 5], "####");
+    EXPECT_EQ(std::stoi(w[steps * 5 + 1]), prev);
+    // The final answer is wrong by exactly the slip (later steps add or subtract constants).
+    EXPECT_EQ(prev, r.answer + p.error) << p.rejected;
+    EXPECT_FALSE(answers_match(extract_answer(p.rejected), extract_answer(p.chosen)));
+  }
+  // Slips are drawn up or down with equal odds; negative values are turned up, so more go up.
+  EXPECT_GT(up, 900u);
+  EXPECT_THROW(make_preference_pair(9, make_order_task(9, "x", 0), 0), deltaedit::Error);
+}
+
+TEST(ZooTasks, ProseIsThePastTenseProblemWithItsSolution) {
+  const TaskSplits s = make_task_splits(4, 1000, 10);
+  for (const auto& r : s.train) {
+    // Numbers in the prose: the problem's numbers as told, then each step a op b = c in words,
+    // then the answer.
+    std::vector<int> expect;
+    if (r.ops[0] == TaskOp::Mul) expect = {r.numbers[0], r.numbers[1]};
+    else expect = {r.numbers[0]};
+    for (std::size_t k = r.ops[0] == TaskOp::Mul ? 1 : 0; k < r.ops.size(); ++k) expect.push_back(r.numbers[k + 1]);
+    int v = r.numbers[0];
+    for (std::size_t k = 0; k < r.ops.size(); ++k) {
+      const int b = r.numbers[k + 1];
+      const int next = r.ops[k] == TaskOp::Add ? v + b : r.ops[k] == TaskOp::Sub ? v - b : v * b;
+      expect.insert(expect.end(), {v, b, next});
+      v = next;
+    }
+    expect.push_back(r.answer);
+    EXPECT_EQ(list_of(r.prose), expect) << r.prose;
+    EXPECT_NE(r.prose.find("In the end, "), std::string::npos);
+    for (const char* bad : {"#", "=", "+", "*", "How many", " has ", " buys "})
+      EXPECT_EQ(r.prose.find(bad), std::string::npos) << bad << ": " << r.prose;
+  }
+}
+
+// The prose and the order task were added without changing a single arithmetic record: the
+// shipped retrain pair's test split is regenerated byte for byte.
+TEST(ZooTasks, ArithmeticRecordsUnchangedSinceTheShippedRetrainPair) {
+  std::ifstream in(fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo/retrain/data/tasks_test.jsonl", std::ios::binary);
+  ASSERT_TRUE(in) << "models/zoo/retrain/data/tasks_test.jsonl";
+  std::string shipped((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const TaskSplits s = make_task_splits(1, 0, 500);
+  std::string now;
+  for (const auto& r : s.test) now += task_jsonl_line(r) + "\n";
+  EXPECT_EQ(now, shipped);
+}
+
+TEST(ZooCorpus, SkillsCorpusMixAndExcludedKeys) {
+  CorpusSkills none;
+  const std::size_t n = 3000;
+  std::size_t problems = 0, orders = 0, sums = 0;
+  std::set<std::size_t> problem_docs;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string d = corpus_document(2, i, &none);
+    EXPECT_EQ(d, corpus_document(2, i, &none));
+    for (const char* bad : {"#", "=", "+", "*", "How many"}) EXPECT_EQ(d.find(bad), std::string::npos) << d;
+    if (d.find("In the end, ") != std::string::npos) {
+      ++problems;
+      problem_docs.insert(i);
+      EXPECT_EQ(d, make_task(2, "corpus", 64 * i).prose);
+    } else if (d.find("middle") != std::string::npos) {
+      ++orders;
+      EXPECT_EQ(d, make_order_task(2, "corpus", 64 * i).prose);
+    } else if (d.find(" plus ") != std::string::npos || d.find(" minus ") != std::string::npos ||
+               d.find(" times ") != std::string::npos) {
+      ++sums;
+    }
+  }
+  // Mix 6/20, 5/20 and 3/20 of the documents; bounds 5 σ of a binomial with n = 3000.
+  EXPECT_NEAR(double(problems) / n, 0.30, 0.042);
+  EXPECT_NEAR(double(orders) / n, 0.25, 0.040);
+  EXPECT_NEAR(double(sums) / n, 0.15, 0.033);
+  // Without skills the corpus is the one of the retrain pair (no task content).
+  EXPECT_EQ(corpus_document(2, 5), corpus_document(2, 5, nullptr));
+  // Excluding a document's first candidate replaces it with a later candidate of the stream.
+  CorpusSkills ex;
+  std::vector<std::size_t> docs(problem_docs.begin(), problem_docs.end());
+  docs.resize(std::min<std::size_t>(docs.size(), 50));
+  for (std::size_t i : docs) ex.excluded_keys.insert(make_task(2, "corpus", 64 * i).key);
+  for (std::size_t i : docs) {
+    const std::string d = corpus_document(2, i, &ex);
+    EXPECT_NE(d, make_task(2, "corpus", 64 * i).prose);
+    bool found = false;
+    for (uint64_t a = 1; a < 64 && !found; ++a) {
+      const TaskRecord r = make_task(2, "corpus", 64 * i + a);
+      if (ex.excluded_keys.contains(r.key)) continue;
+      EXPECT_EQ(d, r.prose);
+      found = true;
+    }
+    EXPECT_TRUE(found);
+  }
+}
