@@ -226,7 +226,9 @@ TEST(TokenizerErrors, DuplicateKeysAnywhereNameThePath) {
           {"type": "Replace", "pattern": {"String": "a", "String": "b"}, "content": ""}]}})",
        "duplicate JSON key 'String' in normalizer.normalizers[1].pattern"},
   };
-  for (const auto& [text, want] : cases) {
+  for (const auto& c : cases) {
+    const std::string& text = c.first;
+    const std::string& want = c.second;
     SCOPED_TRACE(text);
     const auto f = [&] { Tokenizer::from_json_string(text, "dups.json"); };
     EXPECT_EQ(kind_of(f), ErrorKind::Format);
