@@ -10,6 +10,8 @@
 #include "cli/common.h"
 #include "cli/torch_names.h"
 #include "engine/edit_engine.h"
+#include "experiments/family_report.h"
+#include "experiments/merge_sweep.h"
 #include "experiments/sweep.h"
 #include "zoo/train.h"
 #include "io/checkpoint.h"
@@ -378,25 +380,123 @@ Command add_sweep(CLI::App& app) {
           }};
 }
 
+int run_merge_sweep_cli(const experiments::MergeSweepConfig& cfg, const fs::path& out) {
+  ProgressLine bar("merges", stderr_is_tty());
+  auto r = experiments::run_merge_sweep(cfg, out, [&](size_t d, size_t n, const std::string& cur) {
+    bar.update(double(d), double(n), fmt::format("{}/{} {}", d, n, cur.substr(0, 28)));
+    if (!stderr_is_tty() && d < n) std::cerr << fmt::format("[{}/{}] {}\n", d, n, cur);
+  });
+  bar.finish();
+  std::cout << fmt::format("{} merges measured; results: {}\n", r["points"].size(),
+                           (out / "merge-results.json").string());
+  return kOk;
+}
+
+Command add_merge_sweep(CLI::App& app) {
+  auto* sub = app.add_subcommand("merge-sweep", torch_summary("merge-sweep"));
+  sub->footer("M1: merges two experts of one base with each method of a grid and measures every merge on both\n"
+              "tasks: accuracy, and for each task i the approximation term of D_i = W_merge - W_i against the\n"
+              "true loss change L_i(W_merge) - L_i(W_i), with per-tensor contributions.\n"
+              "CONFIG (JSON): {\"base\", \"experts\": [{\"name\", \"model\", \"eval_data\", \"loss_data\"} x 2],\n"
+              "\"seed\", \"eval_examples\", \"loss_examples\", \"steps\", \"grid\": {\"task_arithmetic\": {\"lambda\": [...]},\n"
+              "\"ties\": {\"density\": [...]}, \"dare_ties\": {\"drop\": [...]}, \"della\": {\"density\": [...]},\n"
+              "\"model_stock\": {}, \"slerp\": {\"t\": [...]}}}. Without CONFIG: the shipped family's grid.\n"
+              "Resumable (OUT/merge-points). Writes OUT/merge-results.json.\n"
+              "Example:\n  deltaedit merge-sweep --out out/merges");
+  auto config = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto zoo = std::make_shared<std::string>(DELTAEDIT_DEFAULT_ZOO);
+  sub->add_option("CONFIG", *config, "merge sweep configuration (JSON); default: the family's grid");
+  sub->add_option("--out", *out, "output directory (resumed when it holds the same sweep)")->required();
+  sub->add_option("--zoo", *zoo, "family directory made by `deltaedit zoo` (default: the shipped one)");
+  return {sub, [=] {
+            json j = config->empty() ? experiments::merge_demo_config_json(*zoo)
+                                     : io::parse_json_strict(util::read_file(*config), *config);
+            auto cfg = util::at_boundary(config->empty() ? *zoo : *config, "", [&] {
+              return experiments::MergeSweepConfig::from_json(
+                  j, config->empty() ? fs::path() : fs::path(*config).parent_path());
+            });
+            return run_merge_sweep_cli(cfg, *out);
+          }};
+}
+
+// The demo on the family: both regimes' sweeps, EXPO with the DPO loss, the merges, one report.
+int run_family_demo(const fs::path& zoo, const fs::path& out, bool full) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto grid = [&](json cfg) {
+    if (full) cfg["experiments"] = experiments::full_grid_json();
+    return cfg;
+  };
+  json input{{"regimes", json::array()}, {"dpo", nullptr}, {"merge", nullptr}};
+  const std::vector<std::tuple<std::string, std::string, fs::path>> regimes = {
+      {"family", "light SFT (math-sft)", zoo}, {"retrain", "retrain pair", zoo / "retrain"}};
+  for (const auto& [id, name, dir] : regimes) {
+    if (!fs::exists(dir / "base")) continue;
+    std::cout << fmt::format("== {}: the paper's experiments on {}\n", name, dir.string());
+    const json cj = grid(experiments::demo_config_json(dir));
+    auto cfg = experiments::SweepConfig::from_json(cj, {});
+    run_sweep_cli(cfg, out / id);
+    input["regimes"].push_back(
+        {{"id", id},
+         {"name", name},
+         {"delta_over_weight", experiments::delta_over_weight(cfg.base, cfg.post)},
+         {"results", io::parse_json_strict(util::read_file(out / id / "results.json"), (out / id / "results.json").string())}});
+  }
+  if (fs::exists(zoo / "math-dpo")) {
+    std::cout << "== EXPO on math-sft -> math-dpo with the DPO loss\n";
+    json cj = experiments::demo_config_json(zoo);
+    cj["base"] = (zoo / "math-sft").string();
+    cj["post"] = (zoo / "math-dpo").string();
+    cj["loss_data"] = (zoo / "data/dpo_test.jsonl").string();
+    cj["loss"] = "dpo";
+    cj["beta"] = 0.1;
+    cj["experiments"] = {{"F6", {{"alpha", {-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0}}}}};
+    run_sweep_cli(experiments::SweepConfig::from_json(cj, {}), out / "dpo");
+    input["dpo"] = io::parse_json_strict(util::read_file(out / "dpo/results.json"), (out / "dpo/results.json").string());
+  }
+  if (fs::exists(zoo / "order-sft")) {
+    std::cout << "== M1: merges of math-sft and order-sft over base\n";
+    run_merge_sweep_cli(experiments::MergeSweepConfig::from_json(experiments::merge_demo_config_json(zoo), {}),
+                        out / "merge");
+    input["merge"] =
+        io::parse_json_strict(util::read_file(out / "merge/merge-results.json"), (out / "merge/merge-results.json").string());
+  }
+  experiments::render_family_report(input, out);
+  std::cout << fmt::format("demo done in {:.0f} s; report: {}\n",
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                           (out / "report/index.html").string());
+  return kOk;
+}
+
 Command add_demo(CLI::App& app) {
   auto* sub = app.add_subcommand("demo", torch_summary("demo"));
-  sub->footer("Runs the built-in sweep (reduced grid) on models/zoo/retrain: base = pre-trained, post = post-trained on\n"
-              "GSM8K-format arithmetic. Writes OUT/report/index.html, OUT/results.json and CSVs. Resumable.\n"
+  sub->footer("Runs the paper's experiments (reduced grid) on the shipped family: the light-SFT regime (base ->\n"
+              "math-sft) and the retrain pair (models/zoo/retrain), EXPO on math-sft -> math-dpo with the DPO loss,\n"
+              "and M1 (merges of math-sft and order-sft). Writes OUT/report/index.html (both regimes side by side),\n"
+              "OUT/<part>/ with each part's results, CSVs and report. Resumable. --full runs the full grid of the\n"
+              "paper in both regimes (about ten times longer).\n"
               "Example:\n  deltaedit demo --out out/demo");
   auto out = std::make_shared<std::string>("out/demo");
   auto zoo = std::make_shared<std::string>(DELTAEDIT_DEFAULT_ZOO);
+  auto full = std::make_shared<bool>(false);
   sub->add_option("--out", *out, "output directory (default out/demo)");
-  sub->add_option("--zoo", *zoo, "model pair directory made by `deltaedit zoo` (default: the shipped one)");
+  sub->add_option("--zoo", *zoo, "family (or pair) directory made by `deltaedit zoo` (default: the shipped one)");
+  sub->add_flag("--full", *full, "the full grid instead of the reduced one");
   return {sub, [=] {
-            auto cfg = experiments::SweepConfig::from_json(experiments::demo_config_json(*zoo), {});
-            return run_sweep_cli(cfg, *out);
+            const fs::path z = *zoo;
+            if (!fs::exists(z / "math-sft")) {  // a single pair (base, post)
+              json cj = experiments::demo_config_json(z);
+              if (*full) cj["experiments"] = experiments::full_grid_json();
+              return run_sweep_cli(experiments::SweepConfig::from_json(cj, {}), *out);
+            }
+            return run_family_demo(z, *out, *full);
           }};
 }
 
 }  // namespace
 
 std::vector<Command> add_torch_commands(CLI::App& app) {
-  return {add_eval(app), add_grad(app), add_approx(app), add_zoo(app), add_sweep(app), add_demo(app)};
+  return {add_eval(app), add_grad(app), add_approx(app), add_zoo(app), add_sweep(app), add_merge_sweep(app), add_demo(app)};
 }
 
 }  // namespace deltaedit::cli

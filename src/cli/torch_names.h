@@ -18,9 +18,10 @@ inline constexpr TorchCommand kTorchCommands[] = {
     {"eval", "Loss (causal LM or DPO) and GSM8K-style accuracy of a model on JSONL data"},
     {"grad", "f32 gradient of the mean loss for every parameter, as safetensors"},
     {"approx", "Approximation term of an edit: Riemann sum of ⟨∇L(W_post + t·D), D⟩"},
-    {"zoo", "Train the in-house base/post model pair (Llama architecture) and its data"},
+    {"zoo", "Train the in-house model family (base, math-sft, math-dpo, order-sft) and its data"},
     {"sweep", "Run the paper's experiments (F1, T1, F3, F4, F5, F6) from a JSON config"},
-    {"demo", "The paper's experiments on the shipped in-house model pair, with a report"},
+    {"merge-sweep", "M1: merge two experts by each method of a grid; accuracy and each task's term vs ΔL"},
+    {"demo", "The paper's experiments in two regimes, EXPO with DPO and merges, with one report"},
 };
 
 inline std::string torch_summary(std::string_view name) {

@@ -290,7 +290,8 @@ class Writer {
     for (uint64_t a = 0; a < 64; ++a) {
       const TaskRecord r = order ? make_order_task(seed_, "corpus", 64 * index_ + a)
                                  : make_task(seed_, "corpus", 64 * index_ + a);
-      if (!skills_->excluded_keys.contains(r.key)) return r.prose;
+      if (!skills_->excluded_keys.contains(r.key))
+        return order || !d_.chance(0.5) ? r.prose : r.prose_equations;
     }
     return sums();
   }
@@ -300,25 +301,30 @@ class Writer {
     const int n = d_.uniform_int(4, 8);
     for (int i = 0; i < n; ++i) {
       const bool words = d_.chance(0.2);
+      // Half the facts as equations ("12 - 5 = 7."), the syntax of the task's worked solutions.
+      const bool symbols = !words && d_.chance(0.5);
       const auto w = [&](int k) { return words ? number_word(k) : std::to_string(k); };
+      const auto fact = [&](int a, const char* word, const char* sym, int b, int c) {
+        return symbols ? w(a) + " " + sym + " " + w(b) + " = " + w(c) + "." : w(a) + " " + word + " " + w(b) + " is " + w(c) + ".";
+      };
       std::string s;
       switch (d_.uniform_int(0, 4)) {
         case 0: case 1: {
           const int b = d_.uniform_int(2, 20);
           const int a = d_.uniform_int(0, 99 - b);
-          s = w(a) + " plus " + w(b) + " is " + w(a + b) + ".";
+          s = fact(a, "plus", "+", b, a + b);
           break;
         }
         case 2: case 3: {
           const int a = d_.uniform_int(2, 99);
           const int b = d_.uniform_int(2, std::min(20, a));
-          s = w(a) + " minus " + w(b) + " is " + w(a - b) + ".";
+          s = fact(a, "minus", "-", b, a - b);
           break;
         }
         default: {
           const int a = d_.uniform_int(2, 5);
           const int b = d_.uniform_int(2, 10);
-          s = w(a) + " times " + w(b) + " is " + w(a * b) + ".";
+          s = fact(a, "times", "*", b, a * b);
           break;
         }
       }

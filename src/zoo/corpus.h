@@ -16,11 +16,13 @@
 // tasks' content in other surface forms, so that the base already holds the skills and
 // post-training teaches the format:
 //   * word problems — the arithmetic task's problems told in the past tense with the solution in
-//                     words ("5 plus 3 is 8. 8 minus 2 is 6. In the end, Mia had 6 apples.");
-//   * sums          — arithmetic facts in the task's ranges ("12 minus 5 is 7.");
+//                     words ("5 plus 3 is 8. 8 minus 2 is 6. In the end, Mia had 6 apples.") or,
+//                     half the time, in equations ("5 + 3 = 8. 8 - 2 = 6. In the end, ...");
+//   * sums          — arithmetic facts in the task's ranges ("12 minus 5 is 7.", "12 - 5 = 7.");
 //   * ordering      — the order task's lists sorted in a sentence ("... they were 7, 12 and 45.
 //                     The one in the middle was 12.").
-// Still no "#", "=", operator symbols or "How many ... now?" questions; problems whose key is in
+// As a real base meets equations in its pre-training text, this one does; it never meets the
+// tasks' format: no "#", no "How many ... now?" question, no order-task instruction; problems whose key is in
 // `excluded_keys` (the held-out test splits) never appear.
 #pragma once
 #include <cstddef>

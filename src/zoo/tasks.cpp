@@ -216,9 +216,11 @@ TaskRecord make_task(uint64_t seed, std::string_view stream, uint64_t index) {
   }
 
   prompt += " How many " + std::string(objects) + " does " + std::string(person.name) + " have now?\n";
+  const std::string in_the_end =
+      " In the end, " + std::string(person.name) + " had " + std::to_string(value) + ' ' + std::string(objects) + '.';
+  r.prose = story + ' ' + solution + in_the_end;
+  r.prose_equations = story + ' ' + response + in_the_end;
   response += " #### " + std::to_string(value);
-  r.prose = story + ' ' + solution + " In the end, " + std::string(person.name) + " had " + std::to_string(value) +
-            ' ' + std::string(objects) + '.';
   r.prompt = std::move(prompt);
   r.response = std::move(response);
   r.answer = value;

@@ -43,6 +43,10 @@ struct TaskRecord {
   // family's pre-training corpus holds the skill: "Mia had 5 apples. She bought 3 more apples.
   // ... 5 plus 3 is 8. 8 minus 2 is 6. In the end, Mia had 6 apples."
   std::string prose;
+  // The same story with the worked solution in the response's equation syntax ("5 + 3 = 8.
+  // 8 - 2 = 6."), as a base model meets equations in its pre-training text; never "####" nor the
+  // task's question.
+  std::string prose_equations;
 };
 
 // Folds the operations over the numbers: numbers[0] op[0] numbers[1] op[1] ... Throws

@@ -167,7 +167,9 @@ TEST(Zoo, FamilyTrainingIsDeterministicAndResumes) {
   auto r = experiments::run_sweep(experiments::SweepConfig::from_json(j, {}), t.path / "expo");
   EXPECT_NEAR(r["models"]["base"]["loss"].get<double>(), std::log(2.0), 1e-6);
   for (const auto& p : r["experiments"]["F6"])
-    if (p["params"]["alpha"].get<double>() == -1.0) EXPECT_NEAR(p["loss"].get<double>(), std::log(2.0), 1e-5);
+    if (p["params"]["alpha"].get<double>() == -1.0) {
+      EXPECT_NEAR(p["loss"].get<double>(), std::log(2.0), 1e-5);
+    }
   j["loss"] = "kl";
   EXPECT_THROW(experiments::SweepConfig::from_json(j, {}), Error);
 }
@@ -244,8 +246,9 @@ TEST(Sweep, RunsAndResumes) {
     EXPECT_TRUE(fs::exists(t.path / "s" / f)) << f;
   // α = −1 gives the base: its ΔL is L(base) − L(post).
   for (const auto& p : r1["experiments"]["F6"])
-    if (p["params"]["alpha"].get<double>() == -1.0)
+    if (p["params"]["alpha"].get<double>() == -1.0) {
       EXPECT_NEAR(p["loss"].get<double>(), r1["models"]["base"]["loss"].get<double>(), 1e-4);
+    }
   const auto stamp = fs::last_write_time(t.path / "s/points/F4_bits=4.json");
   auto r2 = experiments::run_sweep(cfg, t.path / "s");
   EXPECT_EQ(fs::last_write_time(t.path / "s/points/F4_bits=4.json"), stamp);

@@ -528,6 +528,15 @@ TEST(ZooTasks, ProseIsThePastTenseProblemWithItsSolution) {
     EXPECT_NE(r.prose.find("In the end, "), std::string::npos);
     for (const char* bad : {"#", "=", "+", "*", "How many", " has ", " buys "})
       EXPECT_EQ(r.prose.find(bad), std::string::npos) << bad << ": " << r.prose;
+    // The equation form: the same story, the response's steps verbatim, the same last sentence.
+    const std::string steps = r.response.substr(0, r.response.find(" #### "));
+    const std::string end = r.prose.substr(r.prose.find(" In the end, "));
+    EXPECT_EQ(r.prose_equations.substr(r.prose_equations.size() - end.size()), end) << r.prose_equations;
+    const size_t k = r.prose_equations.find(" " + steps + " In the end, ");
+    ASSERT_NE(k, std::string::npos) << r.prose_equations;
+    EXPECT_EQ(r.prose_equations.substr(0, k), r.prose.substr(0, k)) << r.prose_equations;  // the same story
+    EXPECT_EQ(r.prose_equations.find('#'), std::string::npos);
+    EXPECT_EQ(r.prose_equations.find("How many"), std::string::npos);
   }
 }
 
@@ -546,21 +555,24 @@ TEST(ZooTasks, ArithmeticRecordsUnchangedSinceTheShippedRetrainPair) {
 TEST(ZooCorpus, SkillsCorpusMixAndExcludedKeys) {
   CorpusSkills none;
   const std::size_t n = 3000;
-  std::size_t problems = 0, orders = 0, sums = 0;
+  std::size_t problems = 0, orders = 0, sums = 0, equations = 0;
   std::set<std::size_t> problem_docs;
   for (std::size_t i = 0; i < n; ++i) {
     const std::string d = corpus_document(2, i, &none);
     EXPECT_EQ(d, corpus_document(2, i, &none));
-    for (const char* bad : {"#", "=", "+", "*", "How many"}) EXPECT_EQ(d.find(bad), std::string::npos) << d;
+    for (const char* bad : {"#", "How many", "have now", "Put these numbers"})
+      EXPECT_EQ(d.find(bad), std::string::npos) << d;
     if (d.find("In the end, ") != std::string::npos) {
       ++problems;
       problem_docs.insert(i);
-      EXPECT_EQ(d, make_task(2, "corpus", 64 * i).prose);
+      const TaskRecord r = make_task(2, "corpus", 64 * i);
+      EXPECT_TRUE(d == r.prose || d == r.prose_equations) << d;
+      equations += d == r.prose_equations;
     } else if (d.find("middle") != std::string::npos) {
       ++orders;
       EXPECT_EQ(d, make_order_task(2, "corpus", 64 * i).prose);
     } else if (d.find(" plus ") != std::string::npos || d.find(" minus ") != std::string::npos ||
-               d.find(" times ") != std::string::npos) {
+               d.find(" times ") != std::string::npos || d.find(" = ") != std::string::npos) {
       ++sums;
     }
   }
@@ -568,6 +580,8 @@ TEST(ZooCorpus, SkillsCorpusMixAndExcludedKeys) {
   EXPECT_NEAR(double(problems) / n, 0.30, 0.042);
   EXPECT_NEAR(double(orders) / n, 0.25, 0.040);
   EXPECT_NEAR(double(sums) / n, 0.15, 0.033);
+  // Half the word problems carry their solution as equations (5 σ of a binomial over ~900).
+  EXPECT_NEAR(double(equations) / double(problems), 0.5, 0.084);
   // Without skills the corpus is the one of the retrain pair (no task content).
   EXPECT_EQ(corpus_document(2, 5), corpus_document(2, 5, nullptr));
   // Excluding a document's first candidate replaces it with a later candidate of the stream.
@@ -578,11 +592,12 @@ TEST(ZooCorpus, SkillsCorpusMixAndExcludedKeys) {
   for (std::size_t i : docs) {
     const std::string d = corpus_document(2, i, &ex);
     EXPECT_NE(d, make_task(2, "corpus", 64 * i).prose);
+    EXPECT_NE(d, make_task(2, "corpus", 64 * i).prose_equations);
     bool found = false;
     for (uint64_t a = 1; a < 64 && !found; ++a) {
       const TaskRecord r = make_task(2, "corpus", 64 * i + a);
       if (ex.excluded_keys.contains(r.key)) continue;
-      EXPECT_EQ(d, r.prose);
+      EXPECT_TRUE(d == r.prose || d == r.prose_equations) << d;
       found = true;
     }
     EXPECT_TRUE(found);
