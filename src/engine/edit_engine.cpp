@@ -463,7 +463,7 @@ uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io:
     do {  // one pass for a two-pass op, as many as it asks for a multi-pass op
       for_each_delta_block(
           base.data(ot.name), bi.dtype, post.data(ot.name), pi.dtype, n,
-          [&](uint64_t at, size_t c, const float* d, const float*) {
+          [&](uint64_t at, size_t c, const float* d, const float*, const float*) {
             std::copy(d, d + c, e);
             run_steps(k, e, c, at);
             steps[k].op->observe(*state, std::span<const float>(e, c), at);
