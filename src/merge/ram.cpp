@@ -68,7 +68,8 @@ class Ram final : public MethodBase {
       for (size_t m = 0; m < count; ++m) {
         const float ratio =
             static_cast<float>(shared[m]) / std::max(static_cast<float>(unique[m]), eps);
-        boost[m] = 1.0f + static_cast<float>(rr) * std::clamp(ratio, 0.0f, static_cast<float>(alpha));
+        const float capped = std::clamp(ratio, 0.0f, static_cast<float>(alpha));
+        boost[m] = 1.0f + static_cast<float>(rr) * capped;
       }
     }
     for (size_t i = 0; i < n; ++i) {

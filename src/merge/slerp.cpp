@@ -1,8 +1,9 @@
 // slerp (MERGE.md §2.4): spherical interpolation between the base v0 and one model v1 of the
 // flattened tensors, in f32 like mergekit's numpy code:
 //   n_k = ‖v_k‖, v̂_k = v_k/n_k if n_k > 1e-8 else v_k; c = Σ v̂_0·v̂_1;
-//   |c| > 0.9995: r = (1−t)·v0 + t·v1; else θ = acos c, s0 = sin((1−t)·θ)/sin θ, s1 = sin(tθ)/sin θ,
-//   r = s0·v0 + s1·v1 (on the unnormalised v); output ⟦r⟧ in W.
+//   |c| > 0.9995: r = (1−t)·v0 + t·v1;
+//   else θ = acos c, s0 = sin((1−t)·θ)/sin θ, s1 = sin(tθ)/sin θ, r = s0·v0 + s1·v1 (on the
+//   unnormalised v); output ⟦r⟧ in W.
 // The scalar steps are f32 operations in mergekit 0.1.5's order (1 − t in f32, then times θ).
 // Norms and c are accumulated in f64 and rounded to f32, where torch sums in f32 by its own
 // blocked order: c can differ from mergekit's in its last bits.
