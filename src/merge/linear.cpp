@@ -1,5 +1,7 @@
-// linear (MERGE.md §2.3): R = ⟦Σ ⟦w̃_i·x_i⟧⟧ over every input (an auto-added base included),
-// with normalize: R ← ⟦R / ⟦Σ w̃_i⟧⟧. mergekit has no guard for Σw̃ = 0 (inf/NaN): the mergekit
+// linear (MERGE.md §2.3, as the pinned mergekit 0.1.5 computes it): in f32 whatever W is, with
+// the weights as f32, R = fma(w_i, x_i, R) over the inputs in config order (torch's addcmul_ on
+// an FMA machine: one rounding per step), with normalize: R ← R / Σ w_i (Σ in f32, config order);
+// the result is rounded once to W. mergekit has no guard for Σw̃ = 0 (inf/NaN): the mergekit
 // convention reproduces it with a warning, the paper convention (a uniform soup) refuses it.
 #include <cmath>
 
@@ -34,11 +36,10 @@ class Linear final : public MethodBase {
     const Round r{job.work};
     std::vector<float> w;
     for (const TensorInput& in : job.models)
-      w.push_back(r(static_cast<float>(per_model(job, in, "weight"))));
+      w.push_back(static_cast<float>(per_model(job, in, "weight")));
     const bool normalize = global(job, "normalize") != 0.0;
     float total = 0.0f;
     for (float x : w) total += x;
-    total = r(total);
     if (normalize && total == 0.0f) {
       if (job.conventions == Conventions::Paper) {
         usage(job,
@@ -52,9 +53,8 @@ class Linear final : public MethodBase {
     }
     for (size_t i = 0; i < out.size(); ++i) {
       float s = 0.0f;
-      for (size_t m = 0; m < job.models.size(); ++m) s += r(w[m] * job.models[m].values[i]);
-      s = r(s);
-      out[i] = normalize ? r(s / total) : s;
+      for (size_t m = 0; m < job.models.size(); ++m) s = std::fma(w[m], job.models[m].values[i], s);
+      out[i] = r(normalize ? s / total : s);
     }
   }
 };

@@ -1,5 +1,6 @@
 // nearswap (MERGE.md §2.8): with a the base and b the one other model, per element
-//   ω = clamp(⟦t / max(⟦|a − b|⟧, 1e-6)⟧, 0, 1), output ⟦⟦ω·b⟧ + ⟦⟦1 − ω⟧·a⟧⟧:
+//   ω = clamp(⟦⟦1 / max(⟦|a − b|⟧, 1e-6)⟧·t⟧, 0, 1), output ⟦⟦ω·b⟧ + ⟦⟦1 − ω⟧·a⟧⟧
+// (t / tensor in torch is reciprocal(tensor)·t: two roundings, as mergekit 0.1.5 computes it):
 // entries where the models are within t of each other take b, distant ones stay near a.
 #include <algorithm>
 #include <cmath>
@@ -39,7 +40,7 @@ class Nearswap final : public MethodBase {
     const std::span<const float> a = job.base->values, b = job.models[0].values;
     for (size_t i = 0; i < out.size(); ++i) {
       const float dist = std::max(r(std::fabs(a[i] - b[i])), 1e-6f);
-      const float w = std::clamp(r(t / dist), 0.0f, 1.0f);
+      const float w = std::clamp(r(r(1.0f / dist) * t), 0.0f, 1.0f);
       out[i] = r(r(w * b[i]) + r(r(1.0f - w) * a[i]));
     }
   }

@@ -534,15 +534,6 @@ struct Builder {
           t.notes.push_back(msg + " (q is clamped to [0, 1], as the paper's code does)");
         }
       }
-      if (m.rfind("breadcrumbs", 0) == 0 && density < 1.0) {
-        auto g = src.params.find("gamma");
-        const double gamma = g == src.params.end() ? 0.01 : g->second;
-        if (int64_t(gamma * double(n)) == 0)
-          plan.warnings.push_back(fmt::format(
-              "{}: int(gamma·n) = int({}·{}) = 0, so mergekit's breadcrumbs zeroes the task "
-              "vector of '{}' for this tensor",
-              t.name, gamma, n, who));
-      }
     }
   }
 

@@ -1,10 +1,11 @@
 // ram and ramplus_tl (MERGE.md §2.8). With τ_i = ⟦x_i − b⟧, entry p of model i is active when
 // |τ_ip| > ε; c_p counts the active models at p.
-//   ram: output ⟦b + ⟦Σ_i active·τ_ip⟧ / c_p⟧ (c_p = 0: b), i.e. unique entries are kept whole and
-//     shared ones averaged. Pointwise.
+//   ram: output ⟦b + Σ_i active·u_ip⟧ with u_ip = τ_ip where c_p = 1 and ⟦τ_ip / c_p⟧ where
+//     c_p > 1 (c_p = 0: b), i.e. unique entries are kept whole and shared ones averaged, each τ
+//     divided by c_p before the sum, as mergekit 0.1.5 computes it. Pointwise.
 //   ramplus_tl: unique entries of model i are scaled by λ_i = 1 + r·clamp(S_i / max(U_i, ε), 0, α),
 //     S_i and U_i the counts of model i's shared and unique active entries over the tensor (so it
-//     needs the whole tensor).
+//     needs the whole tensor); λ_i is computed in f32 step by step, as torch does.
 // Model sums run in config order in f32, each product rounded to W.
 #include <algorithm>
 #include <cmath>
@@ -65,29 +66,26 @@ class Ram final : public MethodBase {
         }
       }
       for (size_t m = 0; m < count; ++m) {
-        const double ratio = static_cast<double>(shared[m]) /
-                             std::max(static_cast<double>(unique[m]), static_cast<double>(eps));
-        boost[m] = static_cast<float>(1.0 + rr * std::clamp(ratio, 0.0, alpha));
+        const float ratio =
+            static_cast<float>(shared[m]) / std::max(static_cast<float>(unique[m]), eps);
+        const float capped = std::clamp(ratio, 0.0f, static_cast<float>(alpha));
+        boost[m] = 1.0f + static_cast<float>(rr) * capped;
       }
     }
     for (size_t i = 0; i < n; ++i) {
       int c = 0;
-      float s = 0.0f;
-      for (size_t m = 0; m < count; ++m) {
-        if (active(m, i)) {
-          ++c;
-          s += tau(m, i);
-        }
-      }
+      for (size_t m = 0; m < count; ++m) c += active(m, i) ? 1 : 0;
       if (c == 0) {
         out[i] = b[i];
-      } else if (c == 1) {
-        size_t m = 0;
-        while (!active(m, i)) ++m;
-        out[i] = r(b[i] + (plus_ ? r(tau(m, i) * boost[m]) : r(s)));
-      } else {
-        out[i] = r(b[i] + r(r(s) / static_cast<float>(c)));
+        continue;
       }
+      float s = 0.0f;
+      for (size_t m = 0; m < count; ++m) {
+        if (!active(m, i)) continue;
+        const float t = tau(m, i);
+        s = r(s + (c == 1 ? (plus_ ? r(t * boost[m]) : t) : r(t / static_cast<float>(c))));
+      }
+      out[i] = r(b[i] + s);
     }
   }
 

@@ -1,9 +1,12 @@
 // slerp (MERGE.md §2.4): spherical interpolation between the base v0 and one model v1 of the
 // flattened tensors, in f32 like mergekit's numpy code:
 //   n_k = ‖v_k‖, v̂_k = v_k/n_k if n_k > 1e-8 else v_k; c = Σ v̂_0·v̂_1;
-//   |c| > 0.9995: r = (1−t)·v0 + t·v1; else θ = acos c, s0 = sin(θ − tθ)/sin θ, s1 = sin(tθ)/sin θ,
-//   r = s0·v0 + s1·v1 (on the unnormalised v); output ⟦r⟧ in W.
-// Norms and c are accumulated in f64 and rounded to f32; the scalar trigonometry is in f32.
+//   |c| > 0.9995: r = (1−t)·v0 + t·v1;
+//   else θ = acos c, s0 = sin((1−t)·θ)/sin θ, s1 = sin(tθ)/sin θ, r = s0·v0 + s1·v1 (on the
+//   unnormalised v); output ⟦r⟧ in W.
+// The scalar steps are f32 operations in mergekit 0.1.5's order (1 − t in f32, then times θ).
+// Norms and c are accumulated in f64 and rounded to f32, where torch sums in f32 by its own
+// blocked order: c can differ from mergekit's in its last bits.
 #include <cmath>
 
 #include "merge/method_impl.h"
@@ -61,13 +64,12 @@ class Slerp final : public MethodBase {
         n, [&](size_t i) { return static_cast<double>((v0[i] / d0) * (v1[i] / d1)); }));
     float s0, s1;
     if (std::fabs(c) > 0.9995f) {
-      s0 = static_cast<float>(1.0 - t_param);
+      s0 = 1.0f - t;
       s1 = t;
     } else {
       const float theta = std::acos(c), sin_theta = std::sin(theta);
-      const float theta_t = theta * t;
-      s0 = std::sin(theta - theta_t) / sin_theta;
-      s1 = std::sin(theta_t) / sin_theta;
+      s0 = std::sin((1.0f - t) * theta) / sin_theta;
+      s1 = std::sin(t * theta) / sin_theta;
     }
     for (size_t i = 0; i < n; ++i) out[i] = r(s0 * v0[i] + s1 * v1[i]);
   }

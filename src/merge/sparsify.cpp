@@ -208,15 +208,8 @@ void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::stri
         top += bot;
         bot = 0;
       }
-      if (top <= 0 && !paper) {
-        warnings.push_back(
-            warn_prefix(a) + "breadcrumbs zeroes this task vector: int(gamma·n) = int(" +
-            format_number(a.gamma) + "·" + std::to_string(n) +
-            ") = 0 outliers leave an empty range (mergekit's rule; conventions: paper keeps "
-            "the bottom-trimmed entries)");
-        std::fill(tau.begin(), tau.end(), 0.0f);
-        return;
-      }
+      // int(gamma·n) = 0 keeps the top `kept` entries: mergekit 0.1.5 takes the ascending ranks
+      // [bot, bot + kept) (0.1.4 took [bot, n − top), empty when top = 0, zeroing the tensor).
       std::vector<uint32_t> keys(n);
       for (uint64_t i = 0; i < n; ++i) keys[i] = abs_key(tau[i]);
       std::vector<uint8_t> keep(n);

@@ -114,3 +114,44 @@ def rel_max_diff(a, b):
     b = np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Ulp comparison (float32, bfloat16, float16)
+
+UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+def ulp_distance(a, b):
+    """Element-wise distance in units in the last place of the common float dtype: the difference
+    of the values' positions on the ordered integer line of that format (−0 and +0 coincide)."""
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
+    itype, nbits = {torch.float32: (torch.int32, 32), torch.bfloat16: (torch.int16, 16),
+                    torch.float16: (torch.int16, 16)}[a.dtype]
+
+    def ordered(t):
+        i = t.detach().contiguous().cpu().view(itype).to(torch.int64)
+        return torch.where(i < 0, -(i & ((1 << (nbits - 1)) - 1)), i)
+
+    return (ordered(a) - ordered(b)).abs()
+
+
+def ulp_of(t, dtype=None):
+    """The spacing of `dtype` (default t's) at each element's magnitude, as f64: 2^(e − p) for
+    |x| in [2^e, 2^(e+1)), subnormals and 0 at the smallest normal's spacing."""
+    dtype = dtype or t.dtype
+    p, emin = {torch.float32: (23, -126), torch.bfloat16: (7, -126), torch.float16: (10, -14)}[dtype]
+    x = t.detach().cpu().double().abs()
+    _, e = torch.frexp(x)  # x = m·2^e, m in [0.5, 1)
+    e = torch.clamp(e.to(torch.int64) - 1, min=emin)
+    return torch.pow(torch.full_like(x, 2.0), (e - p).double())
+
+
+def ulp_summary(got, want):
+    """{name: (max ulp distance, elements ≥ 1 ulp, elements)} over the shared names, and the
+    names present on one side only."""
+    out = {}
+    for k in sorted(set(got) & set(want)):
+        d = ulp_distance(got[k], want[k])
+        out[k] = (int(d.max()) if d.numel() else 0, int((d > 0).sum()), d.numel())
+    return out, sorted(set(got) ^ set(want))

@@ -116,25 +116,30 @@ TEST(Linear, ZeroWeightSum) {
   EXPECT_THROW(run("linear", c), Error);
 }
 
-TEST(Linear, Bf16RoundsEachProductAndTheSum) {
+TEST(Linear, Bf16InputsAccumulateInF32WithFmaAndRoundOnce) {
+  // mergekit 0.1.5: f32 weights, R = addcmul(R, x_i, w_i) in f32 (fused on an FMA machine), R / Σw
+  // in f32, one rounding to bf16 at the end.
   Case c = linear_case({3000}, {0.3, 0.3, 0.4});
   c.work = WorkType::BF16;
   for (Model& m : c.models) m.values = to_bf16(m.values);
   const Result r = run("linear", c);
-  const double w[] = {bf16(0.3), bf16(0.3), bf16(0.4)};
-  const double total = bf16(w[0] + w[1] + w[2]);
-  size_t diff_once = 0;
+  const float w[] = {0.3f, 0.3f, 0.4f};
+  const float total = (w[0] + w[1]) + w[2];
+  const double wb[] = {bf16(0.3), bf16(0.3), bf16(0.4)};
+  const double total_b = bf16(wb[0] + wb[1] + wb[2]);
+  size_t differs_from_per_step_rounding = 0;
   for (size_t i = 0; i < 3000; ++i) {
-    double s = 0, exact = 0;
+    float s = 0.0f;
+    double stepwise = 0;  // 0.1.4: ⟦Σ⟦w̃_i·x_i⟧⟧ / ⟦Σw̃_i⟧ with bf16 weights and each step rounded
     for (int m = 0; m < 3; ++m) {
-      s += bf16(w[m] * c.models[m].values[i]);
-      exact += w[m] * c.models[m].values[i];
+      s = std::fma(w[m], c.models[m].values[i], s);
+      stepwise += bf16(wb[m] * c.models[m].values[i]);
     }
-    const double want = bf16(bf16(s) / total);
+    const double want = bf16(s / total);
     ASSERT_EQ(static_cast<double>(r.out[i]), want) << i;
-    diff_once += bf16(exact / total) != want;
+    differs_from_per_step_rounding += bf16(bf16(stepwise) / total_b) != want;
   }
-  EXPECT_GT(diff_once, 10u);
+  EXPECT_GT(differs_from_per_step_rounding, 10u);  // the 0.1.4 rule (rounding each step) differs
 }
 
 std::vector<double> ref_slerp(double t, const std::vector<float>& a, const std::vector<float>& b) {
