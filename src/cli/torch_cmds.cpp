@@ -256,8 +256,10 @@ Command add_grad(CLI::App& app) {
                                       {{"deltaedit.loss", fmt::format("{:.9g}", loss)},
                                        {"deltaedit.data", f->data},
                                        {"deltaedit.model", *model_path}});
-              auto g = sm.gradients(set, [&](const std::string& n, const torch::Tensor& t) {
-                w.write(n, std::as_bytes(std::span(t.data_ptr<float>(), size_t(t.numel()))));
+              auto g = sm.gradients(set, [&](const std::string& n, int64_t row, const torch::Tensor& t) {
+                const auto& shape = sm.shape(n);
+                const uint64_t row_bytes = shape.empty() ? 0 : uint64_t(t.numel() / std::max<int64_t>(t.size(0), 1)) * 4;
+                w.write(n, std::as_bytes(std::span(t.data_ptr<float>(), size_t(t.numel()))), uint64_t(row) * row_bytes);
               });
               w.finish();
               st.commit_file("grad.safetensors");
@@ -373,7 +375,7 @@ Command add_approx(CLI::App& app) {
               if (stream) {
                 model::StreamedEdit se;
                 se.names = src.names();
-                se.increment = [&](const std::string& n, std::span<float> out) { return src.increment(n, out); };
+                se.increment = [&](const std::string& n, double& dss) { return model::owning_tensor(src.increment(n, &dss)); };
                 se.delta_sumsq = [&](const std::string& n) { return src.delta_sumsq(n); };
                 auto r = sm.approximation_term(set, se, *steps, r_rule, *fisher);
                 return print_approx(r, *rule, *steps, *as_json);

@@ -44,20 +44,29 @@ static void for_each_delta(const io::Checkpoint& base, const io::TensorSource& p
   }
 }
 
-double IncrementSource::increment(const std::string& name, std::span<float> out) const {
+util::BigFloatBuffer IncrementSource::increment(const std::string& name, double* delta_sumsq) const {
   if (!edits(name)) throw Error(ErrorKind::Internal, "the edit does not change this tensor", "", name);
-  const uint64_t n = post_.info(name).numel();
-  if (out.size() != n) throw Error(ErrorKind::Internal, "increment buffer does not match the tensor", "", name);
   auto te = edit_tensor(chain_, base_, post_, name, grad_);
   double sumsq = 0;
   for_each_delta(base_, post_, name, [&](uint64_t at, uint64_t c, const float* d) {
+    float* e = te.edited.data() + at;
     for (uint64_t i = 0; i < c; ++i) {
       sumsq += double(d[i]) * double(d[i]);
-      out[at + i] = te.edited[at + i] - d[i];
+      e[i] -= d[i];
     }
   });
   base_.release(name);
   post_.release(name);
+  if (delta_sumsq) *delta_sumsq = sumsq;
+  return std::move(te.edited);
+}
+
+double IncrementSource::increment(const std::string& name, std::span<float> out) const {
+  if (out.size() != post_.info(name).numel())
+    throw Error(ErrorKind::Internal, "increment buffer does not match the tensor", "", name);
+  double sumsq = 0;
+  auto d = increment(name, &sumsq);
+  std::copy(d.begin(), d.end(), out.begin());
   return sumsq;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/edit_engine.h"
+#include "util/big_buffer.h"
 
 namespace deltaedit::engine {
 
@@ -22,6 +23,8 @@ class IncrementSource {
   bool edits(const std::string& name) const;
   // Writes D of `name` (f32, numel of the tensor) into `out` and returns ‖Δ‖² of the tensor.
   double increment(const std::string& name, std::span<float> out) const;
+  // D of `name` in the buffer the edit was computed in (no second copy); ‖Δ‖² into *delta_sumsq.
+  util::BigFloatBuffer increment(const std::string& name, double* delta_sumsq) const;
   // ‖Δ‖² of one tensor, without running the chain.
   double delta_sumsq(const std::string& name) const;
 

@@ -24,6 +24,9 @@ constexpr const char* kHead = "lm_head.weight";
 // Elementwise finishing of a gradient is done in row slabs of at most this many elements, so a
 // vocabulary-sized tensor never exists in f64 at once (elementwise: the same values either way).
 constexpr int64_t kSlab = int64_t(1) << 22;
+// A head larger than this (f32 bytes) is formed and differentiated in row slabs of kHeadSlabBytes.
+constexpr uint64_t kHeadSliceAbove = 512'000'000;
+constexpr int64_t kHeadSlabBytes = 64'000'000;
 
 int64_t numel_of(const std::vector<int64_t>& s) {
   int64_t n = 1;
@@ -93,10 +96,10 @@ struct Accum {
   }
 };
 
-double dot_f64(const torch::Tensor& g, const torch::Tensor& d) {
+// Σ g·d in f64, in element order, continuing from `s` (so row slabs in order give the whole sum).
+double dot_f64(const torch::Tensor& g, const torch::Tensor& d, double s) {
   const float* pg = g.data_ptr<float>();
   const float* pd = d.data_ptr<float>();
-  double s = 0;
   for (int64_t i = 0, n = g.numel(); i < n; ++i) s += double(pg[i]) * double(pd[i]);
   return s;
 }
@@ -124,8 +127,11 @@ struct StreamedModel::EditState {
   uint64_t formed = 0;
   torch::Tensor increment(const std::string& name, const std::vector<int64_t>& shape) {
     if (!edited.count(name)) return {};
-    auto d = torch::empty(shape, torch::kFloat32);
-    const double dss = edit->increment(name, std::span<float>(d.data_ptr<float>(), size_t(d.numel())));
+    double dss = 0;
+    auto d = edit->increment(name, dss);
+    if (d.scalar_type() != torch::kFloat32 || d.numel() != numel_of(shape) || !d.is_contiguous())
+      throw Error(ErrorKind::Internal, "an increment does not match its tensor", "", name);
+    d = d.view(shape);
     ++formed;
     if (!delta_sumsq.count(name)) {
       delta_sumsq[name] = dss;
@@ -137,6 +143,12 @@ struct StreamedModel::EditState {
     return d;
   }
 };
+
+torch::Tensor owning_tensor(util::BigFloatBuffer&& buffer) {
+  auto* owned = new util::BigFloatBuffer(std::move(buffer));
+  return torch::from_blob(
+      owned->data(), {int64_t(owned->size())}, [owned](void*) { delete owned; }, torch::kFloat32);
+}
 
 nlohmann::json StreamedPlan::to_json() const {
   return {{"units", units},
@@ -227,6 +239,40 @@ torch::Tensor StreamedModel::load(const std::string& n) const {
   return t.to(options_.device, options_.dtype);
 }
 
+torch::Tensor StreamedModel::load_rows(const std::string& n, int64_t row, int64_t rows) const {
+  const auto& info = post_.info(n);
+  const auto& shape = shapes_.at(n);
+  const int64_t per_row = numel_of(shape) / shape[0];
+  const uint64_t esz = io::dtype_bits(info.dtype) / 8, off = uint64_t(row * per_row) * esz,
+                 bytes = uint64_t(rows * per_row) * esz;
+  auto t = torch::empty({rows, per_row}, torch::kFloat32);
+  io::to_f32(post_.data(n).subspan(off, bytes), info.dtype, std::span<float>(t.data_ptr<float>(), size_t(t.numel())));
+  post_.release_range(n, off, bytes);
+  return t.to(options_.device, options_.dtype);
+}
+
+torch::Tensor StreamedModel::load_rows(const std::string& n, const std::vector<int64_t>& rows) const {
+  const auto& info = post_.info(n);
+  const auto& shape = shapes_.at(n);
+  const int64_t per_row = numel_of(shape) / shape[0];
+  const uint64_t esz = io::dtype_bits(info.dtype) / 8;
+  auto t = torch::empty({int64_t(rows.size()), per_row}, torch::kFloat32);
+  const auto data = post_.data(n);
+  for (size_t i = 0; i < rows.size(); ++i)
+    io::to_f32(data.subspan(uint64_t(rows[i] * per_row) * esz, uint64_t(per_row) * esz), info.dtype,
+               std::span<float>(t.data_ptr<float>() + int64_t(i) * per_row, size_t(per_row)));
+  post_.release(n);
+  return t.to(options_.device, options_.dtype);
+}
+
+int64_t StreamedModel::head_slab() const {
+  if (arch_.tied) return 0;  // the tied head is the embedding, whose gradient is assembled whole
+  const auto& s = shapes_.at(kHead);
+  int64_t rows = head_slab_rows_;
+  if (rows == 0 && uint64_t(s[0] * s[1]) * 4 > kHeadSliceAbove) rows = std::max<int64_t>(1, kHeadSlabBytes / (4 * s[1]));
+  return rows > 0 && rows < s[0] ? rows : 0;
+}
+
 void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit, bool all_grads,
                          const Reduce& reduce) {
   if (set.kind != LossKind::CausalLM)
@@ -278,7 +324,16 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
   };
   const auto finish = [&](size_t s, const std::string& n, Accum& acc, const torch::Tensor& d) {
     auto [g, f] = acc.finish(shapes_.at(n), streams[s].count, streams[s].batches, streams[s].fisher);
-    reduce(s, n, g, f, d);
+    reduce(s, n, 0, g, f, d);
+  };
+  // W_post + t·D of some rows (a slab, or the embedding's looked-up rows).
+  const auto with_increment = [&](torch::Tensor w, double t, const torch::Tensor& d) {
+    if (t == 0.0 || !d.defined()) return w;
+    if (w.scalar_type() == torch::kFloat32) {
+      w.add_(d.to(dev, torch::kFloat32), t);
+      return w;
+    }
+    return w.to(torch::kFloat32).add_(d.to(dev, torch::kFloat32), t).to(dtype);
   };
 
   // acts[u][s][b]: input of unit u (1..L+1) for stream s, batch b; gx[s][b]: ∂L_b/∂(that input)
@@ -291,13 +346,36 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
   std::vector<std::vector<char>> active(S, std::vector<char>(NB, 0));
   std::vector<int64_t> counts(NB, 0);  // scored tokens per batch
 
+  // The embedding rows the data looks up (ascending), and each batch's ids as indices into them:
+  // a lookup needs only those rows of W_post + t·D, and its gradient is zero elsewhere.
+  std::vector<int64_t> rows;
+  std::vector<torch::Tensor> local_ids;
+  {
+    std::set<int64_t> seen;
+    for (const auto& b : bs) {
+      auto c = b.ids.to(torch::kCPU).contiguous();
+      const int64_t* p = c.data_ptr<int64_t>();
+      seen.insert(p, p + c.numel());
+    }
+    rows.assign(seen.begin(), seen.end());
+    auto rt = torch::tensor(rows, torch::kLong).to(dev);
+    for (const auto& b : bs) local_ids.push_back(torch::searchsorted(rt, b.ids));
+  }
+  const auto row_index = torch::tensor(rows, torch::kLong);
+  // The backward of the lookup over its rows only (not for a tied embedding, whose gradient has
+  // the head's part everywhere, nor when the whole gradient is asked for).
+  const bool embed_rows_back = !a.tied && !all_grads;
+
   {  // Forward: the embedding and every decoder layer.
     torch::NoGradGuard ng;
     {
       auto d = increment(kEmbed);
+      auto d_rows = d.defined() ? d.index_select(0, row_index) : torch::Tensor();
+      d = torch::Tensor();
+      auto p_rows = load_rows(kEmbed, rows);
       for (size_t s = 0; s < S; ++s) {
-        auto w = form(kEmbed, streams[s].t, d);
-        for (size_t b = 0; b < NB; ++b) acts[1][s].push_back(torch::embedding(w, bs[b].ids));
+        auto w = with_increment(p_rows.clone(), streams[s].t, d_rows);
+        for (size_t b = 0; b < NB; ++b) acts[1][s].push_back(torch::embedding(w, local_ids[b]));
       }
     }
     for (int64_t l = 0; l < L; ++l) {
@@ -317,18 +395,52 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
 
   {  // The head: losses, and for gradient streams its backward at once.
     const std::string head = a.tied ? kEmbed : kHead;
+    const int64_t slab = head_slab();
+    const int64_t V = shapes_.at(head)[0];
     auto d_norm = increment(kNorm), d_head = increment(head);
+    // The head's rows [r, r + k) at stream s.
+    const auto head_rows = [&](size_t s, int64_t r, int64_t k) {
+      return with_increment(load_rows(head, r, k), streams[s].t,
+                            d_head.defined() ? d_head.narrow(0, r, k) : torch::Tensor());
+    };
+    const auto loss_of = [&](size_t s, size_t b, TokenLoss tl) {
+      if (tl.count < 0) throw Error(ErrorKind::Internal, "a batch reported a negative count");
+      if (tl.count == 0) return false;
+      const double v = tl.sum.item<double>();
+      if (!std::isfinite(v)) throw Error(ErrorKind::Numeric, "the loss of batch " + std::to_string(b) + " is not finite");
+      streams[s].loss_sum += v;
+      streams[s].count += tl.count;
+      ++streams[s].batches;
+      active[s][b] = 1;
+      counts[b] = tl.count;
+      return true;
+    };
     for (size_t s = 0; s < S; ++s) {
       io::check_interrupted();
       Stream& st = streams[s];
-      auto wn = form(kNorm, st.t, d_norm), wh = form(head, st.t, d_head);
+      auto wn = form(kNorm, st.t, d_norm);
       auto& xs = acts[size_t(L + 1)][s];
       if (!st.grad) {
         torch::NoGradGuard ng;
+        std::vector<torch::Tensor> logits(NB);
+        if (slab == 0) {
+          auto wh = form(head, st.t, d_head);
+          for (size_t b = 0; b < NB; ++b) logits[b] = output_logits(a, xs[b], wn, wh);
+        } else {
+          std::vector<torch::Tensor> hn(NB);
+          std::vector<std::vector<torch::Tensor>> parts(NB);
+          for (size_t b = 0; b < NB; ++b) hn[b] = final_norm(a, xs[b], wn);
+          for (int64_t r = 0; r < V; r += slab) {
+            auto wk = head_rows(s, r, std::min(slab, V - r));
+            for (size_t b = 0; b < NB; ++b) parts[b].push_back(torch::linear(hn[b], wk));
+          }
+          for (size_t b = 0; b < NB; ++b) logits[b] = torch::cat(parts[b], -1).to(torch::kFloat32);
+        }
         for (size_t b = 0; b < NB; ++b) {
-          auto tl = causal_lm_loss_sum(output_logits(a, xs[b], wn, wh), *bs[b].batch);
+          auto tl = causal_lm_loss_sum(logits[b], *bs[b].batch);
           st.loss_sum += tl.sum.item<double>();
           st.count += tl.count;
+          logits[b] = torch::Tensor();
         }
         xs.clear();
         continue;
@@ -336,35 +448,82 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
       torch::AutoGradMode on(true);
       const bool gn = needs_grad(kNorm), gh = needs_grad(head);
       wn.requires_grad_(gn);
-      wh.requires_grad_(gh);
-      Accum an, ah;
-      for (size_t b = 0; b < NB; ++b) {
-        auto x = xs[b].detach().requires_grad_(true);
-        auto tl = causal_lm_loss_sum(output_logits(a, x, wn, wh), *bs[b].batch);
-        if (tl.count < 0) throw Error(ErrorKind::Internal, "a batch reported a negative count");
-        if (tl.count == 0) continue;
-        const double v = tl.sum.item<double>();
-        if (!std::isfinite(v)) throw Error(ErrorKind::Numeric, "the loss of batch " + std::to_string(b) + " is not finite");
-        tl.sum.backward();
-        st.loss_sum += v;
-        st.count += tl.count;
-        ++st.batches;
-        active[s][b] = 1;
-        counts[b] = tl.count;
-        if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, tl.count, st.fisher);
-        if (gh) {
-          if (a.tied) pending[s][b] = wh.grad();
-          else ah.add(wh.grad(), shapes_.at(head), popt, tl.count, st.fisher);
+      Accum an;
+      if (slab == 0) {
+        auto wh = form(head, st.t, d_head);
+        wh.requires_grad_(gh);
+        Accum ah;
+        for (size_t b = 0; b < NB; ++b) {
+          auto x = xs[b].detach().requires_grad_(true);
+          auto tl = causal_lm_loss_sum(output_logits(a, x, wn, wh), *bs[b].batch);
+          if (!loss_of(s, b, tl)) continue;
+          tl.sum.backward();
+          if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, tl.count, st.fisher);
+          if (gh) {
+            if (a.tied) pending[s][b] = wh.grad();
+            else ah.add(wh.grad(), shapes_.at(head), popt, tl.count, st.fisher);
+          }
+          wn.mutable_grad() = torch::Tensor();
+          wh.mutable_grad() = torch::Tensor();
+          gx[s][b] = x.grad();
+          xs[b] = torch::Tensor();
         }
-        wn.mutable_grad() = torch::Tensor();
-        wh.mutable_grad() = torch::Tensor();
-        gx[s][b] = x.grad();
-        xs[b] = torch::Tensor();
+        wh = torch::Tensor();
+        if (gh && !a.tied) finish(s, head, ah, d_head);
+      } else {
+        // Logits slab by slab without autograd, their gradient from the loss, then each slab's
+        // weight gradient and its share of ∂L/∂(normed hidden state).
+        std::vector<torch::Tensor> x(NB), hn(NB), hd(NB), gl(NB);
+        std::vector<std::vector<torch::Tensor>> parts(NB);
+        for (size_t b = 0; b < NB; ++b) {
+          x[b] = xs[b].detach().requires_grad_(true);
+          xs[b] = torch::Tensor();
+          hn[b] = final_norm(a, x[b], wn);
+          hd[b] = hn[b].detach().requires_grad_(true);
+        }
+        {
+          torch::NoGradGuard ng;
+          for (int64_t r = 0; r < V; r += slab) {
+            auto wk = head_rows(s, r, std::min(slab, V - r));
+            for (size_t b = 0; b < NB; ++b) parts[b].push_back(torch::linear(hd[b], wk));
+          }
+        }
+        for (size_t b = 0; b < NB; ++b) {
+          auto logits = torch::cat(parts[b], -1).to(torch::kFloat32).requires_grad_(true);
+          parts[b].clear();
+          auto tl = causal_lm_loss_sum(logits, *bs[b].batch);
+          if (!loss_of(s, b, tl)) continue;
+          tl.sum.backward();
+          gl[b] = logits.grad();
+        }
+        for (int64_t r = 0; r < V; r += slab) {
+          const int64_t k = std::min(slab, V - r);
+          auto wk = head_rows(s, r, k).requires_grad_(gh);
+          Accum ak;
+          for (size_t b = 0; b < NB; ++b) {
+            if (!active[s][b]) continue;
+            auto out = torch::linear(hd[b], wk).to(torch::kFloat32);
+            torch::autograd::backward({out}, {gl[b].narrow(-1, r, k)});
+            if (gh) ak.add(wk.grad(), {k, shapes_.at(head)[1]}, popt, counts[b], st.fisher);
+            wk.mutable_grad() = torch::Tensor();
+          }
+          if (gh) {
+            auto [g, f] = ak.finish({k, shapes_.at(head)[1]}, st.count, st.batches, st.fisher);
+            reduce(s, head, r, g, f, d_head.defined() ? d_head.narrow(0, r, k) : torch::Tensor());
+          }
+        }
+        for (size_t b = 0; b < NB; ++b) {
+          if (!active[s][b]) continue;
+          torch::autograd::backward({hn[b]}, {hd[b].grad()});
+          if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, counts[b], st.fisher);
+          wn.mutable_grad() = torch::Tensor();
+          gx[s][b] = x[b].grad();
+          gl[b] = hn[b] = hd[b] = x[b] = torch::Tensor();
+        }
       }
       xs.clear();
-      wn = wh = torch::Tensor();
+      wn = torch::Tensor();
       if (gn) finish(s, kNorm, an, d_norm);
-      if (gh && !a.tied) finish(s, head, ah, d_head);
     }
   }
 
@@ -392,10 +551,9 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
         auto x = xs[b].detach().requires_grad_(true);
         auto out = decoder_layer(a, w, x, bs[b].tables, size_t(l), dtype);
         torch::autograd::backward({out}, {gx[s][b]});
-        const int64_t count = counts[b];
         for (const auto& [n, m] : wn) {
           if (!needs_grad(n)) continue;
-          acc[n].add((w.*m).grad(), shapes_.at(n), popt, count, streams[s].fisher);
+          acc[n].add((w.*m).grad(), shapes_.at(n), popt, counts[b], streams[s].fisher);
           (w.*m).mutable_grad() = torch::Tensor();
         }
         gx[s][b] = x.grad();
@@ -409,27 +567,39 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
   }
   if (!needs_grad(kEmbed)) return;
   auto d = increment(kEmbed);
+  const int64_t H = shapes_.at(kEmbed)[1];
+  auto d_rows = embed_rows_back && d.defined() ? d.index_select(0, row_index) : torch::Tensor();
+  auto p_rows = embed_rows_back ? load_rows(kEmbed, rows) : torch::Tensor();
   for (size_t s = 0; s < S; ++s) {
     if (!streams[s].grad) continue;
     torch::AutoGradMode on(true);
-    auto w = form(kEmbed, streams[s].t, d);
+    auto w = embed_rows_back ? with_increment(p_rows.clone(), streams[s].t, d_rows) : form(kEmbed, streams[s].t, d);
     w.requires_grad_(true);
     Accum acc;
     for (size_t b = 0; b < NB; ++b) {
       if (!active[s][b]) continue;
-      auto out = torch::embedding(w, bs[b].ids);
+      auto out = torch::embedding(w, embed_rows_back ? local_ids[b] : bs[b].ids);
       torch::autograd::backward({out}, {gx[s][b]});
       gx[s][b] = torch::Tensor();
       auto g = w.grad();
       // A tied embedding's gradient is the head's and the lookup's, summed once as autograd does.
       if (a.tied && pending[s][b].defined()) g = pending[s][b] + g;
       pending[s][b] = torch::Tensor();
-      const int64_t count = counts[b];
-      acc.add(g, shapes_.at(kEmbed), popt, count, streams[s].fisher);
+      acc.add(g, {w.size(0), H}, popt, counts[b], streams[s].fisher);
       w.mutable_grad() = torch::Tensor();
     }
     w = torch::Tensor();
-    finish(s, kEmbed, acc, d);
+    if (!embed_rows_back) {
+      finish(s, kEmbed, acc, d);
+      continue;
+    }
+    // Row by row in ascending order: the rows not looked up have a zero gradient.
+    auto [g, f] = acc.finish({int64_t(rows.size()), H}, streams[s].count, streams[s].batches, streams[s].fisher);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const int64_t r = rows[i], ii = int64_t(i);
+      reduce(s, kEmbed, r, g.narrow(0, ii, 1), f.defined() ? f.narrow(0, ii, 1) : torch::Tensor(),
+             d.defined() ? d.narrow(0, r, 1) : torch::Tensor());
+    }
   }
 }
 
@@ -443,9 +613,8 @@ GradientResult StreamedModel::gradients(const EvalSet& set, const GradientSink& 
   std::vector<Stream> st(1);
   st[0].grad = true;
   walk(set, st, nullptr, true,
-       [&](size_t, const std::string& n, const torch::Tensor& g, const torch::Tensor&, const torch::Tensor&) {
-         sink(n, g);
-       });
+       [&](size_t, const std::string& n, int64_t row, const torch::Tensor& g, const torch::Tensor&,
+           const torch::Tensor&) { sink(n, row, g); });
   GradientResult r;
   r.loss_sum = st[0].loss_sum;
   r.count = st[0].count;
@@ -480,13 +649,15 @@ ApproxResult StreamedModel::approximation_term(const EvalSet& set, const Streame
   std::vector<std::vector<double>> dots(st.size(), std::vector<double>(names.size(), 0.0));
   double fisher_sum = 0;
   walk(set, st, &es, false,
-       [&](size_t s, const std::string& n, const torch::Tensor& g, const torch::Tensor& f, const torch::Tensor& d) {
+       [&](size_t s, const std::string& n, int64_t, const torch::Tensor& g, const torch::Tensor& f,
+           const torch::Tensor& d) {
          auto it = index.find(n);
          if (it == index.end() || !d.defined()) return;
-         dots[s][it->second] = dot_f64(g, d);
+         dots[s][it->second] = dot_f64(g.contiguous(), d.contiguous(), dots[s][it->second]);
          if (f.defined()) {
-           const float* pf = f.data_ptr<float>();
-           const float* pd = d.data_ptr<float>();
+           auto fc = f.contiguous(), dc = d.contiguous();
+           const float* pf = fc.data_ptr<float>();
+           const float* pd = dc.data_ptr<float>();
            double x = 0;
            for (int64_t i = 0; i < f.numel(); ++i) x += double(pf[i]) * double(pd[i]) * double(pd[i]);
            fisher_sum += x;

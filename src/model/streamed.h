@@ -23,17 +23,21 @@
 #include "io/tensor_source.h"
 #include "model/evaluate.h"
 #include "model/transformer.h"
+#include "util/big_buffer.h"
 
 namespace deltaedit::model {
 
 // The increments of an edit, asked for one tensor at a time.
 struct StreamedEdit {
   std::vector<std::string> names;  // tensors with an increment (checkpoint names)
-  // Writes D of `name` (f32, numel of the tensor) into `out`; returns ‖Δ‖² of the tensor.
-  std::function<double(const std::string& name, std::span<float> out)> increment;
+  // D of `name`: an f32 CPU tensor of the tensor's numel (any shape); ‖Δ‖² into delta_sumsq.
+  std::function<torch::Tensor(const std::string& name, double& delta_sumsq)> increment;
   // ‖Δ‖² of an edited tensor the model does not use (a tied model's lm_head.weight).
   std::function<double(const std::string& name)> delta_sumsq;
 };
+
+// An f32 CPU tensor that owns `buffer` (no copy).
+torch::Tensor owning_tensor(util::BigFloatBuffer&& buffer);
 
 // What a streamed run will do and hold (estimates, bytes).
 struct StreamedPlan {
@@ -63,9 +67,10 @@ class StreamedModel {
 
   // Mean loss of W_post over the set (CausalLM: token mean; as dataset_loss).
   double loss(const EvalSet& set);
-  // ∇ of the mean loss at W_post, handed to `sink` one tensor at a time (f32, CPU, contiguous,
-  // parameter shape) as soon as it is complete. Returns loss_sum/count/batches (grads empty).
-  using GradientSink = std::function<void(const std::string& name, const torch::Tensor& grad)>;
+  // ∇ of the mean loss at W_post, handed to `sink` as soon as it is complete: rows
+  // [row, row + grad.size(0)) of the tensor (f32, CPU, contiguous; the whole tensor with row 0,
+  // except a large head, which comes in row slabs). Returns loss_sum/count/batches (grads empty).
+  using GradientSink = std::function<void(const std::string& name, int64_t row, const torch::Tensor& grad)>;
   GradientResult gradients(const EvalSet& set, const GradientSink& sink);
   // The approximation term of an edit, as approximation_term() computes it on a Model at W_post.
   ApproxResult approximation_term(const EvalSet& set, const StreamedEdit& edit, int steps, Rule rule, bool fisher);
@@ -73,6 +78,10 @@ class StreamedModel {
   // What the commands above will hold: `points` path points of which `gradient_points` need a
   // gradient; `edited` = tensors with an increment.
   StreamedPlan plan(const EvalSet& set, int64_t points, int64_t gradient_points, size_t edited) const;
+
+  // Rows of the head formed at once: 0 (default) slices only a head over 512 MB in f32, into
+  // 64 MB slabs (agreeing with the whole-head product to rounding); a positive count forces it.
+  void set_head_slab_rows(int64_t rows) { head_slab_rows_ = rows; }
 
  private:
   struct Stream {
@@ -83,12 +92,16 @@ class StreamedModel {
     size_t batches = 0;
   };
   // Called with each finished gradient of a stream (f32 CPU), its diagonal Fisher when asked (or
-  // undefined), and D of the tensor (f32 CPU, or undefined when not edited).
-  using Reduce = std::function<void(size_t stream, const std::string& name, const torch::Tensor& grad,
+  // undefined), and D of the tensor (f32 CPU, or undefined when not edited): rows [row, row + k)
+  // of the tensor, every tensor in ascending row order.
+  using Reduce = std::function<void(size_t stream, const std::string& name, int64_t row, const torch::Tensor& grad,
                                     const torch::Tensor& fisher, const torch::Tensor& d)>;
   struct EditState;
   void walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit, bool all_grads, const Reduce& reduce);
   torch::Tensor load(const std::string& name) const;  // W_post of one tensor, compute dtype
+  torch::Tensor load_rows(const std::string& name, int64_t row, int64_t rows) const;
+  torch::Tensor load_rows(const std::string& name, const std::vector<int64_t>& rows) const;
+  int64_t head_slab() const;  // rows per head slab, or 0 for the whole head
 
   const io::TensorSource& post_;
   LoadOptions options_;
@@ -98,6 +111,7 @@ class StreamedModel {
   std::map<std::string, std::vector<int64_t>> shapes_;
   std::vector<std::string> warnings_;
   torch::Tensor inv_freq_;
+  int64_t head_slab_rows_ = 0;
 };
 
 }  // namespace deltaedit::model

@@ -485,6 +485,10 @@ torch::Tensor decoder_layer(const ArchSpec& a, const LayerWeights& L, const torc
   return x + linear(torch::silu(g) * u, L.down_w, opt(L.down_b));
 }
 
+torch::Tensor final_norm(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w) {
+  return rms_norm(x, norm_w, a.rms_eps);
+}
+
 torch::Tensor output_logits(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w,
                             const torch::Tensor& head_w) {
   auto h = rms_norm(x, norm_w, a.rms_eps);

@@ -86,6 +86,8 @@ torch::Tensor batch_positions(const torch::Tensor& valid);
 // cache's layer l when one is given.
 torch::Tensor decoder_layer(const ArchSpec& a, const LayerWeights& w, const torch::Tensor& x, PassTables& tables,
                             size_t l, torch::ScalarType dtype, KVCache* cache = nullptr);
+// The final RMSNorm (f32 statistics, result in x's dtype, scaled by the weight).
+torch::Tensor final_norm(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w);
 // Final norm and head: hidden states -> logits [B, T, vocab] in f32.
 torch::Tensor output_logits(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w,
                             const torch::Tensor& head_w);
