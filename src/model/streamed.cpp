@@ -714,20 +714,27 @@ StreamedPlan StreamedModel::plan(const EvalSet& set, int64_t points, int64_t gra
   const bool many_batches = set.batches.size() > 1;
   uint64_t params = 0;
   for (const auto& n : names_) params += uint64_t(numel_of(shapes_.at(n)));
-  for (const auto& u : units) {
-    uint64_t n = 0, largest = 0;
-    for (const auto& t : u) {
-      const uint64_t k = uint64_t(numel_of(shapes_.at(t)));
-      n += k;
-      largest = std::max(largest, k);
-    }
+  std::set<int64_t> looked_up;
+  for (const auto& b : set.batches) {
+    auto c = b.input_ids.to(torch::kCPU, torch::kLong).contiguous();
+    looked_up.insert(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+  }
+  const int64_t slab = head_slab();
+  for (size_t u = 0; u < units.size(); ++u) {
+    uint64_t n = 0;
+    for (const auto& t : units[u]) n += uint64_t(numel_of(shapes_.at(t)));
     p.unit_bytes = std::max(p.unit_bytes, 4 * n);
-    // D of the unit (f32) while the engine forms one more tensor (its Δ' and D), then one
-    // stream's weights, their gradients and the f64 sums of several batches (or one f64 slab).
+    // Formed at once: the unit's D (f32; the engine's buffer), then one point's weights, their
+    // gradients and f64 sums over several batches (one f64 slab for a single batch). The
+    // embedding forms only its looked-up rows, a sliced head one slab.
+    uint64_t formed = n;
+    if (u == 0 && !(a.tied || (edited == 0 && gradient_points > 0)))
+      formed = uint64_t(looked_up.size()) * uint64_t(a.hidden);
+    if (u + 1 == units.size() && slab > 0) formed = uint64_t(slab) * uint64_t(a.hidden) + uint64_t(a.hidden);
     const uint64_t d = approx ? 4 * n : 0;
-    const uint64_t gen = approx ? 8 * largest : 0;
-    const uint64_t grads = gradient_points > 0 ? cd * n + (many_batches ? 8 * n : 8 * uint64_t(kSlab)) : 0;
-    p.weight_bytes = std::max(p.weight_bytes, d + std::max(gen, cd * n + grads));
+    const uint64_t grads =
+        gradient_points > 0 ? cd * formed + (many_batches ? 8 * formed : 8 * std::min<uint64_t>(formed, kSlab)) : 0;
+    p.weight_bytes = std::max(p.weight_bytes, d + cd * formed + grads);
   }
   const uint64_t per_act = uint64_t(p.tokens) * uint64_t(a.hidden) * cd;
   p.activation_bytes = uint64_t(gradient_points) * (uint64_t(a.layers + 1) * per_act + per_act) +
