@@ -19,6 +19,8 @@
 #include "io/convert.h"
 #include "io/writer.h"
 #include "model/evaluate.h"
+#include "model/streamed.h"
+#include "engine/increment_source.h"
 #include "text/dataset.h"
 #include "util/boundary.h"
 #include "util/error.h"
@@ -95,6 +97,19 @@ Loaded load_all(const fs::path& model_path, const DataFlags& f, const io::Tensor
   return {std::move(m), std::move(tok), std::move(ref), std::move(set)};
 }
 
+// The dataset alone, for the streamed passes (which read the weights unit by unit).
+model::EvalSet load_data(const fs::path& model_path, const DataFlags& f) {
+  torch::set_num_threads(int(f.threads));
+  if (f.kind() == model::LossKind::DPO)
+    throw Error(ErrorKind::Usage, "--streamed computes the causal-LM loss only; the DPO loss runs in memory (drop --streamed)");
+  auto tok = load_tokenizer(f.tokenizer, model_path);
+  text::DataOptions dopt{f.max_length, f.limit};
+  auto records = text::load_jsonl(f.data, tok ? &*tok : nullptr, dopt);
+  return model::make_eval_set(std::move(records), f.batch_size, f.kind());
+}
+
+std::string gb(uint64_t b) { return fmt::format("{:.2f} GB", double(b) / 1e9); }
+
 // eval --dump-logits: every record's logits [T, vocab] in f32 and its token ids, one model
 // forward per record (no padding), for cross-checks against other runtimes.
 void write_logits(model::Model& m, const std::vector<text::Record>& records, const std::string& out,
@@ -155,6 +170,9 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--metric", *metric, "loss (default) or accuracy (reports loss too)")->check(CLI::IsMember({"loss", "accuracy"}));
   sub->add_option("--max-new-tokens", *max_new, "generation budget for accuracy (default 64)");
   sub->add_flag("--json", *as_json, "machine-readable output: {loss, tokens, accuracy, examples}");
+  auto streamed = std::make_shared<bool>(false);
+  sub->add_flag("--streamed", *streamed,
+                "--metric loss in memory bounded by one decoder layer (weights read unit by unit)");
   auto dump_logits = std::make_shared<std::string>();
   auto dump_gen = std::make_shared<std::string>();
   sub->add_option(
@@ -169,6 +187,22 @@ Command add_eval(CLI::App& app) {
   return {sub, [=] {
             if (!dump_gen->empty() && *metric != "accuracy")
               throw Error(ErrorKind::Usage, "--dump-generations needs --metric accuracy");
+            if (*streamed) {
+              if (*metric != "loss" || !dump_logits->empty())
+                throw Error(ErrorKind::Usage, "--streamed computes the loss only (no --metric accuracy, no --dump-logits)");
+              auto set = load_data(*model_path, *f);
+              auto ck = io::Checkpoint::open(*model_path);
+              model::StreamedModel sm(ck, f->load_options());
+              const double loss = sm.loss(set);
+              int64_t tokens = 0;
+              for (const auto& r : set.records)
+                for (auto s : r.seq.scored) tokens += s;
+              if (*as_json)
+                std::cout << json{{"loss", loss}, {"tokens", tokens}, {"examples", set.records.size()}, {"accuracy", nullptr}}.dump(2) << "\n";
+              else
+                std::cout << fmt::format("loss {:.6f} over {} scored tokens in {} records\n", loss, tokens, set.records.size());
+              return int(kOk);
+            }
             auto L = load_all(*model_path, *f);
             const auto inputs = io::Checkpoint::open(*model_path).input_paths();
             if (!dump_logits->empty()) write_logits(L.model, L.set.records, *dump_logits, inputs);
@@ -204,8 +238,36 @@ Command add_grad(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   sub->add_option("--model", *model_path, "checkpoint directory")->required();
   sub->add_option("--out", *out, "output .safetensors file (must not exist)")->required();
+  auto streamed = std::make_shared<bool>(false);
+  sub->add_flag("--streamed", *streamed,
+                "in memory bounded by one decoder layer: each gradient is written as soon as it is complete");
   f->add(sub);
   return {sub, [=] {
+            if (*streamed) {
+              auto set = load_data(*model_path, *f);
+              auto ck = io::Checkpoint::open(*model_path);
+              model::StreamedModel sm(ck, f->load_options());
+              // The header carries the loss: one forward walk first, then the gradient walk.
+              const double loss = sm.loss(set);
+              auto names = sm.param_names();
+              std::sort(names.begin(), names.end());  // the in-memory file's order
+              std::vector<io::PlannedTensor> plan;
+              for (const auto& n : names) plan.push_back({n, io::DType::F32, sm.shape(n)});
+              io::Staging st(*out, ck.input_paths(), 0);
+              io::SafetensorsWriter w(st.create("grad.safetensors"), *out, plan,
+                                      {{"deltaedit.loss", fmt::format("{:.9g}", loss)},
+                                       {"deltaedit.data", f->data},
+                                       {"deltaedit.model", *model_path}});
+              auto g = sm.gradients(set, [&](const std::string& n, int64_t row, const torch::Tensor& t) {
+                const auto& shape = sm.shape(n);
+                const uint64_t row_bytes = shape.empty() ? 0 : uint64_t(t.numel() / std::max<int64_t>(t.size(0), 1)) * 4;
+                w.write(n, std::as_bytes(std::span(t.data_ptr<float>(), size_t(t.numel()))), uint64_t(row) * row_bytes);
+              });
+              w.finish();
+              st.commit_file("grad.safetensors");
+              std::cout << fmt::format("wrote {} ({} tensors; loss {:.6f})\n", *out, names.size(), g.loss());
+              return int(kOk);
+            }
             auto L = load_all(*model_path, *f);
             auto g = model::dataset_gradients(L.model, L.set);
             std::vector<io::PlannedTensor> plan;
@@ -223,6 +285,8 @@ Command add_grad(CLI::App& app) {
             return int(kOk);
           }};
 }
+
+int print_approx(const model::ApproxResult& r, const std::string& rule, int steps, bool as_json);
 
 Command add_approx(CLI::App& app) {
   auto* sub = app.add_subcommand("approx", torch_summary("approx"));
@@ -255,6 +319,14 @@ Command add_approx(CLI::App& app) {
   sub->add_option("--exclude", *exclude, "do not edit tensors matching this regex");
   sub->add_flag("--fisher", *fisher, "also the second-order term ½ Σ F_ii D_i² (diagonal empirical Fisher)");
   sub->add_flag("--json", *as_json, "machine-readable output");
+  auto streamed = std::make_shared<bool>(false);
+  auto dry_run = std::make_shared<bool>(false);
+  auto max_memory = std::make_shared<std::string>();
+  sub->add_flag("--streamed", *streamed,
+                "memory bounded by one decoder layer: weights formed unit by unit, D regenerated per tensor");
+  sub->add_option("--max-memory", *max_memory,
+                  "stream (as --streamed) when the in-memory path would hold more than this (e.g. 16GB)");
+  sub->add_flag("--dry-run", *dry_run, "print the planned memory and passes, run nothing");
   f->add(sub);
   return {sub, [=] {
             auto chain = engine::OpChain::build(*ops, *seed, *include, *exclude);
@@ -263,26 +335,77 @@ Command add_approx(CLI::App& app) {
             auto pck = io::open_post(*post, bck);  // a checkpoint or a PEFT adapter over base
             std::optional<io::SafetensorsFile> gf;
             if (!grad->empty()) gf = io::SafetensorsFile::open(*grad);
-            auto inc = engine::edit_increments(chain, bck, *pck, gf ? &*gf : nullptr);
             const bool adapter = io::is_peft_adapter(*post);
-            auto L = load_all(adapter ? fs::path(*base) : fs::path(*post), *f, adapter ? pck.get() : nullptr);
-            auto r = model::approximation_term(L.model, L.set, inc.d, inc.delta_sumsq, *steps, model::parse_rule(*rule), *fisher);
-            if (*as_json) {
-              std::cout << r.to_json().dump(2) << "\n";
-              return int(kOk);
+            const fs::path data_dir = adapter ? fs::path(*base) : fs::path(*post);
+            bool stream = *streamed;
+            if (stream || *dry_run || !max_memory->empty()) {
+              auto set = load_data(data_dir, *f);
+              model::StreamedModel sm(*pck, f->load_options());
+              engine::IncrementSource src(chain, bck, *pck, gf ? &*gf : nullptr);
+              size_t edited = 0;
+              for (const auto& n : src.names()) edited += sm.arch().tied && n == "lm_head.weight" ? 0 : 1;
+              const auto r_rule = model::parse_rule(*rule);
+              const auto nodes = model::quadrature_nodes(*steps, r_rule);
+              std::vector<double> pts;
+              for (const auto& [t, w] : nodes) pts.push_back(t);
+              const int64_t grad_pts = int64_t(pts.size()) + (*fisher && std::find(pts.begin(), pts.end(), 0.0) == pts.end());
+              for (double t : {0.0, 1.0})
+                if (std::find(pts.begin(), pts.end(), t) == pts.end()) pts.push_back(t);
+              auto plan = sm.plan(set, int64_t(pts.size()), grad_pts, edited);
+              if (!max_memory->empty() && plan.in_memory_bytes > engine::parse_size(*max_memory)) stream = true;
+              if (*dry_run) {
+                if (*as_json) {
+                  auto j = plan.to_json();
+                  j["streamed"] = stream;
+                  j["edited_tensors"] = edited;
+                  std::cout << j.dump(2) << "\n";
+                  return int(kOk);
+                }
+                std::cout << fmt::format("{} path: {} units (embedding, {} decoder layers, head), {} path points "
+                                         "walked together ({} with a gradient), {} token positions\n",
+                                         stream ? "streamed" : "in-memory", plan.units, sm.arch().layers, plan.streams,
+                                         plan.gradient_streams, plan.tokens);
+                std::cout << fmt::format("streamed memory: about {} (one unit's weights, D and gradients {}; kept "
+                                         "activations {}); in memory: about {}\n",
+                                         gb(plan.peak_bytes), gb(plan.weight_bytes), gb(plan.activation_bytes),
+                                         gb(plan.in_memory_bytes));
+                std::cout << fmt::format("passes: one forward walk over all units for all points, one backward walk "
+                                         "for the {} gradient points; {} edited tensors, D formed {} times\n",
+                                         plan.gradient_streams, edited, plan.increments_formed);
+                return int(kOk);
+              }
+              if (stream) {
+                model::StreamedEdit se;
+                se.names = src.names();
+                se.increment = [&](const std::string& n, double& dss) { return model::owning_tensor(src.increment(n, &dss)); };
+                se.delta_sumsq = [&](const std::string& n) { return src.delta_sumsq(n); };
+                auto r = sm.approximation_term(set, se, *steps, r_rule, *fisher);
+                return print_approx(r, *rule, *steps, *as_json);
+              }
             }
-            std::cout << fmt::format("approximation term ({} rule, C={}): {:+.6e}\n", *rule, *steps, r.approximation_term);
-            std::cout << fmt::format("true ΔL = L(W_edit) − L(W_post) = {:.6f} − {:.6f} = {:+.6e}\n", r.loss_edit,
-                                     r.loss_post, r.true_delta_loss);
-            std::cout << fmt::format("gap (ΔL − term): {:+.3e}; intensity ‖D‖²/‖Δ‖² = {:.6g}\n", r.gap, r.intensity);
-            if (r.fisher_term) std::cout << fmt::format("second-order Fisher term: {:+.6e}\n", *r.fisher_term);
-            auto pt = r.per_tensor;
-            std::sort(pt.begin(), pt.end(), [](auto& a, auto& b) { return std::fabs(a.second) > std::fabs(b.second); });
-            std::cout << "largest per-tensor contributions:\n";
-            for (size_t i = 0; i < std::min<size_t>(10, pt.size()); ++i)
-              std::cout << fmt::format("  {:<56} {:+.6e}\n", pt[i].first, pt[i].second);
-            return int(kOk);
+            auto inc = engine::edit_increments(chain, bck, *pck, gf ? &*gf : nullptr);
+            auto L = load_all(data_dir, *f, adapter ? pck.get() : nullptr);
+            auto r = model::approximation_term(L.model, L.set, inc.d, inc.delta_sumsq, *steps, model::parse_rule(*rule), *fisher);
+            return print_approx(r, *rule, *steps, *as_json);
           }};
+}
+
+int print_approx(const model::ApproxResult& r, const std::string& rule, int steps, bool as_json) {
+  if (as_json) {
+    std::cout << r.to_json().dump(2) << "\n";
+    return int(kOk);
+  }
+  std::cout << fmt::format("approximation term ({} rule, C={}): {:+.6e}\n", rule, steps, r.approximation_term);
+  std::cout << fmt::format("true ΔL = L(W_edit) − L(W_post) = {:.6f} − {:.6f} = {:+.6e}\n", r.loss_edit,
+                           r.loss_post, r.true_delta_loss);
+  std::cout << fmt::format("gap (ΔL − term): {:+.3e}; intensity ‖D‖²/‖Δ‖² = {:.6g}\n", r.gap, r.intensity);
+  if (r.fisher_term) std::cout << fmt::format("second-order Fisher term: {:+.6e}\n", *r.fisher_term);
+  auto pt = r.per_tensor;
+  std::sort(pt.begin(), pt.end(), [](auto& a, auto& b) { return std::fabs(a.second) > std::fabs(b.second); });
+  std::cout << "largest per-tensor contributions:\n";
+  for (size_t i = 0; i < std::min<size_t>(10, pt.size()); ++i)
+    std::cout << fmt::format("  {:<56} {:+.6e}\n", pt[i].first, pt[i].second);
+  return int(kOk);
 }
 
 Command add_zoo(CLI::App& app) {

@@ -375,84 +375,143 @@ void Model::load_state(const std::unordered_map<std::string, torch::Tensor>& sta
 
 // ---------------------------------------------------------------------------------------------
 
-torch::Tensor Model::run(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& key_valid,
-                         KVCache* cache) {
-  const ArchSpec& a = arch_;
-  const int64_t B = ids.size(0), T = ids.size(1);
-  const int64_t past = cache ? cache->length : 0, Tk = past + T;
+std::vector<std::pair<std::string, torch::Tensor LayerWeights::*>> layer_weight_names(const ArchSpec& a, int64_t l) {
+  using W = LayerWeights;
+  const std::string pre = fmt::format("model.layers.{}.", l);
+  std::vector<std::pair<std::string, torch::Tensor W::*>> v;
+  v.emplace_back(pre + "input_layernorm.weight", &W::input_norm);
+  v.emplace_back(pre + "self_attn.q_proj.weight", &W::q_w);
+  if (a.qkv_bias) v.emplace_back(pre + "self_attn.q_proj.bias", &W::q_b);
+  v.emplace_back(pre + "self_attn.k_proj.weight", &W::k_w);
+  if (a.qkv_bias) v.emplace_back(pre + "self_attn.k_proj.bias", &W::k_b);
+  v.emplace_back(pre + "self_attn.v_proj.weight", &W::v_w);
+  if (a.qkv_bias) v.emplace_back(pre + "self_attn.v_proj.bias", &W::v_b);
+  v.emplace_back(pre + "self_attn.o_proj.weight", &W::o_w);
+  if (a.o_bias) v.emplace_back(pre + "self_attn.o_proj.bias", &W::o_b);
+  if (a.qk_norm) {
+    v.emplace_back(pre + "self_attn.q_norm.weight", &W::q_norm);
+    v.emplace_back(pre + "self_attn.k_norm.weight", &W::k_norm);
+  }
+  v.emplace_back(pre + "post_attention_layernorm.weight", &W::post_norm);
+  v.emplace_back(pre + "mlp.gate_proj.weight", &W::gate_w);
+  if (a.mlp_bias) v.emplace_back(pre + "mlp.gate_proj.bias", &W::gate_b);
+  v.emplace_back(pre + "mlp.up_proj.weight", &W::up_w);
+  if (a.mlp_bias) v.emplace_back(pre + "mlp.up_proj.bias", &W::up_b);
+  v.emplace_back(pre + "mlp.down_proj.weight", &W::down_w);
+  if (a.mlp_bias) v.emplace_back(pre + "mlp.down_proj.bias", &W::down_b);
+  return v;
+}
+
+const torch::Tensor& PassTables::mask(int64_t window) {
+  auto it = masks.find(window);
+  if (it != masks.end()) return it->second;
+  const int64_t Tk = past + T;
+  auto m = causal;
+  if (window > 0) m = m.logical_and((qidx - kidx) < window);
+  m = m.view({1, 1, 1, T, Tk});
+  if (key_valid.defined()) m = m.logical_and(key_valid.view({B, 1, 1, 1, Tk}));
+  return masks.emplace(window, m).first->second;
+}
+
+PassTables pass_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions, const torch::Tensor& key_valid,
+                       int64_t B, int64_t T, int64_t past, torch::Device dev) {
+  PassTables t;
+  t.B = B;
+  t.T = T;
+  t.past = past;
+  const int64_t Tk = past + T;
+  // RoPE tables [B, 1, T, hd] in f32.
+  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq.view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);
+  t.cos = emb.cos();
+  t.sin = emb.sin();
+  // Allowed (query, key) pairs by sequence index.
+  t.qidx = torch::arange(past, Tk, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(1);
+  t.kidx = torch::arange(0, Tk, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(0);
+  t.causal = t.kidx <= t.qidx;  // [T, Tk]
+  t.key_valid = key_valid;
+  return t;
+}
+
+torch::Tensor batch_positions(const torch::Tensor& valid) {
+  return (valid.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
+}
+
+torch::Tensor decoder_layer(const ArchSpec& a, const LayerWeights& L, const torch::Tensor& x_in, PassTables& tab,
+                            size_t l, torch::ScalarType dtype, KVCache* cache) {
+  const int64_t B = tab.B, T = tab.T;
   const int64_t rep = a.heads / a.kv_heads, hd = a.head_dim;
   const double scale = 1.0 / std::sqrt(double(hd));
-  const auto dev = options_.device;
-
-  // RoPE tables [B, 1, T, hd] in f32.
-  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);
-  auto cos = emb.cos(), sin = emb.sin();
-
-  // Allowed (query, key) pairs by sequence index; one mask per distinct window size.
-  auto qidx = torch::arange(past, Tk, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(1);
-  auto kidx = torch::arange(0, Tk, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(0);
-  auto causal = kidx <= qidx;  // [T, Tk]
-  auto make_mask = [&](int64_t window) {
-    auto m = causal;
-    if (window > 0) m = m.logical_and((qidx - kidx) < window);
-    m = m.view({1, 1, 1, T, Tk});
-    if (key_valid.defined()) m = m.logical_and(key_valid.view({B, 1, 1, 1, Tk}));
-    return m;
-  };
-  std::unordered_map<int64_t, torch::Tensor> masks;
   const auto lowest = std::numeric_limits<float>::lowest();
+  auto opt = [](const torch::Tensor& t) { return t.defined() ? &t : nullptr; };
+  auto x = x_in;
+  // Attention.
+  auto hn = rms_norm(x, L.input_norm, a.rms_eps);
+  auto q = linear(hn, L.q_w, opt(L.q_b)).view({B, T, a.heads, hd});
+  auto k = linear(hn, L.k_w, opt(L.k_b)).view({B, T, a.kv_heads, hd});
+  auto v = linear(hn, L.v_w, opt(L.v_b)).view({B, T, a.kv_heads, hd});
+  if (a.qk_norm) {
+    q = rms_norm(q, L.q_norm, a.rms_eps);
+    k = rms_norm(k, L.k_norm, a.rms_eps);
+  }
+  q = q.transpose(1, 2).to(torch::kFloat32);  // [B, H, T, hd]
+  k = k.transpose(1, 2).to(torch::kFloat32);  // [B, KV, T, hd]
+  v = v.transpose(1, 2).to(torch::kFloat32);
+  q = q * tab.cos + rotate_half(q) * tab.sin;
+  k = k * tab.cos + rotate_half(k) * tab.sin;
+  if (cache) {
+    if (cache->k.size() <= l) {
+      cache->k.push_back(k);
+      cache->v.push_back(v);
+    } else {
+      cache->k[l] = torch::cat({cache->k[l], k}, 2);
+      cache->v[l] = torch::cat({cache->v[l], v}, 2);
+    }
+    k = cache->k[l];
+    v = cache->v[l];
+  }
+  // Query heads grouped by the key/value head they share: [B, KV, rep, T, hd].
+  auto qg = q.view({B, a.kv_heads, rep, T, hd});
+  auto scores = torch::matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * scale;  // [B, KV, rep, T, Tk]
+  scores = torch::where(tab.mask(a.window[l]), scores, torch::full({}, lowest, scores.options()));
+  auto probs = torch::softmax(scores, -1);
+  auto ctx = torch::matmul(probs, v.unsqueeze(2));  // [B, KV, rep, T, hd]
+  ctx = ctx.reshape({B, a.heads, T, hd}).transpose(1, 2).reshape({B, T, a.heads * hd}).to(dtype);
+  x = x + linear(ctx, L.o_w, opt(L.o_b));
+  // MLP.
+  auto hm = rms_norm(x, L.post_norm, a.rms_eps);
+  auto g = linear(hm, L.gate_w, opt(L.gate_b));
+  auto u = linear(hm, L.up_w, opt(L.up_b));
+  return x + linear(torch::silu(g) * u, L.down_w, opt(L.down_b));
+}
 
+torch::Tensor final_norm(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w) {
+  return rms_norm(x, norm_w, a.rms_eps);
+}
+
+torch::Tensor output_logits(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w,
+                            const torch::Tensor& head_w) {
+  auto h = rms_norm(x, norm_w, a.rms_eps);
+  return torch::linear(h, head_w).to(torch::kFloat32);
+}
+
+torch::Tensor Model::run(const torch::Tensor& ids, const torch::Tensor& positions, const torch::Tensor& key_valid,
+                         KVCache* cache) {
+  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t past = cache ? cache->length : 0;
+  auto tab = pass_tables(inv_freq_, positions, key_valid, B, T, past, options_.device);
+  auto opt = [&](int i) { return i >= 0 ? p(i) : torch::Tensor(); };
   auto x = torch::embedding(p(embed_), ids);
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& L = layers_[l];
-    auto opt = [&](int i) { return i >= 0 ? &p(i) : nullptr; };
-    // Attention.
-    auto hn = rms_norm(x, p(L.input_norm), a.rms_eps);
-    auto q = linear(hn, p(L.q_w), opt(L.q_b)).view({B, T, a.heads, hd});
-    auto k = linear(hn, p(L.k_w), opt(L.k_b)).view({B, T, a.kv_heads, hd});
-    auto v = linear(hn, p(L.v_w), opt(L.v_b)).view({B, T, a.kv_heads, hd});
-    if (a.qk_norm) {
-      q = rms_norm(q, p(L.q_norm), a.rms_eps);
-      k = rms_norm(k, p(L.k_norm), a.rms_eps);
-    }
-    q = q.transpose(1, 2).to(torch::kFloat32);  // [B, H, T, hd]
-    k = k.transpose(1, 2).to(torch::kFloat32);  // [B, KV, T, hd]
-    v = v.transpose(1, 2).to(torch::kFloat32);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    if (cache) {
-      if (cache->k.size() <= l) {
-        cache->k.push_back(k);
-        cache->v.push_back(v);
-      } else {
-        cache->k[l] = torch::cat({cache->k[l], k}, 2);
-        cache->v[l] = torch::cat({cache->v[l], v}, 2);
-      }
-      k = cache->k[l];
-      v = cache->v[l];
-    }
-    // Query heads grouped by the key/value head they share: [B, KV, rep, T, hd].
-    auto qg = q.view({B, a.kv_heads, rep, T, hd});
-    auto scores = torch::matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * scale;  // [B, KV, rep, T, Tk]
-    const int64_t w = a.window[l];
-    auto it = masks.find(w);
-    if (it == masks.end()) it = masks.emplace(w, make_mask(w)).first;
-    scores = torch::where(it->second, scores, torch::full({}, lowest, scores.options()));
-    auto probs = torch::softmax(scores, -1);
-    auto ctx = torch::matmul(probs, v.unsqueeze(2));  // [B, KV, rep, T, hd]
-    ctx = ctx.reshape({B, a.heads, T, hd}).transpose(1, 2).reshape({B, T, a.heads * hd}).to(options_.dtype);
-    x = x + linear(ctx, p(L.o_w), opt(L.o_b));
-    // MLP.
-    auto hm = rms_norm(x, p(L.post_norm), a.rms_eps);
-    auto g = linear(hm, p(L.gate_w), opt(L.gate_b));
-    auto u = linear(hm, p(L.up_w), opt(L.up_b));
-    x = x + linear(torch::silu(g) * u, p(L.down_w), opt(L.down_b));
+    LayerWeights w{p(L.input_norm), p(L.post_norm), p(L.q_w),       p(L.k_w),       p(L.v_w),
+                   p(L.o_w),        opt(L.q_b),     opt(L.k_b),     opt(L.v_b),     opt(L.o_b),
+                   opt(L.q_norm),   opt(L.k_norm),  p(L.gate_w),    p(L.up_w),      p(L.down_w),
+                   opt(L.gate_b),   opt(L.up_b),    opt(L.down_b)};
+    x = decoder_layer(arch_, w, x, tab, l, options_.dtype, cache);
   }
-  if (cache) cache->length = Tk;
-  x = rms_norm(x, p(final_norm_), a.rms_eps);
-  auto logits = torch::linear(x, lm_head_ >= 0 ? p(lm_head_) : p(embed_));
-  return logits.to(torch::kFloat32);
+  if (cache) cache->length = past + T;
+  return output_logits(arch_, x, p(final_norm_), lm_head_ >= 0 ? p(lm_head_) : p(embed_));
 }
 
 namespace {
@@ -480,7 +539,7 @@ torch::Tensor Model::forward(const torch::Tensor& input_ids, const torch::Tensor
     throw Error(ErrorKind::Usage, "attention_mask shape " + shape_str(attention_mask.sizes()) +
                                       " does not match input_ids " + shape_str(ids.sizes()));
   auto valid = attention_mask.to(options_.device) != 0;
-  auto pos = (valid.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
+  auto pos = batch_positions(valid);
   return run(ids, pos, valid, nullptr);
 }
 

@@ -60,6 +60,38 @@ struct KVCache {
   int64_t length = 0;               // number of cached positions
 };
 
+// The weights of one decoder layer (undefined tensors are absent: biases, q/k norms).
+struct LayerWeights {
+  torch::Tensor input_norm, post_norm;
+  torch::Tensor q_w, k_w, v_w, o_w, q_b, k_b, v_b, o_b, q_norm, k_norm;
+  torch::Tensor gate_w, up_w, down_w, gate_b, up_b, down_b;
+};
+// The Hugging Face name of each weight of layer l, in checkpoint order, with its member.
+std::vector<std::pair<std::string, torch::Tensor LayerWeights::*>> layer_weight_names(const ArchSpec& a, int64_t l);
+
+// What one forward pass shares across layers: RoPE tables and the attention masks (one per
+// distinct window size, made on first use).
+struct PassTables {
+  int64_t B = 0, T = 0, past = 0;
+  torch::Tensor cos, sin, causal, qidx, kidx, key_valid;
+  std::unordered_map<int64_t, torch::Tensor> masks;
+  const torch::Tensor& mask(int64_t window);
+};
+PassTables pass_tables(const torch::Tensor& inv_freq, const torch::Tensor& positions, const torch::Tensor& key_valid,
+                       int64_t B, int64_t T, int64_t past, torch::Device device);
+// Positions of a right- or left-padded batch: real tokens counted from 0 (padding clamped to 0).
+torch::Tensor batch_positions(const torch::Tensor& valid);
+
+// One decoder layer: x [B, T, hidden] in the compute dtype -> the layer's output. Extends the
+// cache's layer l when one is given.
+torch::Tensor decoder_layer(const ArchSpec& a, const LayerWeights& w, const torch::Tensor& x, PassTables& tables,
+                            size_t l, torch::ScalarType dtype, KVCache* cache = nullptr);
+// The final RMSNorm (f32 statistics, result in x's dtype, scaled by the weight).
+torch::Tensor final_norm(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w);
+// Final norm and head: hidden states -> logits [B, T, vocab] in f32.
+torch::Tensor output_logits(const ArchSpec& a, const torch::Tensor& x, const torch::Tensor& norm_w,
+                            const torch::Tensor& head_w);
+
 class Model {
  public:
   // Movable, not copyable: a copy would silently share parameter storage (use state()).

@@ -1,0 +1,100 @@
+// eval, grad and approx with --streamed end to end: the same numbers and files as in memory.
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "../engine/engine_test_util.h"
+#include "io/convert.h"
+#include "io/safetensors.h"
+
+using namespace deltaedit;
+using namespace deltaedit::testing;
+using nlohmann::json;
+
+#ifdef DELTAEDIT_HAVE_TORCH
+
+namespace {
+const fs::path kPair = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+
+std::vector<float> values(const io::SafetensorsFile& f, const io::TensorInfo& t) {
+  std::vector<float> v(t.numel());
+  io::to_f32(f.data(t), t.dtype, v);
+  return v;
+}
+}  // namespace
+
+TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
+  TempDir t;
+  const std::string data = (kPair / "data/eval.jsonl").string(), post = (kPair / "post").string(),
+                    base = (kPair / "base").string();
+  const std::vector<std::string> eval = {"eval", "--model", post, "--data", data, "--limit", "12", "--json"};
+  auto e1 = run_cli(eval);
+  auto eargs = eval;
+  eargs.push_back("--streamed");
+  auto e2 = run_cli(eargs);
+  ASSERT_EQ(e1.status, 0) << e1.err;
+  ASSERT_EQ(e2.status, 0) << e2.err;
+  auto j1 = json::parse(e1.out), j2 = json::parse(e2.out);
+  EXPECT_NEAR(j2["loss"].get<double>(), j1["loss"].get<double>(), 1e-6 * j1["loss"].get<double>());
+  EXPECT_EQ(j2["tokens"], j1["tokens"]);
+
+  std::vector<std::string> grad = {"grad", "--model", post, "--data", data, "--limit", "12", "--batch-size", "5"};
+  auto g1a = grad, g2a = grad;
+  g1a.insert(g1a.end(), {"--out", (t / "mem.safetensors").string()});
+  g2a.insert(g2a.end(), {"--out", (t / "str.safetensors").string(), "--streamed"});
+  auto g1 = run_cli(g1a), g2 = run_cli(g2a);
+  ASSERT_EQ(g1.status, 0) << g1.err;
+  ASSERT_EQ(g2.status, 0) << g2.err;
+  auto f1 = io::SafetensorsFile::open(t / "mem.safetensors"), f2 = io::SafetensorsFile::open(t / "str.safetensors");
+  ASSERT_EQ(f1.header().tensors.size(), f2.header().tensors.size());
+  for (const auto& a : f1.header().tensors) {
+    const auto* b = f2.header().find(a.name);
+    ASSERT_NE(b, nullptr) << a.name;
+    EXPECT_EQ(a.shape, b->shape) << a.name;
+    auto va = values(f1, a), vb = values(f2, *b);
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < va.size(); ++i) {
+      err = std::max(err, std::fabs(double(va[i]) - double(vb[i])));
+      norm = std::max(norm, std::fabs(double(va[i])));
+    }
+    EXPECT_LE(err, 1e-6 * norm) << a.name;
+  }
+  const double l1 = std::stod(f1.header().metadata.at("deltaedit.loss")),
+               l2 = std::stod(f2.header().metadata.at("deltaedit.loss"));
+  EXPECT_NEAR(l2, l1, 1e-6 * l1);
+
+  const std::vector<std::string> approx = {"approx", "--base", base,      "--post",  post,   "--op", "dare:p=0.9",
+                                           "--data", data,   "--limit", "8",     "--steps", "3", "--json"};
+  auto a1 = run_cli(approx);
+  auto aargs = approx;
+  aargs.push_back("--streamed");
+  auto a2 = run_cli(aargs);
+  ASSERT_EQ(a1.status, 0) << a1.err;
+  ASSERT_EQ(a2.status, 0) << a2.err;
+  auto r1 = json::parse(a1.out), r2 = json::parse(a2.out);
+  for (const char* k : {"approximation_term", "true_delta_loss", "loss_post", "loss_edit", "intensity"})
+    EXPECT_NEAR(r2[k].get<double>(), r1[k].get<double>(), 1e-6 * std::fabs(r1[k].get<double>())) << k;
+  ASSERT_EQ(r1["per_tensor"].size(), r2["per_tensor"].size());
+
+  // --max-memory below the in-memory plan streams; --dry-run reports the plan and runs nothing.
+  aargs = approx;
+  aargs.insert(aargs.end(), {"--max-memory", "1MB"});
+  auto a3 = run_cli(aargs);
+  ASSERT_EQ(a3.status, 0) << a3.err;
+  EXPECT_NEAR(json::parse(a3.out)["approximation_term"].get<double>(), r2["approximation_term"].get<double>(), 0.0);
+  aargs.push_back("--dry-run");
+  auto d = run_cli(aargs);
+  ASSERT_EQ(d.status, 0) << d.err;
+  auto p = json::parse(d.out);
+  EXPECT_TRUE(p["streamed"].get<bool>());
+  EXPECT_EQ(p["streams"], 4);  // nodes 0, 1/3, 2/3 and W_edit
+  EXPECT_EQ(p["gradient_streams"], 3);
+  EXPECT_LT(p["peak_bytes"].get<uint64_t>(), p["in_memory_bytes"].get<uint64_t>());
+  aargs = approx;
+  aargs.insert(aargs.end(), {"--streamed", "--loss", "dpo", "--ref", post});
+  auto bad = run_cli(aargs);
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_NE(bad.err.find("DPO"), std::string::npos) << bad.err;
+}
+
+#endif
