@@ -124,9 +124,9 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     e.shape = t.shape;
     e.out_dtype = t.out_dtype;
     e.work = t.work;
-    if (t.base) e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor});
+    if (t.base) e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor, {}});
     for (const auto& s : t.models)
-      e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor});
+      e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor, {}});
     ts.push_back(std::move(e));
   }
 
@@ -173,6 +173,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
                     uint64_t first, std::vector<std::string>& warnings) {
     const TensorJob job = make_job(plan.tensors[i], in, first);
     plan.method->merge(job, out, warnings);
+    return count_nonfinite(out);
   };
 
   // Output files (MERGE.md §4.2).
