@@ -107,7 +107,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     if (ops.empty()) return;
     size_t m = plan.models.size();
     for (size_t i = 0; i < plan.models.size(); ++i)
-      if (plan.models[i].path == ref.path) m = i;
+      if (plan.models[i].path == ref.text()) m = i;
     if (m == plan.models.size() || chains.count(m)) return;
     auto& v = chains[m];
     for (const auto& s : ops) v.push_back(edit::make_op(edit::parse_op_spec(s)));
@@ -127,6 +127,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     if (t.base) e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor, {}});
     for (const auto& s : t.models)
       e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor, {}});
+    for (const auto& in : e.inputs) e.hold += in.checkpoint->formed_bytes(in.tensor);  // adapters
     ts.push_back(std::move(e));
   }
 
