@@ -16,6 +16,7 @@
 
 #include "merge/method_impl.h"
 #include "merge/sparsify.h"
+#include "util/big_buffer.h"
 
 namespace deltaedit::merge::detail {
 namespace {
@@ -103,11 +104,12 @@ class TaskArithmetic final : public MethodBase {
     const size_t count = job.models.size();
 
     // τ̂_i and w̃_i.
-    std::vector<std::vector<float>> tau(count, std::vector<float>(n));
+    std::vector<util::BigFloatBuffer> tau(count);
     std::vector<float> w(count);
     for (size_t m = 0; m < count; ++m) {
       const TensorInput& in = job.models[m];
-      std::vector<float>& t = tau[m];
+      util::BigFloatBuffer& t = tau[m];
+      t.resize(n);
       for (size_t i = 0; i < n; ++i) t[i] = r(in.values[i] - b[i]);
       if (job.edit_task_vector) {
         job.edit_task_vector(m, t);
