@@ -126,11 +126,14 @@ void for_rank_range(uint64_t n, uint64_t lo, uint64_t hi, const Key& key, Keep&&
   const RankCut b = cut_hi ? key_at_rank(n, hi - 1, key) : RankCut{};
   uint64_t eq_lo = 0, eq_hi = 0;
   for (uint64_t i = 0; i < n; ++i) {
+    // Branch-free (the comparisons follow the data): equal keys take consecutive ranks.
     const uint32_t k = key(i);
-    bool ok = true;
-    if (cut_lo && k <= a.value) ok = k == a.value && a.below + eq_lo++ >= lo;
-    if (cut_hi && k >= b.value && (k > b.value || b.below + eq_hi++ >= hi)) ok = false;
-    keep(i, ok);
+    const bool eq_a = k == a.value, eq_b = k == b.value;
+    const bool ok_lo = !cut_lo || (k > a.value || (eq_a && a.below + eq_lo >= lo));
+    const bool ok_hi = !cut_hi || (k < b.value || (eq_b && b.below + eq_hi < hi));
+    eq_lo += eq_a ? 1 : 0;
+    eq_hi += eq_b ? 1 : 0;
+    keep(i, ok_lo && ok_hi);
   }
 }
 

@@ -43,9 +43,8 @@ template <class Key>
 void mask_rank_range(std::span<float> tau, uint64_t lo, uint64_t hi, const Key& key,
                      const SparsifyArgs& a) {
   if (!a.rescale) {
-    for_rank_range(tau.size(), lo, hi, key, [&](uint64_t i, bool ok) {
-      if (!ok) tau[i] = 0.0f;
-    });
+    for_rank_range(tau.size(), lo, hi, key,
+                   [&](uint64_t i, bool ok) { tau[i] = ok ? tau[i] : 0.0f; });
     return;
   }
   std::vector<uint8_t> keep(tau.size());
