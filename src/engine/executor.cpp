@@ -261,6 +261,7 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
         io::check_interrupted();
         const uint64_t m = std::min(chunk, n - off);
         for (uint64_t k = 0; k < m; k += b) {
+          if (k > 0) io::check_interrupted();
           const size_t c = size_t(std::min(b, m - k));
           for (size_t q = 0; q < N; ++q) {
             decode(t.inputs[q], t, off + k, std::span(in[q].data(), c));

@@ -124,7 +124,8 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     e.shape = t.shape;
     e.out_dtype = t.out_dtype;
     e.work = t.work;
-    if (t.base) e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor, {}});
+    if (t.base)
+      e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor, {}});
     for (const auto& s : t.models)
       e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor, {}});
     for (const auto& in : e.inputs) e.hold += in.checkpoint->formed_bytes(in.tensor);  // adapters
@@ -143,6 +144,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     job.conventions = plan.config.conventions;
     job.seed = plan.seed;
     job.first = first;
+    job.model_values_writable = true;  // the executor's decoded copies, one per input
     size_t k = 0;
     if (t.base)
       job.base = TensorInput{in[k++], t.base->params, uint32_t(t.base->model), std::nullopt};

@@ -104,12 +104,19 @@ class TaskArithmetic final : public MethodBase {
     const size_t count = job.models.size();
 
     // τ̂_i and w̃_i.
-    std::vector<util::BigFloatBuffer> tau(count);
+    std::vector<util::BigFloatBuffer> own(job.model_values_writable ? 0 : count);
+    std::vector<std::span<float>> tau(count);
     std::vector<float> w(count);
     for (size_t m = 0; m < count; ++m) {
       const TensorInput& in = job.models[m];
-      util::BigFloatBuffer& t = tau[m];
-      t.resize(n);
+      if (job.model_values_writable) {
+        // τ_i replaces x_i in its scratch buffer, element by element (x_i is not read again).
+        tau[m] = std::span<float>(const_cast<float*>(in.values.data()), n);
+      } else {
+        own[m].resize(n);
+        tau[m] = own[m];
+      }
+      std::span<float> t = tau[m];
       for (size_t i = 0; i < n; ++i) t[i] = r(in.values[i] - b[i]);
       if (job.edit_task_vector) {
         job.edit_task_vector(m, t);
