@@ -1,70 +1,31 @@
-// The edit engine: plans an edit of a (base, post) pair, streams every tensor through the op
-// chain and writes W_pre + Δ' as a checkpoint laid out like post, or a compact delta pack.
-// `apply` rebuilds from a pack, bit for bit, what `edit` writes in full.
+// The edit engine: plans an edit of a (base, post) pair (engine/edit_plan.h), runs every tensor
+// through the op chain on the shared executor (engine/executor.h, kernels in engine/edit_kernel.h)
+// and writes W_pre + Δ' as a checkpoint laid out like post (engine/layout.h), or a compact delta
+// pack (engine/pack_sink.h). `apply` rebuilds from a pack, bit for bit, what `edit` writes in full.
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "analysis/delta_stats.h"
-#include "util/version.h"
 #include "edit/op.h"
+#include "engine/op_chain.h"
 #include "io/checkpoint.h"
 #include "io/tensor_source.h"
 #include "util/big_buffer.h"
 #include "util/name_regex.h"
+#include "util/version.h"
 
 namespace deltaedit::engine {
 
 using util::kVersion;
 inline constexpr uint64_t kDefaultMaxMemory = 768'000'000;  // bytes
-
-// The validated op sequence with its name filters; built before any I/O.
-struct OpChain {
-  std::vector<edit::OpSpec> specs;
-  std::vector<std::unique_ptr<edit::Op>> ops;
-  std::vector<std::pair<util::NameRegex, util::NameRegex>> filters;  // per op: include, exclude
-  util::NameRegex include, exclude;                                  // global
-  uint64_t seed = 0;
-
-  static OpChain build(const std::vector<std::string>& specs, uint64_t seed, const std::string& include,
-                       const std::string& exclude);
-  bool needs_grad() const;
-  // Whether op i edits this tensor (filters and the op's own shape rule).
-  bool touches(size_t i, const std::string& name, std::span<const int64_t> shape) const;
-  bool touches_any(const std::string& name, std::span<const int64_t> shape) const;
-  // What op i is told about a tensor (no gradient).
-  edit::TensorContext context(size_t i, std::string_view name, std::span<const int64_t> shape) const;
-  nlohmann::json describe() const;  // [{"op": name, "params": {...}}]
-};
-
-// Δ' of one tensor (f32) and what produced it.
-struct TensorEdit {
-  util::BigFloatBuffer edited;                  // Δ' (resize leaves values unset)
-  std::optional<linalg::LowRankFactors> factors;  // set when the last op to touch it was lowrank
-  std::vector<std::string> applied;             // names of the ops that touched it
-};
-
-// Computes Δ = post − base (f32) and runs the chain on it. `grad` (may be null) supplies
-// ∇L(W_post) for ops that need it.
-TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
-                       const std::string& name, const io::SafetensorsFile* grad);
-
-// D = Δ' − Δ for every tensor the chain edits (f32, Δ recomputed as post − base exactly as the
-// engine does), and ‖Δ‖² over those tensors: the input of the approximation term.
-struct Increments {
-  std::map<std::string, std::vector<float>> d;
-  double delta_sumsq = 0;
-};
-Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
-                           const io::SafetensorsFile* grad);
 
 struct EditRequest {
   // post: a checkpoint, or a PEFT adapter directory over base (io/peft.h)
@@ -94,8 +55,8 @@ struct TensorOutcome {
   // NaN/Inf in the written tensor where neither input had one (base and post finite; from a
   // pack: base and Δ' finite): made by an op or by the output dtype's range
   uint64_t nonfinite_out = 0;
-  std::string encoding;        // pack only
-  uint64_t stored_bytes = 0;   // pack only
+  std::string encoding;       // pack only
+  uint64_t stored_bytes = 0;  // pack only
   uint64_t numel = 0;
 };
 

@@ -8,8 +8,8 @@
 #include <memory>
 #include <mutex>
 
+#include "io/checkpoint.h"
 #include "io/convert.h"
-#include "io/writer.h"
 #include "util/big_buffer.h"
 #include "util/error.h"
 #include "util/memory_budget.h"
@@ -20,7 +20,9 @@ namespace fs = std::filesystem;
 namespace deltaedit::engine {
 namespace {
 
-constexpr uint64_t kOutChunk = uint64_t(1) << 20;  // elements encoded and written at once
+constexpr uint64_t kOutChunk = uint64_t(1) << 20;    // elements encoded and written at once
+constexpr uint64_t kCopyBytes = uint64_t(64) << 20;  // bytes copied at once
+constexpr size_t kConvertBlock = 4096;               // elements converted at once (in cache)
 
 // Round f32 values (already decoded) to the work dtype W, in place.
 void round_to(io::DType work, io::DType stored, std::span<float> v) {
@@ -54,37 +56,105 @@ void decode(const ExecSource& s, const ExecTensor& t, uint64_t first, std::span<
   round_to(t.work, info.dtype, out);
 }
 
-// One writer per shard; tensors arrive in any order from any worker.
-struct Writers {
-  std::vector<std::unique_ptr<io::SafetensorsWriter>> w;
-  const ShardPlan& shards;
-  Writers(io::Staging& staging, const std::vector<ExecTensor>& ts, const ShardPlan& sp,
-          const std::map<std::string, std::string>& md)
-      : shards(sp) {
-    std::vector<std::vector<io::PlannedTensor>> per(sp.files.size());
-    for (size_t i = 0; i < ts.size(); ++i)
-      per[sp.shard_of[i]].push_back({ts[i].name, ts[i].out_dtype, ts[i].shape});
-    for (size_t s = 0; s < per.size(); ++s)
-      w.push_back(std::make_unique<io::SafetensorsWriter>(staging.create(sp.files[s]),
-                                                          (staging.target() / sp.files[s]).string(),
-                                                          std::move(per[s]), md));
-  }
-};
-
-// Encodes `values` into the output dtype and writes them at element offset `first`.
-uint64_t emit(io::SafetensorsWriter& w, const ExecTensor& t, std::span<const float> values,
+// Encodes `values` into the output dtype and hands them to the sink at element offset `first`;
+// returns the values the dtype's range overflowed.
+uint64_t emit(TensorSink& sink, size_t i, const ExecTensor& t, std::span<const float> values,
               uint64_t first, std::vector<std::byte>& scratch) {
   const size_t osz = io::dtype_bits(t.out_dtype) / 8;
-  uint64_t nonfinite = 0;
-  for (float v : values) nonfinite += !std::isfinite(v);
+  uint64_t overflow = 0;
   for (uint64_t off = 0; off < values.size(); off += kOutChunk) {
     const size_t m = size_t(std::min<uint64_t>(kOutChunk, values.size() - off));
     scratch.resize(m * osz);
-    io::from_f32(values.subspan(off, m), t.out_dtype, scratch);
-    w.write(t.name, scratch, (first + off) * osz);
+    overflow += io::from_f32(values.subspan(off, m), t.out_dtype, scratch).overflow;
+    sink.write(i, scratch, (first + off) * osz);
   }
-  return nonfinite;
+  return overflow;
 }
+
+// ExecMode::Copy: inputs[0] byte for byte, or converted chunk by chunk.
+void copy_tensor(TensorSink& sink, size_t i, const ExecTensor& t) {
+  const ExecSource& s = t.inputs.at(0);
+  const auto src = s.checkpoint ? s.checkpoint->data(s.tensor) : s.bytes;
+  const io::DType src_dt = s.checkpoint ? s.checkpoint->info(s.tensor).dtype : t.out_dtype;
+  const auto release = [&](uint64_t off, uint64_t len) {
+    if (s.checkpoint) s.checkpoint->release_range(s.tensor, off, len);
+  };
+  if (src_dt == t.out_dtype) {
+    for (uint64_t off = 0; off < src.size(); off += kCopyBytes) {
+      io::check_interrupted();
+      const uint64_t len = std::min<uint64_t>(kCopyBytes, src.size() - off);
+      sink.write(i, src.subspan(off, len), off);
+      release(off, len);
+    }
+    return;
+  }
+  const uint64_t numel = t.numel();
+  const size_t isz = io::dtype_bits(src_dt) / 8, osz = io::dtype_bits(t.out_dtype) / 8;
+  float f[kConvertBlock];
+  std::vector<std::byte> o(std::min<uint64_t>(numel, kOutChunk) * osz);
+  for (uint64_t off = 0; off < numel; off += kOutChunk) {
+    const size_t m = size_t(std::min<uint64_t>(kOutChunk, numel - off));
+    for (size_t k = 0; k < m; k += kConvertBlock) {
+      const size_t c = std::min(kConvertBlock, m - k);
+      io::to_f32(src.subspan((off + k) * isz, c * isz), src_dt, std::span(f, c));
+      io::from_f32(std::span<const float>(f, c), t.out_dtype,
+                   std::span(o.data() + k * osz, c * osz));
+    }
+    sink.write(i, std::span<const std::byte>(o.data(), m * osz), off * osz);
+    release(off * isz, uint64_t(m) * isz);
+  }
+}
+
+class CheckpointSink final : public TensorSink {
+ public:
+  CheckpointSink(const std::vector<ExecTensor>& ts, ShardPlan sp,
+                 std::map<std::string, std::string> md)
+      : ts_(ts), sp_(std::move(sp)), md_(std::move(md)) {}
+  void open(io::Staging& staging) override {
+    std::vector<std::vector<io::PlannedTensor>> per(sp_.files.size());
+    for (size_t i = 0; i < ts_.size(); ++i)
+      per[sp_.shard_of[i]].push_back({ts_[i].name, ts_[i].out_dtype, ts_[i].shape});
+    for (size_t s = 0; s < per.size(); ++s)
+      w_.push_back(std::make_unique<io::SafetensorsWriter>(
+          staging.create(sp_.files[s]), (staging.target() / sp_.files[s]).string(),
+          std::move(per[s]), md_));
+  }
+  void write(size_t i, std::span<const std::byte> bytes, uint64_t offset) override {
+    w_[sp_.shard_of[i]]->write(ts_[i].name, bytes, offset);
+  }
+  void finish(io::Staging& staging) override {
+    for (auto& x : w_) x->finish();
+    if (!sp_.index) return;
+    nlohmann::json j;
+    nlohmann::json wm = nlohmann::json::object();
+    uint64_t total = 0;
+    for (size_t i = 0; i < ts_.size(); ++i) {
+      total += ts_[i].nbytes();
+      wm[ts_[i].name] = sp_.files[sp_.shard_of[i]];
+    }
+    j["metadata"] = {{"total_size", total}};
+    j["weight_map"] = wm;
+    staging.write_text(io::kIndexName, j.dump(2) + "\n");
+  }
+  void validate(const fs::path& dir) override {
+    auto ck = io::Checkpoint::open(dir);
+    if (ck.names().size() != ts_.size())
+      throw Error(ErrorKind::Internal, "written checkpoint has the wrong number of tensors",
+                  dir.string());
+    for (const auto& t : ts_) {
+      const auto& info = ck.info(t.name);
+      if (info.dtype != t.out_dtype || info.shape != t.shape)
+        throw Error(ErrorKind::Internal, "written tensor does not match the plan", dir.string(),
+                    t.name);
+    }
+  }
+
+ private:
+  const std::vector<ExecTensor>& ts_;
+  ShardPlan sp_;
+  std::map<std::string, std::string> md_;
+  std::vector<std::unique_ptr<io::SafetensorsWriter>> w_;
+};
 
 }  // namespace
 
@@ -94,11 +164,19 @@ uint64_t ExecTensor::numel() const {
   return n;
 }
 
+uint64_t ExecTensor::nbytes() const { return io::PlannedTensor{name, out_dtype, shape}.nbytes(); }
+
+uint64_t count_nonfinite(std::span<const float> v) {
+  uint64_t n = 0;
+  for (float x : v) n += !std::isfinite(x);
+  return n;
+}
+
 ShardPlan plan_shards(const std::vector<ExecTensor>& tensors, uint64_t max_shard_size) {
   ShardPlan p;
   std::vector<uint64_t> sizes;
   for (const auto& t : tensors) {
-    const uint64_t b = io::PlannedTensor{t.name, t.out_dtype, t.shape}.nbytes();
+    const uint64_t b = t.nbytes();
     if (sizes.empty() ||
         (max_shard_size > 0 && sizes.back() > 0 && sizes.back() + b > max_shard_size))
       sizes.push_back(0);
@@ -109,68 +187,103 @@ ShardPlan plan_shards(const std::vector<ExecTensor>& tensors, uint64_t max_shard
   for (size_t i = 0; i < sizes.size(); ++i)
     p.files.push_back(sizes.size() > 1 ? io::shard_file_name(i + 1, sizes.size())
                                        : io::kSingleName);
+  p.index = sizes.size() > 1;
   return p;
 }
 
+std::unique_ptr<TensorSink> checkpoint_sink(const std::vector<ExecTensor>& tensors,
+                                            ShardPlan shards,
+                                            std::map<std::string, std::string> metadata) {
+  return std::make_unique<CheckpointSink>(tensors, std::move(shards), std::move(metadata));
+}
+
 ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& kernel,
-                   const ExecOptions& opt) {
+                   const ExecOptions& opt, TensorSink* sink_in) {
   ExecReport rep;
-  const ShardPlan shards = plan_shards(tensors, opt.max_shard_size);
-  rep.files = shards.files;
+  ShardPlan shards = opt.shards ? *opt.shards : plan_shards(tensors, opt.max_shard_size);
+  std::unique_ptr<TensorSink> own;
+  if (!sink_in) {
+    rep.files = shards.files;
+    own = checkpoint_sink(tensors, shards, opt.metadata);
+  }
+  TensorSink& sink = sink_in ? *sink_in : *own;
   rep.warnings.resize(tensors.size());
   rep.nonfinite.assign(tensors.size(), 0);
   rep.streamed.assign(tensors.size(), false);
-  for (const auto& t : tensors)
-    rep.output_bytes += io::PlannedTensor{t.name, t.out_dtype, t.shape}.nbytes();
+  for (const auto& t : tensors) rep.output_bytes += t.nbytes();
 
   std::vector<fs::path> inputs = opt.inputs;
   for (const auto& t : tensors)
     for (const auto& s : t.inputs)
-      for (auto& p : s.checkpoint->input_paths()) inputs.push_back(p);
+      if (s.checkpoint)
+        for (auto& p : s.checkpoint->input_paths()) inputs.push_back(p);
   std::sort(inputs.begin(), inputs.end());
   inputs.erase(std::unique(inputs.begin(), inputs.end()), inputs.end());
 
-  io::Staging staging(opt.out, inputs, rep.output_bytes);
-  Writers writers(staging, tensors, shards, opt.metadata);
+  io::Staging staging(opt.out, inputs, opt.reserve_bytes.value_or(rep.output_bytes));
+  sink.open(staging);
   util::MemoryBudget budget(opt.max_memory);
   std::atomic<size_t> done{0};
   std::atomic<uint64_t> bytes_done{0};
   std::mutex progress_mu;
+  const uint64_t blk = std::max<size_t>(1, opt.block);
+  const uint64_t chunk = (kOutChunk + blk - 1) / blk * blk;  // whole blocks
 
   util::parallel_for(tensors.size(), std::max(1u, opt.threads), [&](size_t i) {
     const ExecTensor& t = tensors[i];
     const uint64_t n = t.numel();
     const size_t N = t.inputs.size();
-    auto& w = *writers.w[shards.shard_of[i]];
     std::vector<std::byte> scratch;
-    bool cropped = false;
-    for (const auto& s : t.inputs) cropped |= s.checkpoint->info(s.tensor).shape != t.shape;
-    const bool stream = t.pointwise && !cropped && n > opt.block;
+    bool stream = t.mode == ExecMode::Stream;
+    if (t.mode == ExecMode::Auto) {
+      bool cropped = false;
+      for (const auto& s : t.inputs) cropped |= s.checkpoint->info(s.tensor).shape != t.shape;
+      stream = t.pointwise && !cropped && n > blk;
+    }
     rep.streamed[i] = stream;
     std::vector<std::span<const float>> views(N);
-    if (stream) {
-      const uint64_t blk = opt.block;
-      util::MemoryBudget::Hold hold(budget, (N + 1) * blk * 4);
-      std::vector<std::vector<float>> in(N, std::vector<float>(blk));
-      std::vector<float> out(blk);
-      for (uint64_t off = 0; off < n; off += blk) {
+    const size_t osz = io::dtype_bits(t.out_dtype) / 8;
+    if (t.mode == ExecMode::Copy) {
+      util::MemoryBudget::Hold hold(budget, t.hold);
+      if (t.prepare && opt.prepare) opt.prepare(i);
+      copy_tensor(sink, i, t);
+      sink.done(i);
+      if (opt.after) opt.after(i);
+    } else if (stream) {
+      const uint64_t b = std::min(blk, std::max<uint64_t>(n, 1));
+      const uint64_t c0 = std::min(chunk, std::max<uint64_t>(n, 1));
+      util::MemoryBudget::Hold hold(budget, (N + 1) * b * 4 + c0 * osz + t.hold);
+      if (t.prepare && opt.prepare) opt.prepare(i);
+      std::vector<std::vector<float>> in(N, std::vector<float>(b));
+      std::vector<float> out(b);
+      std::vector<std::byte> o(c0 * osz);
+      for (uint64_t off = 0; off < n; off += chunk) {
         io::check_interrupted();
-        const size_t m = size_t(std::min<uint64_t>(blk, n - off));
-        for (size_t k = 0; k < N; ++k) {
-          decode(t.inputs[k], t, off, std::span(in[k].data(), m));
-          views[k] = std::span<const float>(in[k].data(), m);
-        }
-        kernel(i, views, std::span(out.data(), m), off, rep.warnings[i]);
-        rep.nonfinite[i] += emit(w, t, std::span<const float>(out.data(), m), off, scratch);
-        if ((off / blk) % 16 == 15)
-          for (const auto& s : t.inputs) {
-            const uint64_t esz = io::dtype_bits(s.checkpoint->info(s.tensor).dtype) / 8;
-            s.checkpoint->release_range(s.tensor, 0, (off + m) * esz);
+        const uint64_t m = std::min(chunk, n - off);
+        for (uint64_t k = 0; k < m; k += b) {
+          if (k > 0) io::check_interrupted();
+          const size_t c = size_t(std::min(b, m - k));
+          for (size_t q = 0; q < N; ++q) {
+            decode(t.inputs[q], t, off + k, std::span(in[q].data(), c));
+            views[q] = std::span<const float>(in[q].data(), c);
           }
+          rep.nonfinite[i] += kernel(i, views, std::span(out.data(), c), off + k, rep.warnings[i]);
+          rep.nonfinite[i] += io::from_f32(std::span<const float>(out.data(), c), t.out_dtype,
+                                           std::span(o.data() + k * osz, c * osz))
+                                  .overflow;
+        }
+        sink.write(i, std::span<const std::byte>(o.data(), m * osz), off * osz);
+        for (const auto& s : t.inputs) {
+          const uint64_t esz = io::dtype_bits(s.checkpoint->info(s.tensor).dtype) / 8;
+          s.checkpoint->release_range(s.tensor, off * esz, m * esz);
+        }
       }
+      sink.done(i);
+      if (opt.after) opt.after(i);
     } else {
-      util::MemoryBudget::Hold hold(budget, (N + 2) * n * 4);
+      util::MemoryBudget::Hold hold(budget, (N + 2) * n * 4 + t.hold);
       io::check_interrupted();
+      if (t.prepare && opt.prepare) opt.prepare(i);
       std::vector<util::BigFloatBuffer> in(N);
       for (size_t k = 0; k < N; ++k) {
         in[k].resize(n);
@@ -179,12 +292,15 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
         views[k] = in[k];
       }
       util::BigFloatBuffer out(n);
-      kernel(i, views, out, 0, rep.warnings[i]);
+      rep.nonfinite[i] = kernel(i, views, out, 0, rep.warnings[i]);
       io::check_interrupted();
-      rep.nonfinite[i] = emit(w, t, out, 0, scratch);
+      rep.nonfinite[i] += emit(sink, i, t, out, 0, scratch);
+      sink.done(i);
+      if (opt.after) opt.after(i);
     }
-    for (const auto& s : t.inputs) s.checkpoint->release(s.tensor);
-    bytes_done += io::PlannedTensor{t.name, t.out_dtype, t.shape}.nbytes();
+    for (const auto& s : t.inputs)
+      if (s.checkpoint) s.checkpoint->release(s.tensor);
+    bytes_done += t.nbytes();
     const size_t d = ++done;
     if (opt.progress) {
       std::lock_guard<std::mutex> g(progress_mu);
@@ -192,32 +308,12 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
     }
   });
   rep.peak_buffer_bytes = budget.peak();
-  for (auto& x : writers.w) x->finish();
+  sink.finish(staging);
 
   for (const auto& [src, name] : opt.copies) staging.copy_in(src, name);
   if (opt.texts)
     for (const auto& [name, text] : opt.texts(rep)) staging.write_text(name, text);
-  if (shards.files.size() > 1) {
-    nlohmann::json j;
-    nlohmann::json wm = nlohmann::json::object();
-    for (size_t i = 0; i < tensors.size(); ++i)
-      wm[tensors[i].name] = shards.files[shards.shard_of[i]];
-    j["metadata"] = {{"total_size", rep.output_bytes}};
-    j["weight_map"] = wm;
-    staging.write_text(io::kIndexName, j.dump(2) + "\n");
-  }
-  // Re-open what was written and check it against the plan before the rename.
-  const fs::path dir = staging.materialize();
-  auto ck = io::Checkpoint::open(dir);
-  if (ck.names().size() != tensors.size())
-    throw Error(ErrorKind::Format, "written checkpoint has the wrong number of tensors",
-                dir.string());
-  for (const auto& t : tensors) {
-    const auto& info = ck.info(t.name);
-    if (info.dtype != t.out_dtype || info.shape != t.shape)
-      throw Error(ErrorKind::Format, "written tensor does not match the plan", dir.string(),
-                  t.name);
-  }
+  sink.validate(staging.materialize());
   staging.commit_dir();
   return rep;
 }

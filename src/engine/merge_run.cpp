@@ -107,7 +107,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     if (ops.empty()) return;
     size_t m = plan.models.size();
     for (size_t i = 0; i < plan.models.size(); ++i)
-      if (plan.models[i].path == ref.path) m = i;
+      if (plan.models[i].path == ref.text()) m = i;
     if (m == plan.models.size() || chains.count(m)) return;
     auto& v = chains[m];
     for (const auto& s : ops) v.push_back(edit::make_op(edit::parse_op_spec(s)));
@@ -124,9 +124,11 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     e.shape = t.shape;
     e.out_dtype = t.out_dtype;
     e.work = t.work;
-    if (t.base) e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor});
+    if (t.base)
+      e.inputs.push_back({plan.models[t.base->model].checkpoint.get(), t.base->tensor, {}});
     for (const auto& s : t.models)
-      e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor});
+      e.inputs.push_back({plan.models[s.model].checkpoint.get(), s.tensor, {}});
+    for (const auto& in : e.inputs) e.hold += in.checkpoint->formed_bytes(in.tensor);  // adapters
     ts.push_back(std::move(e));
   }
 
@@ -142,6 +144,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     job.conventions = plan.config.conventions;
     job.seed = plan.seed;
     job.first = first;
+    job.model_values_writable = true;  // the executor's decoded copies, one per input
     size_t k = 0;
     if (t.base)
       job.base = TensorInput{in[k++], t.base->params, uint32_t(t.base->model), std::nullopt};
@@ -173,6 +176,7 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
                     uint64_t first, std::vector<std::string>& warnings) {
     const TensorJob job = make_job(plan.tensors[i], in, first);
     plan.method->merge(job, out, warnings);
+    return count_nonfinite(out);
   };
 
   // Output files (MERGE.md §4.2).

@@ -123,14 +123,26 @@ struct Parser {
                                    "override_architecture}}) "
                                    "is not supported; write the local directory as a string",
                                    key));
-    ModelRef r{string(n, key), line_of(n)};
+    ModelRef r{string(n, key), line_of(n), {}};
     std::error_code ec;
     if (!std::filesystem::exists(r.path, ec)) {
-      if (r.path.find('+') != std::string::npos)
-        fail(r.line, fmt::format("'{}: {}': LoRA model references (path+lora) are not supported "
-                                 "yet; merge the adapter "
-                                 "into its base first and name the resulting directory",
-                                 key, r.path));
+      // base+adapter: the first '+' whose left side is an existing directory splits them.
+      for (size_t at = r.path.find('+'); at != std::string::npos; at = r.path.find('+', at + 1)) {
+        const std::string left = r.path.substr(0, at);
+        if (!left.empty() && std::filesystem::is_directory(left, ec)) {
+          r.lora = r.path.substr(at + 1);
+          r.path = left;
+          break;
+        }
+      }
+      if (!r.lora.empty()) {
+        if (r.lora.find('@') != std::string::npos && !std::filesystem::exists(r.lora, ec))
+          fail(r.line, fmt::format("'{}: {}': revisions (lora@rev) are not supported: only local "
+                                   "directories are; download that revision into a directory and "
+                                   "name it",
+                                   key, r.text()));
+        return r;
+      }
       if (r.path.find('@') != std::string::npos)
         fail(r.line, fmt::format("'{}: {}': revisions (path@rev) are not supported: only local "
                                  "directories are; download "

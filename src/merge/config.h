@@ -41,8 +41,11 @@ const ParamValue* find_param(const Params& p, std::string_view name);
 
 // A model reference: a local directory (MERGE.md §1.1 "model ref"; hub names and LoRA are refused).
 struct ModelRef {
-  std::string path;
+  std::string path;  // the model directory (the base of `lora` when one is named)
   int line = 0;
+  std::string lora;  // `path+lora`: a PEFT adapter directory applied to path (io/peft.h)
+  // As written: path, or path+lora.
+  std::string text() const { return lora.empty() ? path : path + "+" + lora; }
 };
 
 struct SourceConfig {

@@ -84,6 +84,9 @@ struct TensorJob {
   std::function<void(size_t model, std::span<float> tau)> edit_task_vector;
   // Pointwise methods only: the job covers elements [first, first + out.size()) of the tensor.
   uint64_t first = 0;
+  // The models' value spans are scratch copies the method may overwrite (the executor's decoded
+  // buffers): task-vector methods then form τ_i in them instead of in buffers of their own.
+  bool model_values_writable = false;
 };
 
 class Method {

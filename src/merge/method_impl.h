@@ -8,7 +8,9 @@
 // order, then rounded to f32 and to W (torch accumulates in f32 by a cascade whose order we do not
 // reproduce; the f64 total rounded to f32 is at least as close to the exact sum).
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -81,10 +83,62 @@ bool keep_one(util::PhiloxKey key, RandomPurpose purpose, uint64_t index, double
 
 // Orderable key of |x|: larger |x| gives a larger key; NaN is above +Inf (torch sorts NaN last
 // in ascending order).
-uint32_t abs_key(float x) noexcept;
+inline uint32_t abs_key(float x) noexcept {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  return b & 0x7FFFFFFFu;
+}
+
+// The key at ascending rank r (0-based) of key(i), i < n, and how many keys are below it: radix
+// selection by two 16-bit histogram passes, without copying or reordering the keys.
+struct RankCut {
+  uint32_t value = 0;
+  uint64_t below = 0;
+};
+template <class Key>
+RankCut key_at_rank(uint64_t n, uint64_t r, const Key& key) {
+  std::vector<uint64_t> h(size_t{1} << 16);
+  for (uint64_t i = 0; i < n; ++i) ++h[key(i) >> 16];
+  uint32_t hi = 0;
+  uint64_t below = 0;
+  while (below + h[hi] <= r) below += h[hi++];
+  std::fill(h.begin(), h.end(), uint64_t{0});
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint32_t k = key(i);
+    if ((k >> 16) == hi) ++h[k & 0xFFFFu];
+  }
+  uint32_t lo = 0;
+  while (below + h[lo] <= r) below += h[lo++];
+  return {(hi << 16) | lo, below};
+}
+
+// Calls keep(i, kept) for i = 0..n−1 in order, kept = whether element i's rank in the stable
+// ascending order of key (equal keys ordered by index) lies in [lo, hi). O(n), no copy of the keys.
+template <class Key, class Keep>
+void for_rank_range(uint64_t n, uint64_t lo, uint64_t hi, const Key& key, Keep&& keep) {
+  hi = std::min(hi, n);
+  if (lo >= hi) {
+    for (uint64_t i = 0; i < n; ++i) keep(i, false);
+    return;
+  }
+  const bool cut_lo = lo > 0, cut_hi = hi < n;
+  const RankCut a = cut_lo ? key_at_rank(n, lo, key) : RankCut{};
+  const RankCut b = cut_hi ? key_at_rank(n, hi - 1, key) : RankCut{};
+  uint64_t eq_lo = 0, eq_hi = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    // Branch-free (the comparisons follow the data): equal keys take consecutive ranks.
+    const uint32_t k = key(i);
+    const bool eq_a = k == a.value, eq_b = k == b.value;
+    const bool ok_lo = !cut_lo || (k > a.value || (eq_a && a.below + eq_lo >= lo));
+    const bool ok_hi = !cut_hi || (k < b.value || (eq_b && b.below + eq_hi < hi));
+    eq_lo += eq_a ? 1 : 0;
+    eq_hi += eq_b ? 1 : 0;
+    keep(i, ok_lo && ok_hi);
+  }
+}
 
 // keep[i] = 1 iff element i's rank in the stable ascending order of `keys` (equal keys ordered by
-// index) lies in [lo, hi); others 0. O(n) with one copy of the keys.
+// index) lies in [lo, hi); others 0. O(n).
 void keep_rank_range(std::span<const uint32_t> keys, uint64_t lo, uint64_t hi,
                      std::span<uint8_t> keep);
 

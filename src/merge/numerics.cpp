@@ -106,45 +106,11 @@ bool keep_one(util::PhiloxKey key, RandomPurpose purpose, uint64_t index, double
   return util::KeyedRng(key).uniform(index, purpose_lane(purpose)) < p;
 }
 
-uint32_t abs_key(float x) noexcept {
-  uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b & 0x7FFFFFFFu;
-}
-
 void keep_rank_range(std::span<const uint32_t> keys, uint64_t lo, uint64_t hi,
                      std::span<uint8_t> keep) {
-  const uint64_t n = keys.size();
-  std::fill(keep.begin(), keep.end(), uint8_t{0});
-  hi = std::min(hi, n);
-  if (lo >= hi) return;
-  std::vector<uint32_t> sorted(keys.begin(), keys.end());
-  const auto at = [&](uint64_t r) {
-    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(r), sorted.end());
-    return sorted[r];
-  };
-  // The extreme ranks need no selection.
-  const uint32_t v_lo = lo == 0 ? *std::min_element(sorted.begin(), sorted.end()) : at(lo);
-  const uint32_t v_hi = hi == n ? *std::max_element(sorted.begin(), sorted.end()) : at(hi - 1);
-  uint64_t less_lo = 0, less_hi = 0;
-  for (uint32_t k : keys) {
-    less_lo += k < v_lo ? 1 : 0;
-    less_hi += k < v_hi ? 1 : 0;
-  }
-  // Elements equal to a cut value take consecutive ranks in index order.
-  uint64_t eq_lo = 0, eq_hi = 0;
-  for (uint64_t i = 0; i < n; ++i) {
-    const uint32_t k = keys[i];
-    if (k < v_lo || k > v_hi) continue;
-    if (k != v_lo && k != v_hi) {
-      keep[i] = 1;
-      continue;
-    }
-    bool ok = true;
-    if (k == v_lo) ok = less_lo + eq_lo++ >= lo;
-    if (k == v_hi && less_hi + eq_hi++ >= hi) ok = false;
-    keep[i] = ok ? 1 : 0;
-  }
+  for_rank_range(
+      keys.size(), lo, hi, [&](uint64_t i) { return keys[i]; },
+      [&](uint64_t i, bool ok) { keep[i] = ok ? 1 : 0; });
 }
 
 }  // namespace detail

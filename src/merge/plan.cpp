@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <set>
 
+#include "io/peft.h"
 #include "io/writer.h"
 #include "merge/params.h"
 #include "util/error.h"
@@ -85,42 +86,64 @@ struct Builder {
     return ec ? path : p.string();
   }
 
-  std::map<std::string, size_t> index;  // canonical path → model
+  std::string key_of(const ModelRef& r) const {
+    return r.lora.empty() ? key_of(r.path) : key_of(r.path) + "+" + key_of(r.lora);
+  }
+
+  std::map<std::string, size_t> index;  // canonical path (+ canonical adapter) → model
   size_t model(const ModelRef& r) {
-    const std::string k = key_of(r.path);
+    const std::string k = key_of(r);
     auto it = index.find(k);
     if (it != index.end()) return it->second;
     index[k] = plan.models.size();
-    plan.models.push_back({r.path, r.line, nullptr});
+    PlanModel m;
+    m.path = r.text();
+    m.line = r.line;
+    m.dir = r.path;
+    m.lora = r.lora;
+    plan.models.push_back(std::move(m));
     return plan.models.size() - 1;
   }
 
   void open_all() {
     for (auto& m : plan.models) {
       std::error_code ec;
-      if (!fs::exists(m.path, ec)) {
-        const bool hub_like = m.path.find('/') != std::string::npos && m.path[0] != '/' &&
-                              m.path[0] != '.' &&
-                              std::count(m.path.begin(), m.path.end(), '/') == 1;
+      if (!fs::exists(m.dir, ec)) {
+        const bool hub_like = m.dir.find('/') != std::string::npos && m.dir[0] != '/' &&
+                              m.dir[0] != '.' &&
+                              std::count(m.dir.begin(), m.dir.end(), '/') == 1;
         throw Error(
             ErrorKind::Io,
             fmt::format(
-                "line {}: model directory '{}' does not exist{}", m.line, m.path,
+                "line {}: model directory '{}' does not exist{}", m.line, m.dir,
                 hub_like
                     ? " (hub names are not downloaded: only local directories are read; fetch it "
                       "with `huggingface-cli download NAME --local-dir DIR` and name DIR)"
-                    : ""),
+                    : m.dir.find('+') != std::string::npos
+                        ? " (nor is the part before a '+' a directory, as the base of a "
+                          "base+adapter reference)"
+                        : ""),
             c.file);
       }
-      if (!fs::is_directory(m.path, ec))
+      if (!fs::is_directory(m.dir, ec))
         throw Error(ErrorKind::Usage,
                     fmt::format("line {}: '{}' is not a directory: a model is a Hugging Face "
                                 "directory with config.json "
                                 "and safetensors weights",
-                                m.line, m.path),
+                                m.line, m.dir),
+                    c.file);
+      if (!m.lora.empty() && !fs::is_directory(m.lora, ec))
+        throw Error(ErrorKind::Io,
+                    fmt::format("line {}: adapter directory '{}' of '{}' does not exist", m.line,
+                                m.lora, m.path),
                     c.file);
       try {
-        m.checkpoint = std::make_unique<io::Checkpoint>(io::Checkpoint::open(m.path));
+        if (m.lora.empty()) {
+          m.checkpoint = std::make_unique<io::Checkpoint>(io::Checkpoint::open(m.dir));
+        } else {
+          m.base_checkpoint = std::make_unique<io::Checkpoint>(io::Checkpoint::open(m.dir));
+          m.checkpoint = io::AdapterSource::open(m.lora, *m.base_checkpoint);
+        }
       } catch (const Error& e) {
         throw Error(e.kind(),
                     fmt::format("{} (model named at {} line {})", e.detail(), c.file, m.line),
@@ -137,7 +160,7 @@ struct Builder {
   }
 
   const io::ModelConfig& cfg(size_t m) const { return *plan.models[m].checkpoint->config(); }
-  const io::Checkpoint& ck(size_t m) const { return *plan.models[m].checkpoint; }
+  const io::TensorSource& ck(size_t m) const { return *plan.models[m].checkpoint; }
 
   // One slice's sources resolved to models, with its range, base and parameter levels.
   struct Src {
@@ -184,11 +207,11 @@ struct Builder {
         slices[i].base = plan.base;
     }
     if (c.tokenizer_source && !c.tokenizer_is_base) {
-      const std::string k = key_of(c.tokenizer_source->path);
+      const std::string k = key_of(*c.tokenizer_source);
       if (!index.count(k))
         fail(c.tokenizer_source->line, fmt::format("tokenizer_source '{}' is not one of the merged "
                                                    "models; use `base` or one of their paths",
-                                                   c.tokenizer_source->path));
+                                                   c.tokenizer_source->text()));
     }
   }
 
@@ -196,7 +219,7 @@ struct Builder {
     plan.donor = plan.base ? *plan.base : slices[0].sources[0].model;
     plan.tokenizer_model = plan.donor;
     if (c.tokenizer_source && !c.tokenizer_is_base)
-      plan.tokenizer_model = index.at(key_of(c.tokenizer_source->path));
+      plan.tokenizer_model = index.at(key_of(*c.tokenizer_source));
     if (c.tokenizer_source && c.tokenizer_is_base && !plan.base)
       fail(c.tokenizer_source->line, "tokenizer_source: base needs a base_model");
     const auto& d = cfg(plan.donor);

@@ -12,14 +12,18 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/tensor_source.h"
 #include "merge/config.h"
 
 namespace deltaedit::merge {
 
 struct PlanModel {
-  std::string path;  // as written in the config
+  std::string path;  // as written in the config (path, or path+lora)
   int line = 0;      // where it is first named
-  std::unique_ptr<io::Checkpoint> checkpoint;
+  std::string dir, lora;  // the model directory, and the PEFT adapter applied to it (if any)
+  std::unique_ptr<io::Checkpoint> base_checkpoint;  // dir, when an adapter is applied to it
+  // The model's tensors: the checkpoint in dir, or W = W_dir + scaling·B·A per adapted tensor.
+  std::unique_ptr<io::TensorSource> checkpoint;
 };
 
 // One input tensor of one output tensor.

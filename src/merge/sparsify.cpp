@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "merge/method_impl.h"
+#include "util/big_buffer.h"
 
 namespace deltaedit::merge::detail {
 namespace {
@@ -34,6 +35,21 @@ void l1_rescale(std::span<float> tau, std::span<const uint8_t> keep, WorkType w)
 
 void apply_mask(std::span<float> tau, std::span<const uint8_t> keep) {
   for (size_t i = 0; i < tau.size(); ++i) tau[i] = keep[i] ? tau[i] : 0.0f;
+}
+
+// Keeps the entries whose rank by key lies in [lo, hi) (for_rank_range), zeroing the others in
+// place, or through a mask when the survivors are rescaled.
+template <class Key>
+void mask_rank_range(std::span<float> tau, uint64_t lo, uint64_t hi, const Key& key,
+                     const SparsifyArgs& a) {
+  if (!a.rescale) {
+    for_rank_range(tau.size(), lo, hi, key,
+                   [&](uint64_t i, bool ok) { tau[i] = ok ? tau[i] : 0.0f; });
+    return;
+  }
+  std::vector<uint8_t> keep(tau.size());
+  for_rank_range(tau.size(), lo, hi, key, [&](uint64_t i, bool ok) { keep[i] = ok ? 1 : 0; });
+  l1_rescale(tau, keep, a.work);
 }
 
 // Rows of della: shape [d0, d1, rest...] is d0·rest vectors of length d1 (stride rest); a 1-D
@@ -67,8 +83,8 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
   const Round r{a.work};
   const Rows rows = della_rows(a.shape, n);
   if (rows.len > 0xFFFFFFFFull) {
-    throw Error(ErrorKind::Unsupported, warn_prefix(a) + "della ranks rows of at most 2^32 entries", "",
-                std::string(a.tensor));
+    throw Error(ErrorKind::Unsupported, warn_prefix(a) + "della ranks rows of at most 2^32 entries",
+                "", std::string(a.tensor));
   }
   // Keep probability and survivor scale of each rank (the same in every row).
   const double m = paper ? static_cast<double>(rows.len) : r(static_cast<float>(rows.len));
@@ -83,18 +99,36 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
     inv_q[k] = static_cast<float>(q > 0.0 ? 1.0 / q : 0.0);
   }
   const bool short_rows = rows.len == 1 && n > 0;
-  // Rank of every element in its row: sort (|τ| key, position) pairs, i.e. stable by |τ|.
-  std::vector<uint32_t> rank_of(n);
-  std::vector<uint64_t> order(rows.len);
+  // Rank of every element in its row, stable by |τ| (equal keys by position): an LSD radix sort
+  // of the row's keys by bytes, skipping the bytes all keys share (the low half in bf16).
+  std::vector<uint32_t, util::BigBufferAllocator<uint32_t>> rank_of;
+  rank_of.resize(n);
+  std::vector<uint32_t> key(rows.len), idx(rows.len), key2(rows.len), idx2(rows.len);
   for (uint64_t o = 0; o < rows.outer; ++o) {
     for (uint64_t s = 0; s < rows.stride; ++s) {
       const uint64_t base = o * rows.len * rows.stride + s;
+      uint32_t any = 0, all = ~0u;
       for (uint64_t j = 0; j < rows.len; ++j) {
-        order[j] = (uint64_t{abs_key(tau[base + j * rows.stride])} << 32) | j;
+        key[j] = abs_key(tau[base + j * rows.stride]);
+        idx[j] = static_cast<uint32_t>(j);
+        any |= key[j];
+        all &= key[j];
       }
-      std::sort(order.begin(), order.end());
+      for (unsigned shift = 0; shift < 32; shift += 8) {
+        if ((((any ^ all) >> shift) & 0xFFu) == 0) continue;  // one value: the order stays
+        uint64_t count[257] = {};
+        for (uint64_t j = 0; j < rows.len; ++j) ++count[((key[j] >> shift) & 0xFFu) + 1];
+        for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+        for (uint64_t j = 0; j < rows.len; ++j) {
+          const uint64_t at = count[(key[j] >> shift) & 0xFFu]++;
+          key2[at] = key[j];
+          idx2[at] = idx[j];
+        }
+        key.swap(key2);
+        idx.swap(idx2);
+      }
       for (uint64_t k = 0; k < rows.len; ++k) {
-        rank_of[base + (order[k] & 0xFFFFFFFFu) * rows.stride] = static_cast<uint32_t>(k);
+        rank_of[base + uint64_t{idx[k]} * rows.stride] = static_cast<uint32_t>(k);
       }
     }
   }
@@ -170,11 +204,9 @@ void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::stri
         std::fill(tau.begin(), tau.end(), 0.0f);
         return;
       }
-      std::vector<uint32_t> keys(n);
-      for (uint64_t i = 0; i < n; ++i) keys[i] = ~abs_key(tau[i]);  // descending, lower index first
-      std::vector<uint8_t> keep(n);
-      keep_rank_range(keys, 0, k, keep);
-      return a.rescale ? l1_rescale(tau, keep, a.work) : apply_mask(tau, keep);
+      // Descending |τ|, lower index first.
+      const auto key = [&](uint64_t i) { return ~abs_key(tau[i]); };
+      return mask_rank_range(tau, 0, k, key, a);
     }
     case Sparsifier::Random: {
       std::vector<uint8_t> keep(n);
@@ -209,13 +241,10 @@ void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::stri
         bot = 0;
       }
       // int(gamma·n) = 0 keeps the top `kept` entries: mergekit 0.1.5 takes the ascending ranks
-      // [bot, bot + kept) (0.1.4 took [bot, n − top), empty when top = 0, zeroing the tensor).
-      std::vector<uint32_t> keys(n);
-      for (uint64_t i = 0; i < n; ++i) keys[i] = abs_key(tau[i]);
-      std::vector<uint8_t> keep(n);
-      keep_rank_range(keys, static_cast<uint64_t>(bot),
-                      n - static_cast<uint64_t>(std::max<int64_t>(top, 0)), keep);
-      return a.rescale ? l1_rescale(tau, keep, a.work) : apply_mask(tau, keep);
+      // [bot, n − top) (0.1.4 took an empty range when top = 0, zeroing the tensor).
+      const auto key = [&](uint64_t i) { return abs_key(tau[i]); };
+      return mask_rank_range(tau, static_cast<uint64_t>(bot),
+                             n - static_cast<uint64_t>(std::max<int64_t>(top, 0)), key, a);
     }
     case Sparsifier::DellaMagprune:
       if (d <= 0.0) {

@@ -16,6 +16,7 @@
 
 #include "merge/method_impl.h"
 #include "merge/sparsify.h"
+#include "util/big_buffer.h"
 
 namespace deltaedit::merge::detail {
 namespace {
@@ -103,11 +104,19 @@ class TaskArithmetic final : public MethodBase {
     const size_t count = job.models.size();
 
     // τ̂_i and w̃_i.
-    std::vector<std::vector<float>> tau(count, std::vector<float>(n));
+    std::vector<util::BigFloatBuffer> own(job.model_values_writable ? 0 : count);
+    std::vector<std::span<float>> tau(count);
     std::vector<float> w(count);
     for (size_t m = 0; m < count; ++m) {
       const TensorInput& in = job.models[m];
-      std::vector<float>& t = tau[m];
+      if (job.model_values_writable) {
+        // τ_i replaces x_i in its scratch buffer, element by element (x_i is not read again).
+        tau[m] = std::span<float>(const_cast<float*>(in.values.data()), n);
+      } else {
+        own[m].resize(n);
+        tau[m] = own[m];
+      }
+      std::span<float> t = tau[m];
       for (size_t i = 0; i < n; ++i) t[i] = r(in.values[i] - b[i]);
       if (job.edit_task_vector) {
         job.edit_task_vector(m, t);
@@ -129,35 +138,49 @@ class TaskArithmetic final : public MethodBase {
         for (float& t : tau[m]) t = r(w[m] * t);
       }
     }
-    const auto u_of = [&](size_t m, size_t i) { return paper ? r(w[m] * tau[m][i]) : tau[m][i]; };
-    for (size_t i = 0; i < n; ++i) {
-      float mixed = 0.0f, divisor = 0.0f;
-      if (f_.consensus == Consensus::Sum) {
-        float vote = 0.0f;
-        for (size_t m = 0; m < count; ++m) vote += tau[m][i];
-        vote = r(vote);
-        const bool positive = paper ? !(vote < 0.0f) : vote >= 0.0f;
-        int agreeing = 0;
-        for (size_t m = 0; m < count; ++m) {
-          const float s = tau[m][i];
-          if (positive ? s > 0.0f : s < 0.0f) {
-            mixed += u_of(m, i);
-            divisor += w[m];
-            ++agreeing;
+    std::vector<const float*> tp(count);
+    for (size_t m = 0; m < count; ++m) tp[m] = tau[m].data();
+    const bool consensus = f_.consensus == Consensus::Sum;
+    // The element loop, compiled once per rounding rule (the same arithmetic as Round{job.work}).
+    const auto combine = [&](auto rr) {
+      const auto u_of = [&](size_t m, size_t i) { return paper ? rr(w[m] * tp[m][i]) : tp[m][i]; };
+      for (size_t i = 0; i < n; ++i) {
+        float mixed = 0.0f, divisor = 0.0f;
+        if (consensus) {
+          float vote = 0.0f;
+          for (size_t m = 0; m < count; ++m) vote += tp[m][i];
+          vote = rr(vote);
+          const bool positive = paper ? !(vote < 0.0f) : vote >= 0.0f;
+          int agreeing = 0;
+          // Branch-free: a model that does not agree adds +0, which changes no sum (the sums
+          // start at +0 and so are never −0).
+          for (size_t m = 0; m < count; ++m) {
+            const float s = tp[m][i];
+            const bool agree = positive ? s > 0.0f : s < 0.0f;
+            const float u = u_of(m, i);
+            mixed += agree ? u : 0.0f;
+            divisor += agree ? w[m] : 0.0f;
+            agreeing += agree ? 1 : 0;
           }
+          mixed = rr(mixed);
+          divisor = paper ? static_cast<float>(agreeing) : rr(divisor);
+          if (divisor == 0.0f) divisor = 1.0f;
+        } else {
+          for (size_t m = 0; m < count; ++m) mixed += u_of(m, i);
+          mixed = rr(mixed);
+          divisor = weight_sum;
         }
-        mixed = r(mixed);
-        divisor = paper ? static_cast<float>(agreeing) : r(divisor);
-        if (divisor == 0.0f) divisor = 1.0f;
-      } else {
-        for (size_t m = 0; m < count; ++m) mixed += u_of(m, i);
-        mixed = r(mixed);
-        divisor = weight_sum;
+        if (normalize) mixed = rr(mixed / divisor);
+        if (lambda != 1.0) mixed = rr(lambda_f * mixed);
+        out[i] = rr(b[i] + mixed);
       }
-      if (normalize) mixed = r(mixed / divisor);
-      if (lambda != 1.0) mixed = r(lambda_f * mixed);
-      out[i] = r(b[i] + mixed);
-    }
+    };
+    if (job.work == WorkType::BF16)
+      combine([](float x) { return io::bf16_to_f32(io::f32_to_bf16(x)); });
+    else if (job.work == WorkType::F32)
+      combine([](float x) { return x; });
+    else
+      combine(r);
   }
 
  private:

@@ -146,6 +146,22 @@ TEST(Engine, ThreadCountDoesNotChangeBytes) {
   }
 }
 
+// Pack components are assembled in tensor order, not in the order workers finish them.
+TEST(Engine, PackBytesDoNotDependOnThreads) {
+  TempDir t;
+  for (const std::string op : {"bitdelta:bits=2", "lowrank:rank=3"}) {
+    for (unsigned threads : {1u, 2u, 3u}) {
+      auto r = request(fixture("mistral/base"), fixture("mistral/post_bf16_sharded"), t / std::to_string(threads), {op});
+      r.pack = true;
+      r.threads = threads;
+      engine::run_edit(r);
+    }
+    expect_same_dirs(t / "1", t / "2");
+    expect_same_dirs(t / "1", t / "3");
+    for (const char* d : {"1", "2", "3"}) fs::remove_all(t / d);
+  }
+}
+
 TEST(Engine, ReshardingTheInputDoesNotChangeTensors) {
   TempDir t;
   // A resharded copy of post: an op that matches nothing copies every tensor byte for byte.

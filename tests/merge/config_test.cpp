@@ -134,11 +134,6 @@ TEST(MergeConfig, EveryValidationErrorThroughTheCli) {
        "parameters: {weight: 1}\n",
        2,
        {"line 3", "tokenizer: block is not supported yet"}},
-      {"lora ref",
-       "merge_method: linear\nmodels:\n  - model: ./nowhere+some/lora\n    parameters: {weight: "
-       "1}\n",
-       2,
-       {"line 3", "LoRA model references"}},
       {"mapping ref",
        "merge_method: linear\nmodels:\n  - model: {path: x}\n    parameters: {weight: 1}\n",
        2,

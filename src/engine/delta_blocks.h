@@ -1,0 +1,45 @@
+// Block-wise reading of a (base, post) pair: the f32 values of both and Δ = post − base, in
+// blocks that stay in cache, grouped in chunks after which the consumed input pages may go.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "io/convert.h"
+#include "io/writer.h"
+
+namespace deltaedit::engine {
+
+inline constexpr size_t kDeltaChunk = size_t(1) << 20;  // elements per chunk
+inline constexpr size_t kDeltaBlock = 4096;             // elements per in-cache block
+
+// block(at, count, delta, base, post) gets the f32 base, post and Δ = post − base (delta and post
+// are null when post is empty); chunk_done(elem_offset, elems) follows each chunk. Checks for
+// SIGINT/SIGTERM between chunks.
+template <class Block, class ChunkDone>
+void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_dt,
+                          std::span<const std::byte> post_bytes, io::DType post_dt, uint64_t n,
+                          Block&& block, ChunkDone&& chunk_done) {
+  const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8;
+  const bool have_post = !post_bytes.empty();
+  float b[kDeltaBlock], d[kDeltaBlock], p[kDeltaBlock];
+  for (uint64_t off = 0; off < n; off += kDeltaChunk) {
+    io::check_interrupted();
+    const size_t m = size_t(std::min<uint64_t>(kDeltaChunk, n - off));
+    for (size_t k = 0; k < m; k += kDeltaBlock) {
+      const size_t c = std::min(kDeltaBlock, m - k);
+      const uint64_t at = off + k;
+      io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
+      if (have_post) {
+        io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(p, c));
+        for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
+      }
+      block(at, c, have_post ? static_cast<const float*>(d) : nullptr, static_cast<const float*>(b),
+            have_post ? static_cast<const float*>(p) : nullptr);
+    }
+    chunk_done(off, uint64_t(m));
+  }
+}
+
+}  // namespace deltaedit::engine

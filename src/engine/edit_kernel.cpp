@@ -1,0 +1,106 @@
+#include "engine/edit_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/delta_blocks.h"
+
+namespace deltaedit::engine {
+namespace {
+
+// Finite inputs, non-finite sum: w = b + e where b and q (the other input) are finite.
+uint64_t compose(const float* b, const float* e, const float* q, float* w, size_t c) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+  uint32_t newly_bad = 0;
+  for (size_t i = 0; i < c; ++i) {
+    w[i] = b[i] + e[i];
+    newly_bad += (std::fabs(w[i]) <= kMax ? 0u : 1u) & (std::fabs(b[i]) <= kMax ? 1u : 0u) &
+                 (std::fabs(q[i]) <= kMax ? 1u : 0u);
+  }
+  return newly_bad;
+}
+
+void run_steps(const EditTensorState& st, size_t upto, float* e, size_t c, uint64_t at) {
+  for (size_t s = 0; s < upto; ++s) {
+    const auto& step = st.steps[s];
+    if (step.state)
+      step.op->apply_observed(*step.state, std::span<float>(e, c), at, step.ctx);
+    else
+      step.op->apply_block(std::span<float>(e, c), at, step.ctx);
+  }
+}
+
+}  // namespace
+
+void prepare_whole(EditTensorState& st, const OpChain& chain, const io::Checkpoint& base,
+                   const io::TensorSource& post, const std::string& name,
+                   const io::SafetensorsFile* grad) {
+  st.whole = edit_tensor(chain, base, post, name, grad);
+  st.ops = st.whole->applied;
+}
+
+void prepare_streamed(EditTensorState& st, const OpChain& chain, const io::Checkpoint& base,
+                      const io::TensorSource& post, const std::string& name) {
+  const auto& bi = base.info(name);
+  const auto& pi = post.info(name);
+  const uint64_t n = pi.numel();
+  for (size_t k = 0; k < chain.ops.size(); ++k) {
+    if (!chain.touches(k, name, pi.shape)) continue;
+    st.steps.push_back({chain.ops[k].get(), chain.context(k, name, pi.shape), nullptr});
+    st.ops.push_back(std::string(chain.ops[k]->name()));
+  }
+  const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
+  const auto release = [&](uint64_t off, uint64_t m) {
+    base.release_range(name, off * bsz, m * bsz);
+    post.release_range(name, off * psz, m * psz);
+  };
+  for (size_t k = 0; k < st.steps.size(); ++k) {
+    const edit::Op& op = *st.steps[k].op;
+    if (!op.observes()) continue;
+    auto state = op.observe_begin(st.steps[k].ctx);
+    float e[kDeltaBlock];
+    do {  // one pass for a two-pass op, as many as it asks for a multi-pass op
+      for_each_delta_block(
+          base.data(name), bi.dtype, post.data(name), pi.dtype, n,
+          [&](uint64_t at, size_t c, const float* d, const float*, const float*) {
+            std::copy(d, d + c, e);
+            run_steps(st, k, e, c, at);
+            op.observe(*state, std::span<const float>(e, c), at);
+          },
+          release);
+    } while (op.observe_again(*state));
+    op.observe_end(*state);
+    st.steps[k].state = std::move(state);
+  }
+}
+
+uint64_t edit_block(EditTensorState& st, std::span<const float> base, std::span<const float> post,
+                    std::span<float> out, uint64_t at) {
+  uint64_t bad = 0;
+  float d[kDeltaBlock], scratch[kDeltaBlock];
+  for (size_t k = 0; k < out.size(); k += kDeltaBlock) {
+    const size_t c = std::min(kDeltaBlock, out.size() - k);
+    const float* b = base.data() + k;
+    const float* p = post.data() + k;
+    for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
+    const float* e;
+    if (st.whole) {
+      e = st.whole->edited.data() + at + k;
+    } else {
+      std::copy(d, d + c, scratch);
+      run_steps(st, st.steps.size(), scratch, c, at + k);
+      e = scratch;
+    }
+    st.acc.add(std::span<const float>(d, c), std::span<const float>(e, c));
+    bad += compose(b, e, p, out.data() + k, c);
+  }
+  return bad;
+}
+
+uint64_t apply_block(std::span<const float> edited, std::span<const float> base,
+                     std::span<float> out) {
+  return compose(base.data(), edited.data(), edited.data(), out.data(), out.size());
+}
+
+}  // namespace deltaedit::engine
