@@ -3,7 +3,9 @@ JOBS ?= 2
 BUILD ?= build
 CMAKE_FLAGS ?=
 
-.PHONY: all deps venv build build-all test demo sanitize fuzz ci bench format clean
+PREFIX ?= /usr/local
+
+.PHONY: all deps venv build build-all test demo install sanitize fuzz ci bench format clean
 
 all: build
 
@@ -20,6 +22,10 @@ build: deps $(BUILD)/CMakeCache.txt
 # Everything: CLI, tests, benchmarks.
 build-all: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j$(JOBS)
+
+# deltaedit, deltaedit-torch and the shipped model pair under $(PREFIX) (bin/, share/deltaedit/zoo).
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The interop judges' Python venv (requirements-interop.txt), kept outside the clone.
 venv: deps
