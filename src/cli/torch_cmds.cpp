@@ -292,7 +292,7 @@ Command add_zoo(CLI::App& app) {
               "  order-sft  light SFT of base on the order task (the second expert)\n"
               "Writes OUT/<stage> (config.json, model.safetensors, tokenizer.json, zoo.json), OUT/data, OUT/zoo.json;\n"
               "an interrupted run continues where it stopped. --recipe retrain trains the large-delta pair\n"
-              "instead (OUT/base, OUT/post: SFT at 2/3 of the pre-training learning rate, as models/zoo/retrain).\n"
+              "instead (OUT/base, OUT/post: SFT at 2/3 of the pre-training learning rate, as the shipped models/zoo).\n"
               "Example:\n  deltaedit zoo --out zoo --seed 1");
   auto o = std::make_shared<zoo::ZooOptions>();
   auto f = std::make_shared<zoo::FamilyOptions>();
@@ -378,17 +378,46 @@ Command add_sweep(CLI::App& app) {
           }};
 }
 
+// The shipped model pair: installed beside the binary (PREFIX/bin -> PREFIX/share/deltaedit/zoo),
+// in the source tree above a build directory (build/ -> models/zoo), or under the working
+// directory. Returned as the user would write it: relative to the working directory when it lies
+// below it.
+fs::path find_shipped_zoo() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<fs::path> candidates;
+  if (!ec) {
+    const fs::path bin = exe.parent_path();
+    candidates = {bin.parent_path() / "share/deltaedit/zoo", bin.parent_path() / "models/zoo",
+                  bin / "models/zoo"};
+  }
+  candidates.push_back(fs::current_path(ec) / "models/zoo");
+  std::string tried;
+  for (const auto& c : candidates) {
+    if (fs::exists(c / "base/model.safetensors", ec)) {
+      const fs::path cwd = fs::current_path(ec);
+      const fs::path rel = c.lexically_normal().lexically_relative(cwd);
+      return !ec && !rel.empty() && *rel.begin() != ".." ? rel : c.lexically_normal();
+    }
+    tried += (tried.empty() ? "" : ", ") + c.lexically_normal().string();
+  }
+  throw Error(ErrorKind::Usage, "cannot find the shipped model pair (looked in " + tried +
+                                    "); give it with --zoo DIR (a folder with base/, post/ and data/)");
+}
+
 Command add_demo(CLI::App& app) {
   auto* sub = app.add_subcommand("demo", torch_summary("demo"));
-  sub->footer("Runs the built-in sweep (reduced grid) on models/zoo/retrain: base = pre-trained, post = post-trained on\n"
-              "GSM8K-format arithmetic. Writes OUT/report/index.html, OUT/results.json and CSVs. Resumable.\n"
+  sub->footer("Runs the built-in sweep (reduced grid) on the shipped pair (models/zoo; installed: share/deltaedit/zoo):\n"
+              "base = pre-trained, post = post-trained on GSM8K-format arithmetic.\n"
+              "Writes OUT/report/index.html, OUT/results.json and CSVs. Resumable.\n"
               "Example:\n  deltaedit demo --out out/demo");
   auto out = std::make_shared<std::string>("out/demo");
-  auto zoo = std::make_shared<std::string>(DELTAEDIT_DEFAULT_ZOO);
+  auto zoo = std::make_shared<std::string>();
   sub->add_option("--out", *out, "output directory (default out/demo)");
   sub->add_option("--zoo", *zoo, "model pair directory made by `deltaedit zoo` (default: the shipped one)");
   return {sub, [=] {
-            auto cfg = experiments::SweepConfig::from_json(experiments::demo_config_json(*zoo), {});
+            const fs::path pair = zoo->empty() ? find_shipped_zoo() : fs::path(*zoo);
+            auto cfg = experiments::SweepConfig::from_json(experiments::demo_config_json(pair), {});
             return run_sweep_cli(cfg, *out);
           }};
 }
