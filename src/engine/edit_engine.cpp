@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -24,6 +25,7 @@
 #include "pack/pack.h"
 #include "util/boundary.h"
 #include "util/checked.h"
+#include "util/size.h"
 #include "util/error.h"
 #include "util/read_file.h"
 
@@ -483,13 +485,37 @@ uint64_t stream_edit(const OpChain& chain, const io::Checkpoint& base, const io:
       ot.dtype, &acc, sink, release);
 }
 
+// The rows post added to a resized tensor (elements `from` .. numel of post), copied into the
+// output in its dtype after the edited shared rows.
+void write_added_rows(const io::TensorSource& post, const OutTensor& ot, uint64_t from, io::SafetensorsWriter& w) {
+  const auto& pi = post.info(ot.name);
+  const auto data = post.data(ot.name);
+  const uint64_t psz = io::dtype_bits(pi.dtype) / 8, osz = io::dtype_bits(ot.dtype) / 8, n = pi.numel();
+  if (pi.dtype == ot.dtype) {
+    w.write(ot.name, data.subspan(from * psz, (n - from) * psz), from * osz);
+    return;
+  }
+  float f[kBlock];
+  std::vector<std::byte> o(kBlock * osz);
+  for (uint64_t at = from; at < n; at += kBlock) {
+    const size_t c = size_t(std::min<uint64_t>(kBlock, n - at));
+    io::to_f32(data.subspan(at * psz, c * psz), pi.dtype, std::span<float>(f, c));
+    io::from_f32(std::span<const float>(f, c), ot.dtype, std::span<std::byte>(o.data(), c * osz));
+    w.write(ot.name, std::span<const std::byte>(o.data(), c * osz), at * osz);
+  }
+}
+
 }  // namespace
 
 TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
                        const std::string& name, const io::SafetensorsFile* grad) {
   const auto& bi = base.info(name);
   const auto& pi = post.info(name);
-  const uint64_t n = pi.numel();
+  // A resized tensor (post has rows added) is edited on the rows it shares with base: the first
+  // base.numel() elements of both (rows are contiguous).
+  const bool resized = io::rows_added(bi.shape, pi.shape);
+  const std::vector<int64_t>& shape = resized ? bi.shape : pi.shape;
+  const uint64_t n = resized ? bi.numel() : pi.numel();
   TensorEdit te;
   te.edited.resize(n);
   {
@@ -509,8 +535,8 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const i
   std::vector<float> g;
   for (size_t i = 0; i < chain.ops.size(); ++i) {
     io::check_interrupted();
-    if (!chain.touches(i, name, pi.shape)) continue;
-    edit::TensorContext ctx = chain.context(i, name, pi.shape);
+    if (!chain.touches(i, name, shape)) continue;
+    edit::TensorContext ctx = chain.context(i, name, shape);
     if (chain.ops[i]->needs_grad()) {
       if (g.empty()) {
         const auto* gi = grad ? grad->header().find(name) : nullptr;
@@ -544,30 +570,22 @@ Increments edit_increments(const OpChain& chain, const io::Checkpoint& base, con
     for (size_t i = 0; i < q.size(); ++i) {
       const float delta = q[i] - b[i];
       inc.delta_sumsq += double(delta) * double(delta);
-      te.edited[i] -= delta;
+      te.edited[i] = b[i] + te.edited[i];  // W' before rounding, as the writer forms it
     }
+    // W' in the output dtype (post's), back in f32, minus W_post.
+    if (pi.dtype != io::DType::F32 && io::is_compute_dtype(pi.dtype)) {
+      std::vector<std::byte> rounded(q.size() * (io::dtype_bits(pi.dtype) / 8));
+      io::from_f32(te.edited, pi.dtype, rounded);
+      io::to_f32(rounded, pi.dtype, te.edited);
+    }
+    for (size_t i = 0; i < q.size(); ++i) te.edited[i] -= q[i];
     inc.d[p.name].assign(te.edited.begin(), te.edited.end());
     post.release(p.name);
   }
   return inc;
 }
 
-uint64_t parse_size(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-  if (i == 0) throw Error(ErrorKind::Usage, "size '" + text + "' must start with a number, e.g. 5GB or 500MB");
-  double v = std::stod(text.substr(0, i));
-  std::string unit = text.substr(i);
-  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-  const std::map<std::string, double> units{{"", 1},     {"B", 1},          {"KB", 1e3},       {"MB", 1e6},
-                                             {"GB", 1e9}, {"TB", 1e12},      {"KIB", 1024.0},   {"MIB", 1048576.0},
-                                             {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
-  auto it = units.find(unit);
-  if (it == units.end()) throw Error(ErrorKind::Usage, "size '" + text + "': unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB)");
-  double b = v * it->second;
-  if (!(b >= 1)) throw Error(ErrorKind::Usage, "size '" + text + "' must be at least 1 byte");
-  return uint64_t(b);
-}
+uint64_t parse_size(const std::string& text) { return util::parse_size(text); }
 
 json EditResult::to_json() const {
   json j;
@@ -609,18 +627,30 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   auto pairs = pair_tensors(base, post);
   std::vector<std::string> order, editable;
   std::map<std::string, bool> edit_it;
-  json skipped = json::array();
+  json skipped = json::array(), resized = json::array();
+  std::set<std::string> resized_names;  // edited on their shared rows (not in packs)
   for (const auto& p : pairs) {
     if (p.status == PairStatus::OnlyBase) {
       skipped.push_back({{"name", p.name}, {"status", to_string(p.status)}, {"note", p.note}});
       continue;
     }
     order.push_back(p.name);
-    bool e = p.status == PairStatus::Editable && chain.touches_any(p.name, post.info(p.name).shape);
+    const bool shared_rows = p.status == PairStatus::Resized && !req.pack;
+    const auto& shape = shared_rows ? base.info(p.name).shape : post.info(p.name).shape;
+    bool e = (p.status == PairStatus::Editable || shared_rows) && chain.touches_any(p.name, shape);
     edit_it[p.name] = e;
     if (p.status == PairStatus::Editable) editable.push_back(p.name);
-    if (p.status != PairStatus::Editable)
-      skipped.push_back({{"name", p.name}, {"status", to_string(p.status)}, {"note", p.note}});
+    if (shared_rows) {
+      if (e) resized_names.insert(p.name);
+      resized.push_back({{"name", p.name}, {"status", to_string(p.status)}, {"shared_rows", p.shared_rows},
+                         {"post_rows", p.post_rows},
+                         {"note", e ? fmt::format("the {} rows shared with base edited; post's {} added rows copied "
+                                                  "unchanged", p.shared_rows, p.post_rows - p.shared_rows)
+                                    : std::string("not touched by the ops; copied from post unchanged")}});
+    } else if (p.status != PairStatus::Editable) {
+      skipped.push_back({{"name", p.name}, {"status", to_string(p.status)},
+                         {"note", p.status == PairStatus::Resized ? p.note + " (a pack stores it whole)" : p.note}});
+    }
   }
   if (chain.needs_grad()) {
     for (size_t i = 0; i < chain.ops.size(); ++i) {
@@ -645,14 +675,14 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   for (const auto& t : layout.tensors) {
     out_bytes += t.nbytes();
     if (edit_it.at(t.name)) {
-      edited_params += post.info(t.name).numel();
+      edited_params += resized_names.count(t.name) ? base.info(t.name).numel() : post.info(t.name).numel();
       ++edited_count;
     }
   }
   // Whether a tensor goes through the streaming path: a full checkpoint, and every op that
   // touches it pointwise or two-pass.
   const auto streams = [&](const std::string& name) {
-    if (req.pack || !req.stream_pointwise) return false;
+    if (req.pack || !req.stream_pointwise || resized_names.count(name)) return false;
     const auto& shape = post.info(name).shape;
     for (size_t k = 0; k < chain.ops.size(); ++k)
       if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise() && !chain.ops[k]->observes()) return false;
@@ -725,6 +755,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
                  {"streamed_tensors", streamed_count},
                  {"copied_tensors", order.size() - edited_count},
                  {"skipped", skipped},
+                 {"resized", resized},
                  {"scope", scope_json(chain, post, editable)},
                  {"output", req.out.string()},
                  {"output_kind", req.pack ? "delta pack" : "checkpoint"},
@@ -803,6 +834,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
                                              [&](std::span<const std::byte> b, uint64_t off) {
                                                w.write(ot.name, b, off);
                                              }, release_both);
+          if (resized_names.count(ot.name)) write_added_rows(post, ot, te.edited.size(), w);
         }
       }
       out.stats = analysis::EditStats::from(accs[i]);

@@ -57,8 +57,10 @@ struct TensorEdit {
 TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
                        const std::string& name, const io::SafetensorsFile* grad);
 
-// D = Δ' − Δ for every tensor the chain edits (f32, Δ recomputed as post − base exactly as the
-// engine does), and ‖Δ‖² over those tensors: the input of the approximation term.
+// D = round_post(W_base + Δ') − W_post for every tensor the chain edits: the checkpoint `edit`
+// writes (in post's dtype) minus post, so that on BF16/F16 pairs an edit's part lost to rounding
+// is not counted (f32; Δ' from Δ = post − base exactly as the engine computes it). And ‖Δ‖² over
+// those tensors: the input of the approximation term.
 struct Increments {
   std::map<std::string, std::vector<float>> d;
   double delta_sumsq = 0;
