@@ -9,7 +9,9 @@ LAUNCHER := -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=cca
 export CCACHE_BASEDIR := $(CURDIR)
 endif
 
-.PHONY: all deps venv build build-all test demo sanitize fuzz ci bench format clean
+PREFIX ?= /usr/local
+
+.PHONY: all deps venv build build-all test demo install sanitize fuzz ci bench format clean
 
 all: build
 
@@ -26,6 +28,10 @@ build: deps $(BUILD)/CMakeCache.txt
 # Everything: CLI, tests, benchmarks.
 build-all: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j$(JOBS)
+
+# deltaedit, deltaedit-torch and the shipped model pair under $(PREFIX) (bin/, share/deltaedit/zoo).
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 # The interop judges' Python venv (requirements-interop.txt), kept outside the clone.
 venv: deps

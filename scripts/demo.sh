@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: the paper's experiments on the shipped in-house pair
-# (models/zoo/retrain), then a quick tour of the checkpoint tools on the bundled Llama fixture pair.
+# (models/zoo), then a quick tour of the checkpoint tools on the bundled Llama fixture pair.
 set -euo pipefail
 BIN=${1:-build/deltaedit}
 OUT=${DEMO_OUT:-out/demo}
 start=$(date +%s)
-echo "== deltaedit demo: sweep F1, T1, F3, F4, F5, F6 on models/zoo/retrain -> $OUT"
+echo "== deltaedit demo: sweep F1, T1, F3, F4, F5, F6 on models/zoo -> $OUT"
 "$BIN" demo --out "$OUT"
 DATA=tests/data/hf-reference/llama
 TOUR="$OUT/tour"

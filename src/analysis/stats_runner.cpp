@@ -17,6 +17,13 @@ nlohmann::json StatsReport::to_json() const {
   for (const auto& t : tensors) {
     auto o = t.stats.to_json();
     o["name"] = t.name;
+    if (t.post_rows) {
+      o["status"] = "resized";
+      o["shared_rows"] = t.shared_rows;
+      o["post_rows"] = t.post_rows;
+      o["note"] = "statistics over the " + std::to_string(t.shared_rows) + " rows shared with base; post's " +
+                  std::to_string(t.post_rows - t.shared_rows) + " added rows are not a delta";
+    }
     j["tensors"].push_back(o);
   }
   j["skipped"] = nlohmann::json::array();
@@ -29,11 +36,14 @@ StatsReport compute_stats(const io::Checkpoint& base, const io::TensorSource& po
                           const Progress& progress) {
   StatsReport r;
   std::vector<std::string> names;
+  std::vector<std::pair<int64_t, int64_t>> rows;  // (shared, post) rows of resized tensors, else (0, 0)
   for (auto& p : io::pair_tensors(base, post)) {
-    if (p.status == io::PairStatus::Editable)
+    if (p.status == io::PairStatus::Editable || p.status == io::PairStatus::Resized) {
       names.push_back(p.name);
-    else
+      rows.emplace_back(p.shared_rows, p.post_rows);
+    } else {
       r.skipped.push_back(std::move(p));
+    }
   }
   std::vector<DeltaAccum> acc(names.size());
   std::atomic<size_t> done{0};
@@ -50,7 +60,8 @@ StatsReport compute_stats(const io::Checkpoint& base, const io::TensorSource& po
     const auto& pi = post.info(name);
     const auto bdata = base.data(name);
     const auto pdata = post.data(name);
-    const uint64_t n = pi.numel();
+    // Rows are contiguous: the shared rows of a resized tensor are the first base.numel() elements.
+    const uint64_t n = bi.numel();
     const size_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
     float b[kBlock], p[kBlock];
     DeltaAccum a;  // local: no cache line shared with the other workers' accumulators
@@ -83,7 +94,7 @@ StatsReport compute_stats(const io::Checkpoint& base, const io::TensorSource& po
     acc[i] = a;
     base.release(name);
     post.release(name);
-    bytes += bi.nbytes() + pi.nbytes();
+    bytes += bi.nbytes() + n * (io::dtype_bits(pi.dtype) / 8);
     size_t d = ++done;
     if (progress) {
       std::lock_guard<std::mutex> g(mu);
@@ -92,7 +103,7 @@ StatsReport compute_stats(const io::Checkpoint& base, const io::TensorSource& po
   });
   DeltaAccum total;
   for (size_t i = 0; i < names.size(); ++i) {
-    r.tensors.push_back({names[i], DeltaStats::from(acc[i])});
+    r.tensors.push_back({names[i], DeltaStats::from(acc[i]), rows[i].first, rows[i].second});
     total.merge(acc[i]);
   }
   r.total = DeltaStats::from(total);

@@ -14,10 +14,13 @@ namespace deltaedit::analysis {
 struct TensorStats {
   std::string name;
   DeltaStats stats;
+  // A resized tensor (post has rows added, io::PairStatus::Resized): the statistics are over the
+  // `shared_rows` rows both sides hold; post's other rows have no base to differ from.
+  int64_t shared_rows = 0, post_rows = 0;
 };
 
 struct StatsReport {
-  std::vector<TensorStats> tensors;   // editable tensors, in post order
+  std::vector<TensorStats> tensors;   // editable and resized tensors, in post order
   DeltaStats total;
   std::vector<io::TensorPair> skipped;  // everything not editable, with the reason
   nlohmann::json to_json() const;

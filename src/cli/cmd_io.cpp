@@ -236,6 +236,10 @@ int run_stats(const std::string& base_path, const std::string& post_path, bool a
   if (top >= 0 && r.tensors.size() > size_t(top))
     std::cout << fmt::format("... {} more tensors (use --top -1 or --json for all)\n", r.tensors.size() - size_t(top));
   std::cout << row(fmt::format("TOTAL ({} tensors, {} parameters)", r.tensors.size(), r.total.n), r.total);
+  for (const auto& t : r.tensors)
+    if (t.post_rows)
+      std::cout << fmt::format("resized: {} — statistics over the {} rows shared with base ({} rows added in post)\n",
+                               t.name, t.shared_rows, t.post_rows - t.shared_rows);
   for (const auto& s : r.skipped) std::cout << fmt::format("not compared: {} — {}\n", s.name, s.note);
   return kOk;
 }

@@ -6,6 +6,7 @@
 #include "cli/common.h"
 #include "engine/extract_lora.h"
 #include "util/error.h"
+#include "util/size.h"
 
 namespace deltaedit::cli {
 namespace {
@@ -109,13 +110,7 @@ Command add_extract_lora(CLI::App& app) {
             if (!ro->count() && !eo->count())
               throw Error(ErrorKind::Usage, "give --rank R or --energy E");
             if (!save->empty()) req->save_modules = split_list(*save);
-            if (!memory->empty()) {
-              try {
-                req->max_memory = engine::parse_size(*memory);
-              } catch (const Error& e) {
-                throw Error(ErrorKind::Usage, std::string("--max-memory: ") + e.what());
-              }
-            }
+            if (!memory->empty()) req->max_memory = util::parse_size_option("--max-memory", *memory);
             ProgressLine bar("extract-lora", !*as_json && stderr_is_tty());
             auto r = engine::run_extract_lora(*req, [&](size_t d, size_t n, uint64_t b) {
               bar.update(double(d), double(n), human_bytes(b));

@@ -11,6 +11,7 @@
 #include "merge/plan.h"
 #include "util/error.h"
 #include "util/read_file.h"
+#include "util/size.h"
 
 using nlohmann::json;
 
@@ -68,12 +69,8 @@ Examples:
   deltaedit merge merge.yaml --out merged --seed 1 --threads 4
   deltaedit merge --methods                       # methods and their parameters)";
 
-uint64_t size_flag(const char* flag, const std::string& text) {
-  try {
-    return engine::parse_size(text);
-  } catch (const Error& e) {
-    throw Error(ErrorKind::Usage, std::string(flag) + ": " + e.what());
-  }
+uint64_t size_flag(const char* flag, const std::string& text, uint64_t min = 1) {
+  return util::parse_size_option(flag, text, min);
 }
 
 std::string range_text(const merge::ParamSpec& p) {
@@ -189,7 +186,7 @@ Command add_merge(CLI::App& app) {
             if (a->out.empty() && !a->dry_run)
               throw Error(ErrorKind::Usage, "merge needs --out DIR (or --dry-run)");
             engine::RunOptions ro;
-            if (!a->shard.empty()) ro.max_shard_size = size_flag("--max-shard-size", a->shard);
+            if (!a->shard.empty()) ro.max_shard_size = size_flag("--max-shard-size", a->shard, 0);
             if (!a->memory.empty()) ro.max_memory = size_flag("--max-memory", a->memory);
             if (!a->out.empty() && !a->dry_run && std::filesystem::exists(a->out))
               throw Error(ErrorKind::Usage,

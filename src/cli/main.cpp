@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -90,7 +91,17 @@ int main(int argc, char** argv) {
     app.exit(e);  // prints the message
     return kUsage;
   }
-  for (auto& c : cmds)
-    if (c.app && c.app->parsed()) return guarded(c.run);
+  for (auto& c : cmds) {
+    if (!c.app || !c.app->parsed()) continue;
+    const int status = guarded(c.run);
+    if (status == kInterrupted) {
+      // The outputs are already removed (unwinding); an interrupted SVD may still run on its own
+      // thread over buffers it owns, so end without running static destructors under it.
+      std::cout.flush();
+      std::cerr.flush();
+      std::_Exit(status);
+    }
+    return status;
+  }
   return kUsage;
 }

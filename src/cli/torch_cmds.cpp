@@ -417,7 +417,7 @@ Command add_zoo(CLI::App& app) {
               "  order-sft  light SFT of base on the order task (the second expert)\n"
               "Writes OUT/<stage> (config.json, model.safetensors, tokenizer.json, zoo.json), OUT/data, OUT/zoo.json;\n"
               "an interrupted run continues where it stopped. --recipe retrain trains the large-delta pair\n"
-              "instead (OUT/base, OUT/post: SFT at 2/3 of the pre-training learning rate, as models/zoo/retrain).\n"
+              "instead (OUT/base, OUT/post: SFT at 2/3 of the pre-training learning rate, as the shipped models/zoo).\n"
               "Example:\n  deltaedit zoo --out zoo --seed 1");
   auto o = std::make_shared<zoo::ZooOptions>();
   auto f = std::make_shared<zoo::FamilyOptions>();
@@ -503,6 +503,33 @@ Command add_sweep(CLI::App& app) {
           }};
 }
 
+// The shipped model pair: installed beside the binary (PREFIX/bin -> PREFIX/share/deltaedit/zoo),
+// in the source tree above a build directory (build/ -> models/zoo), or under the working
+// directory. Returned as the user would write it: relative to the working directory when it lies
+// below it.
+fs::path find_shipped_zoo() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<fs::path> candidates;
+  if (!ec) {
+    const fs::path bin = exe.parent_path();
+    candidates = {bin.parent_path() / "share/deltaedit/zoo", bin.parent_path() / "models/zoo",
+                  bin / "models/zoo"};
+  }
+  candidates.push_back(fs::current_path(ec) / "models/zoo");
+  std::string tried;
+  for (const auto& c : candidates) {
+    if (fs::exists(c / "base/model.safetensors", ec)) {
+      const fs::path cwd = fs::current_path(ec);
+      const fs::path rel = c.lexically_normal().lexically_relative(cwd);
+      return !ec && !rel.empty() && *rel.begin() != ".." ? rel : c.lexically_normal();
+    }
+    tried += (tried.empty() ? "" : ", ") + c.lexically_normal().string();
+  }
+  throw Error(ErrorKind::Usage, "cannot find the shipped models (looked in " + tried +
+                                    "); give it with --zoo DIR (a folder with base/ and data/)");
+}
+
 int run_merge_sweep_cli(const experiments::MergeSweepConfig& cfg, const fs::path& out) {
   ProgressLine bar("merges", stderr_is_tty());
   auto r = experiments::run_merge_sweep(cfg, out, [&](size_t d, size_t n, const std::string& cur) {
@@ -528,14 +555,15 @@ Command add_merge_sweep(CLI::App& app) {
               "Example:\n  deltaedit merge-sweep --out out/merges");
   auto config = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
-  auto zoo = std::make_shared<std::string>(DELTAEDIT_DEFAULT_ZOO);
+  auto zoo = std::make_shared<std::string>();
   sub->add_option("CONFIG", *config, "merge sweep configuration (JSON); default: the family's grid");
   sub->add_option("--out", *out, "output directory (resumed when it holds the same sweep)")->required();
   sub->add_option("--zoo", *zoo, "family directory made by `deltaedit zoo` (default: the shipped one)");
   return {sub, [=] {
-            json j = config->empty() ? experiments::merge_demo_config_json(*zoo)
+            const fs::path fam = config->empty() && zoo->empty() ? find_shipped_zoo() : fs::path(*zoo);
+            json j = config->empty() ? experiments::merge_demo_config_json(fam)
                                      : io::parse_json_strict(util::read_file(*config), *config);
-            auto cfg = util::at_boundary(config->empty() ? *zoo : *config, "", [&] {
+            auto cfg = util::at_boundary(config->empty() ? fam.string() : *config, "", [&] {
               return experiments::MergeSweepConfig::from_json(
                   j, config->empty() ? fs::path() : fs::path(*config).parent_path());
             });
@@ -600,13 +628,13 @@ Command add_demo(CLI::App& app) {
               "paper in both regimes (about ten times longer).\n"
               "Example:\n  deltaedit demo --out out/demo");
   auto out = std::make_shared<std::string>("out/demo");
-  auto zoo = std::make_shared<std::string>(DELTAEDIT_DEFAULT_ZOO);
+  auto zoo = std::make_shared<std::string>();
   auto full = std::make_shared<bool>(false);
   sub->add_option("--out", *out, "output directory (default out/demo)");
   sub->add_option("--zoo", *zoo, "family (or pair) directory made by `deltaedit zoo` (default: the shipped one)");
   sub->add_flag("--full", *full, "the full grid instead of the reduced one");
   return {sub, [=] {
-            const fs::path z = *zoo;
+            const fs::path z = zoo->empty() ? find_shipped_zoo() : fs::path(*zoo);
             if (!fs::exists(z / "math-sft")) {  // a single pair (base, post)
               json cj = experiments::demo_config_json(z);
               if (*full) cj["experiments"] = experiments::full_grid_json();

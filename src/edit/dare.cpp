@@ -26,7 +26,6 @@ class DareOp final : public OpBase {
   nlohmann::json own_params() const override {
     return {{"p", p_}, {"k", k_}, {"rescale", l1_ ? "l1" : "paper"}};
   }
-  bool uses_rng() const override { return true; }
 
   // rescale=paper is pointwise; rescale=l1 is two-pass: the first pass draws the mask and sums
   // the selected and the kept L1 mass, the second draws it again and scales.
@@ -92,7 +91,6 @@ class DropOp final : public OpBase {
  public:
   explicit DropOp(double p) : OpBase("drop"), p_(p) {}
   nlohmann::json own_params() const override { return {{"p", p_}}; }
-  bool uses_rng() const override { return true; }
   bool pointwise() const override { return true; }
   void apply_block(std::span<float> piece, uint64_t first,
                    const TensorContext& ctx) const override {

@@ -12,12 +12,14 @@
 // (the SVD is undefined).
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include <Eigen/Dense>
 #include <Eigen/SVD>
 
 #include "edit/op_impl.h"
 #include "linalg/blas.h"
+#include "util/interrupt.h"
 
 namespace deltaedit::edit::detail {
 namespace {
@@ -46,7 +48,6 @@ class LowRankOp final : public OpBase {
     }
     return j;
   }
-  bool uses_rng() const override { return randomized_; }
   bool applies_to(std::span<const int64_t> shape) const override { return shape.size() == 2; }
 
   uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
@@ -89,13 +90,23 @@ class LowRankOp final : public OpBase {
     if (!randomized_) {
       // Row-major Δ (m×n) is Δᵀ in column-major order: its SVD Δᵀ = V·Σ·Uᵀ gives Δ's factors
       // without a transpose.
-      const linalg::SerialBlas serial;  // same bytes for any thread count
-      std::vector<double> at(delta.begin(), delta.end()), vcol(static_cast<size_t>(n * kmin)),
-          ut(static_cast<size_t>(kmin * m));
-      s.resize(kmin);
-      linalg::svd(at.data(), n, m, s.data(), vcol.data(), ut.data());
-      u = Eigen::Map<const Eigen::MatrixXd>(ut.data(), kmin, m).transpose();
-      v = Eigen::Map<const Eigen::MatrixXd>(vcol.data(), n, kmin);
+      // LAPACK runs on its own thread so that Ctrl-C ends the run at once: the buffers belong to
+      // that job (an interrupted run leaves it to the end of the process).
+      struct Work {
+        std::vector<double> at, vcol, ut, s;
+      };
+      auto w = std::make_shared<Work>();
+      w->at.assign(delta.begin(), delta.end());
+      w->vcol.resize(static_cast<size_t>(n * kmin));
+      w->ut.resize(static_cast<size_t>(kmin * m));
+      w->s.resize(static_cast<size_t>(kmin));
+      util::run_interruptible([w, n, m] {
+        const linalg::SerialBlas serial;  // same bytes for any thread count
+        linalg::svd(w->at.data(), n, m, w->s.data(), w->vcol.data(), w->ut.data());
+      });
+      s = Eigen::Map<const Eigen::VectorXd>(w->s.data(), kmin);
+      u = Eigen::Map<const Eigen::MatrixXd>(w->ut.data(), kmin, m).transpose();
+      v = Eigen::Map<const Eigen::MatrixXd>(w->vcol.data(), n, kmin);
     } else {
       // The range finder works on Δ in place (f32, row-major, i.e. Δᵀ column-major with leading
       // dimension n) with f32 BLAS products and QR: its subspace only needs to be accurate to far
@@ -114,11 +125,13 @@ class LowRankOp final : public OpBase {
       linalg::gemm(true, false, m, l, n, a, n, omega.data(), n, q.data(), m);  // Y = ΔΩ
       linalg::qr(q.data(), m, l);
       for (int64_t it = 0; it < power_iters_; ++it) {
+        util::check_interrupted();
         linalg::gemm(false, false, n, l, m, a, n, q.data(), m, z.data(), n);  // Z = ΔᵀQ
         linalg::qr(z.data(), n, l);
         linalg::gemm(true, false, m, l, n, a, n, z.data(), n, q.data(), m);  // Y = ΔZ
         linalg::qr(q.data(), m, l);
       }
+      util::check_interrupted();
       std::vector<float> rr(static_cast<size_t>(l * l));
       linalg::gemm(false, false, n, l, m, a, n, q.data(), m, z.data(), n);  // Bᵀ = ΔᵀQ
       linalg::qr(z.data(), n, l, rr.data());                                 // Bᵀ = Q₂R

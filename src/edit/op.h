@@ -64,7 +64,6 @@ class Op {
   // The canonical, fully-defaulted parameters (recorded in metadata and deltaedit.json).
   virtual nlohmann::json params() const = 0;
   virtual bool needs_grad() const { return false; }
-  virtual bool uses_rng() const { return false; }
   // Whether this op edits a tensor of this shape at all (lowrank: 2-D only).
   virtual bool applies_to(std::span<const int64_t> shape) const { return true; }
   // Upper bound of extra bytes of workspace for a tensor of this shape (SVD, sort buffers).

@@ -17,7 +17,6 @@ class PermuteOp final : public OpBase {
  public:
   PermuteOp() : OpBase("permute") {}
   nlohmann::json own_params() const override { return nlohmann::json::object(); }
-  bool uses_rng() const override { return true; }
   uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
     return static_cast<uint64_t>(shape_elements(shape)) * sizeof(float);
   }

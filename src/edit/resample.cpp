@@ -23,7 +23,6 @@ class ResampleOp final : public OpBase {
     return {
         {"dist", normal_ ? "normal" : "uniform"}, {"s", s_}, {"sigma", sigma_}, {"clip", clip_}};
   }
-  bool uses_rng() const override { return true; }
 
   // Two-pass: μ needs the whole tensor's mean |Δ|, then each entry is redrawn by its index.
   struct State final : Op::State {

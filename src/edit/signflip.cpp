@@ -15,7 +15,6 @@ class SignFlipOp final : public OpBase {
   nlohmann::json own_params() const override {
     return {{"q", q_}, {"rescale", rescale_ ? "mean" : "none"}};
   }
-  bool uses_rng() const override { return true; }
   bool pointwise() const override { return true; }
   void apply_block(std::span<float> piece, uint64_t first,
                    const TensorContext& ctx) const override {

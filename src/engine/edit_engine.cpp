@@ -16,6 +16,7 @@
 #include "util/boundary.h"
 #include "util/checked.h"
 #include "util/error.h"
+#include "util/size.h"
 #include "util/read_file.h"
 
 namespace fs = std::filesystem;
@@ -41,34 +42,7 @@ const char* torch_dtype_name(io::DType d) {
 
 }  // namespace
 
-uint64_t parse_size(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
-    ++i;
-  if (i == 0)
-    throw Error(ErrorKind::Usage,
-                "size '" + text + "' must start with a number, e.g. 5GB or 500MB");
-  double v = std::stod(text.substr(0, i));
-  std::string unit = text.substr(i);
-  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-  const std::map<std::string, double> units{{"", 1},
-                                            {"B", 1},
-                                            {"KB", 1e3},
-                                            {"MB", 1e6},
-                                            {"GB", 1e9},
-                                            {"TB", 1e12},
-                                            {"KIB", 1024.0},
-                                            {"MIB", 1048576.0},
-                                            {"GIB", 1073741824.0},
-                                            {"TIB", 1099511627776.0}};
-  auto it = units.find(unit);
-  if (it == units.end())
-    throw Error(ErrorKind::Usage,
-                "size '" + text + "': unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB)");
-  double b = v * it->second;
-  if (!(b >= 1)) throw Error(ErrorKind::Usage, "size '" + text + "' must be at least 1 byte");
-  return uint64_t(b);
-}
+uint64_t parse_size(const std::string& text) { return util::parse_size(text); }
 
 json EditResult::to_json() const {
   json j;

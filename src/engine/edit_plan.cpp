@@ -25,7 +25,7 @@ std::map<std::string, std::string> shard_metadata(const json& provenance) {
 namespace {
 
 uint64_t free_bytes(const fs::path& target) {
-  fs::path p = fs::absolute(target).parent_path();
+  fs::path p = target.empty() ? fs::current_path() : fs::absolute(target).parent_path();  // dry run without --out
   while (!p.empty() && !fs::exists(p)) p = p.parent_path();
   struct statvfs v {};
   if (p.empty() || ::statvfs(p.c_str(), &v) != 0) return 0;

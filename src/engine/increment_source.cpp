@@ -38,7 +38,7 @@ static void for_each_delta(const io::Checkpoint& base, const io::TensorSource& p
     io::to_f32(bd.subspan(at * bsz, c * bsz), bi.dtype, std::span(b.data(), c));
     io::to_f32(pd.subspan(at * psz, c * psz), pi.dtype, std::span(q.data(), c));
     for (uint64_t i = 0; i < c; ++i) d[i] = q[i] - b[i];
-    f(at, c, d.data());
+    f(at, c, d.data(), b.data(), q.data());
     base.release_range(name, at * bsz, c * bsz);
     post.release_range(name, at * psz, c * psz);
   }
@@ -48,12 +48,16 @@ util::BigFloatBuffer IncrementSource::increment(const std::string& name, double*
   if (!edits(name)) throw Error(ErrorKind::Internal, "the edit does not change this tensor", "", name);
   auto te = edit_tensor(chain_, base_, post_, name, grad_);
   double sumsq = 0;
-  for_each_delta(base_, post_, name, [&](uint64_t at, uint64_t c, const float* d) {
+  const io::DType out = post_.info(name).dtype;
+  // D = round_out(W_base + Δ') − W_post, as edit_increments (the checkpoint `edit` writes).
+  for_each_delta(base_, post_, name, [&](uint64_t at, uint64_t c, const float* d, const float* b, const float* q) {
     float* e = te.edited.data() + at;
     for (uint64_t i = 0; i < c; ++i) {
       sumsq += double(d[i]) * double(d[i]);
-      e[i] -= d[i];
+      e[i] = b[i] + e[i];
     }
+    round_to_output(std::span<float>(e, c), out);
+    for (uint64_t i = 0; i < c; ++i) e[i] -= q[i];
   });
   base_.release(name);
   post_.release(name);
@@ -72,7 +76,7 @@ double IncrementSource::increment(const std::string& name, std::span<float> out)
 
 double IncrementSource::delta_sumsq(const std::string& name) const {
   double sumsq = 0;
-  for_each_delta(base_, post_, name, [&](uint64_t, uint64_t c, const float* d) {
+  for_each_delta(base_, post_, name, [&](uint64_t, uint64_t c, const float* d, const float*, const float*) {
     for (uint64_t i = 0; i < c; ++i) sumsq += double(d[i]) * double(d[i]);
   });
   base_.release(name);

@@ -64,6 +64,13 @@ json OpChain::describe() const {
   return a;
 }
 
+void round_to_output(std::span<float> w, io::DType out) {
+  if (out == io::DType::F32 || !io::is_compute_dtype(out)) return;
+  std::vector<std::byte> rounded(w.size() * (io::dtype_bits(out) / 8));
+  io::from_f32(w, out, rounded);
+  io::to_f32(rounded, out, w);
+}
+
 TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base,
                        const io::TensorSource& post, const std::string& name,
                        const io::SafetensorsFile* grad) {
@@ -125,8 +132,11 @@ Increments edit_increments(const OpChain& chain, const io::Checkpoint& base,
     for (size_t i = 0; i < q.size(); ++i) {
       const float delta = q[i] - b[i];
       inc.delta_sumsq += double(delta) * double(delta);
-      te.edited[i] -= delta;
+      te.edited[i] = b[i] + te.edited[i];  // W' before rounding, as the writer forms it
     }
+    // W' in the output dtype (post's), back in f32, minus W_post.
+    round_to_output(std::span<float>(te.edited.data(), q.size()), pi.dtype);
+    for (size_t i = 0; i < q.size(); ++i) te.edited[i] -= q[i];
     inc.d[p.name].assign(te.edited.begin(), te.edited.end());
     post.release(p.name);
   }

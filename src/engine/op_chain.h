@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "io/dtype.h"
+
 #include "edit/op.h"
 #include "io/checkpoint.h"
 #include "io/tensor_source.h"
@@ -59,6 +61,10 @@ struct Increments {
   std::map<std::string, std::vector<float>> d;
   double delta_sumsq = 0;
 };
+// W' rounded to the output dtype and back to f32, in place (a no-op for F32 outputs): what a
+// checkpoint written in `out` holds.
+void round_to_output(std::span<float> w, io::DType out);
+
 Increments edit_increments(const OpChain& chain, const io::Checkpoint& base,
                            const io::TensorSource& post, const io::SafetensorsFile* grad);
 

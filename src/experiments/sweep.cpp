@@ -53,17 +53,7 @@ std::vector<double> range(double lo, double hi, double step) {
 }
 
 // Atomic small-file write: a point is either fully there or absent, whatever interrupts us.
-void write_atomic(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.parent_path() / ("." + p.filename().string() + ".tmp");
-  {
-    std::ofstream o(tmp, std::ios::binary | std::ios::trunc);
-    o << text;
-    o.flush();
-    if (!o) throw Error(ErrorKind::Io, "write failed", tmp.string());
-  }
-  io::fsync_path(tmp, false);
-  fs::rename(tmp, p);
-}
+void write_atomic(const fs::path& p, const std::string& text) { io::replace_file(p, text); }
 
 std::string safe_name(std::string s) {
   for (auto& c : s)

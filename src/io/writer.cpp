@@ -18,6 +18,7 @@
 
 #include "util/checked.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace fs = std::filesystem;
 
@@ -66,14 +67,13 @@ void pwrite_all(int fd, const std::byte* p, uint64_t n, uint64_t off, const std:
 
 namespace {
 
-std::atomic<int> g_signal{0};  // process-wide by nature: set from the signal handler only
 
 extern "C" void on_signal(int sig) {
-  if (g_signal.load() != 0) {  // second signal: give up at once, default action
+  if (util::g_interrupt_signal.load() != 0) {  // second signal: give up at once, default action
     ::signal(sig, SIG_DFL);
     ::raise(sig);
   }
-  g_signal.store(sig);
+  util::g_interrupt_signal.store(sig);
 }
 
 }  // namespace
@@ -187,12 +187,9 @@ void install_signal_handlers() {
   ::signal(SIGXFSZ, SIG_IGN);  // exceeding RLIMIT_FSIZE must surface as EFBIG, not kill us
 }
 
-bool interrupted() { return g_signal.load() != 0; }
+bool interrupted() { return util::g_interrupt_signal.load() != 0; }
 
-void check_interrupted() {
-  if (int s = g_signal.load())
-    throw Error(ErrorKind::Interrupted, s == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
-}
+void check_interrupted() { util::check_interrupted(); }
 
 void fsync_path(const fs::path& path, bool directory) {
   int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
@@ -353,6 +350,39 @@ void Staging::commit_file(const std::string& name) {
   std::error_code ec;
   fs::remove_all(dir_, ec);
   done_ = true;
+}
+
+void replace_file(const fs::path& path, std::string_view bytes) {
+  check_interrupted();
+  const fs::path target = fs::absolute(path).lexically_normal();
+  const fs::path parent = target.parent_path();
+  const std::string name = target.filename().string();
+  if (name.empty()) throw Error(ErrorKind::Internal, "replace_file needs a file name", path.string());
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) throw Error(ErrorKind::Io, "cannot create the directory: " + ec.message(), parent.string());
+  remove_stale_staging(parent, name);
+  fs::path tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0; ++attempt) {
+    tmp = parent / fmt::format(".{}.deltaedit-staging-{}-{}", name, ::getpid(), attempt);
+    fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && (errno != EEXIST || attempt > 1000)) io_fail("cannot create", tmp, errno);
+  }
+  try {
+    pwrite_all(fd, reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), 0, path.string());
+    if (::fsync(fd) != 0) io_fail("fsync failed", path, errno);
+    const int cfd = fd;
+    fd = -1;
+    if (::close(cfd) != 0) io_fail("close failed", path, errno);
+    check_interrupted();
+    if (::rename(tmp.c_str(), target.c_str()) != 0) io_fail("cannot rename the written file into place", path, errno);
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_path(parent, true);
 }
 
 }  // namespace deltaedit::io

@@ -146,6 +146,7 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
       std::vector<std::vector<int32_t>> gen(static_cast<size_t>(B));
       std::vector<bool> done(static_cast<size_t>(B), false);
       for (int64_t step = 0; step < max_new_tokens; ++step) {
+        io::check_interrupted();  // a group decodes for seconds: Ctrl-C between tokens
         auto next = logits.select(1, logits.size(1) - 1).argmax(-1).to(torch::kCPU);
         auto pn = next.accessor<int64_t, 1>();
         bool all_done = true;

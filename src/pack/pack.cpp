@@ -60,14 +60,28 @@ Part u8_part(std::string suffix, std::vector<std::byte> bytes) {
   return {std::move(suffix), io::DType::U8, {n}, std::move(bytes)};
 }
 
-// Distinct bit patterns of `v`, sorted, or nullopt when more than `limit`.
+// Distinct bit patterns of `v`, sorted, or nullopt when more than `limit`. One pass with an
+// open-addressing set of at least 2·limit slots (load ≤ 1/2): O(n), not O(n·limit).
 std::optional<std::vector<uint32_t>> distinct(std::span<const float> v, size_t limit, bool skip_zero) {
+  size_t cap = 16;
+  while (cap < 2 * limit + 2) cap <<= 1;
+  std::vector<uint64_t> slot(cap, 0);  // bit pattern + 1; 0 = empty
   std::vector<uint32_t> seen;
+  seen.reserve(std::min(limit, v.size()));
   for (float f : v) {
-    uint32_t b = bits_of(f);
+    const uint32_t b = bits_of(f);
     if (skip_zero && b == 0) continue;
-    if (std::find(seen.begin(), seen.end(), b) != seen.end()) continue;
+    uint32_t h = b;  // a full-avalanche 32-bit mix, so the low bits depend on every input bit
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    size_t i = h & (cap - 1);
+    while (slot[i] != 0 && slot[i] != uint64_t(b) + 1) i = (i + 1) & (cap - 1);
+    if (slot[i] != 0) continue;
     if (seen.size() == limit) return std::nullopt;
+    slot[i] = uint64_t(b) + 1;
     seen.push_back(b);
   }
   std::sort(seen.begin(), seen.end());
@@ -302,18 +316,17 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
     f.rank = encoding_param(params, "rank", enc);
     f.rows = encoding_param(params, "rows", enc);
     f.cols = encoding_param(params, "cols", enc);
-    unsigned __int128 cells = static_cast<unsigned __int128>(uint64_t(f.rows)) * uint64_t(f.cols);
     if (f.rank < 0 || f.rows < 0 || f.cols < 0)
-      throw Error(ErrorKind::Format, "pack: low-rank factors with a negative rank or shape");
-    if (cells >> 64)
-      throw Error(ErrorKind::Format, fmt::format("pack: low-rank shape {} x {} overflows 64 bits", f.rows, f.cols));
-    if (cells != n) throw Error(ErrorKind::Format, "pack: low-rank factors do not match the tensor");
+      throw Error(ErrorKind::Format, "pack: low-rank rows, cols and rank must not be negative");
+    if (util::checked_mul(uint64_t(f.rows), uint64_t(f.cols), "pack: low-rank rows × cols") != n)
+      throw Error(ErrorKind::Format, "pack: low-rank factors do not match the tensor");
     std::vector<float> t1, t2, t3;
     auto u = float_view(get("u"), t1);
     auto s = float_view(get("s"), t2);
     auto v = float_view(get("v"), t3);
-    if (u.size() != uint64_t(f.rows) * uint64_t(f.rank) || s.size() != uint64_t(f.rank) ||
-        v.size() != uint64_t(f.cols) * uint64_t(f.rank))
+    if (u.size() != util::checked_mul(uint64_t(f.rows), uint64_t(f.rank), "pack: low-rank rows × rank") ||
+        s.size() != uint64_t(f.rank) ||
+        v.size() != util::checked_mul(uint64_t(f.cols), uint64_t(f.rank), "pack: low-rank cols × rank"))
       throw Error(ErrorKind::Format, "pack: low-rank factor sizes do not match");
     f.u.assign(u.begin(), u.end());
     f.s.assign(s.begin(), s.end());

@@ -3,6 +3,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "io/writer.h"
+
 namespace deltaedit::report {
 
 std::string csv_field(std::string_view field) {
@@ -37,12 +39,7 @@ std::string to_csv(const std::vector<std::string>& header, const std::vector<std
 
 void write_csv(const std::filesystem::path& file, const std::vector<std::string>& header,
                const std::vector<std::vector<Cell>>& rows) {
-  const std::string text = to_csv(header, rows);
-  std::ofstream f(file, std::ios::binary | std::ios::trunc);
-  if (!f) throw std::runtime_error("cannot open " + file.string() + " for writing");
-  f.write(text.data(), static_cast<std::streamsize>(text.size()));
-  f.close();
-  if (!f) throw std::runtime_error("cannot write " + file.string());
+  io::replace_file(file, to_csv(header, rows));
 }
 
 }  // namespace deltaedit::report

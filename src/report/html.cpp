@@ -3,6 +3,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "io/writer.h"
+
 #include <fmt/format.h>
 
 #include "report/svg.h"
@@ -195,12 +197,7 @@ std::string Report::render() const {
 }
 
 void Report::write(const std::filesystem::path& file) const {
-  const std::string text = render();
-  std::ofstream f(file, std::ios::binary | std::ios::trunc);
-  if (!f) throw std::runtime_error("cannot open " + file.string() + " for writing");
-  f.write(text.data(), static_cast<std::streamsize>(text.size()));
-  f.close();
-  if (!f) throw std::runtime_error("cannot write " + file.string());
+  io::replace_file(file, render());
 }
 
 }  // namespace deltaedit::report

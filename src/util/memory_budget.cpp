@@ -24,6 +24,16 @@ MemoryBudget::Hold::~Hold() {
   b_.cv_.notify_all();
 }
 
+uint64_t MemoryBudget::held() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return used_;
+}
+
+uint64_t MemoryBudget::waiting() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return next_ticket_ - serving_;
+}
+
 uint64_t MemoryBudget::peak() const {
   std::lock_guard<std::mutex> g(mu_);
   return peak_;

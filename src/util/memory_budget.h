@@ -27,6 +27,8 @@ class MemoryBudget {
   };
   uint64_t limit() const { return limit_; }
   uint64_t peak() const;  // most bytes held at once so far
+  uint64_t held() const;  // bytes held now
+  uint64_t waiting() const;  // requests that arrived and are not admitted yet
 
  private:
   uint64_t limit_;

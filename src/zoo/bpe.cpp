@@ -11,6 +11,7 @@
 #include "text/tokenizer_detail.h"
 #include "zoo/corpus.h"
 #include "zoo/tasks.h"
+#include "io/writer.h"
 #include "util/error.h"
 
 namespace deltaedit::zoo {
@@ -40,13 +41,7 @@ std::string to_byte_level(std::string_view raw) {
   return out;
 }
 
-void write_file(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw Error(ErrorKind::Io, "cannot open for writing", path.string());
-  out << text;
-  out.flush();
-  if (!out) throw Error(ErrorKind::Io, "write failed", path.string());
-}
+void write_file(const std::filesystem::path& path, const std::string& text) { io::replace_file(path, text); }
 
 ojson added_token(std::size_t id, std::string_view content) {
   ojson t;

@@ -8,18 +8,13 @@
 #include "zoo/bpe.h"
 #include "zoo/corpus.h"
 #include "zoo/tasks.h"
+#include "io/writer.h"
 #include "util/error.h"
 
 namespace deltaedit::zoo {
 namespace {
 
-void write_text(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw Error(ErrorKind::Io, "cannot open for writing", path.string());
-  out << text;
-  out.flush();
-  if (!out) throw Error(ErrorKind::Io, "write failed", path.string());
-}
+void write_text(const std::filesystem::path& path, const std::string& text) { io::replace_file(path, text); }
 
 }  // namespace
 

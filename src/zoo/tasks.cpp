@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "zoo/rng.h"
+#include "io/writer.h"
 #include "util/error.h"
 
 namespace deltaedit::zoo {
@@ -352,11 +353,9 @@ std::string task_jsonl_line(const TaskRecord& record) {
 }
 
 void write_task_jsonl(const std::filesystem::path& path, std::span<const TaskRecord> records) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw Error(ErrorKind::Io, "cannot open for writing", path.string());
-  for (const auto& r : records) out << task_jsonl_line(r) << '\n';
-  out.flush();
-  if (!out) throw Error(ErrorKind::Io, "write failed", path.string());
+  std::string text;
+  for (const auto& r : records) text += task_jsonl_line(r) + '\n';
+  io::replace_file(path, text);
 }
 
 }  // namespace deltaedit::zoo

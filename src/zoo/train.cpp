@@ -21,8 +21,10 @@
 #include "zoo/corpus.h"
 #include "zoo/dataset.h"
 #include "zoo/tasks.h"
+#include "util/boundary.h"
 #include "util/error.h"
 #include "util/read_file.h"
+#include "util/strict_json.h"
 #include "util/philox.h"
 
 namespace fs = std::filesystem;
@@ -255,16 +257,13 @@ json build_zoo(const fs::path& out, const ZooOptions& o, const ZooLog& log) {
   fs::create_directories(tmp / "data");
   for (const char* f : {"tasks_test.jsonl", "corpus.txt", "zoo_data.json"}) fs::copy_file(work / "data" / f, tmp / "data" / f);
   {
-    std::ofstream ev(tmp / "data/eval.jsonl", std::ios::binary);
     std::istringstream all(util::read_file(work / "data/tasks_test.jsonl"));
-    std::string line;
-    for (size_t i = 0; i < eval.size() && std::getline(all, line); ++i) ev << line << "\n";
+    std::string line, ev;
+    for (size_t i = 0; i < eval.size() && std::getline(all, line); ++i) ev += line + "\n";
+    io::replace_file(tmp / "data/eval.jsonl", ev);
   }
   json summary{{"base", base_card}, {"post", post_card}};
-  {
-    std::ofstream sj(tmp / "zoo.json", std::ios::binary);
-    sj << summary.dump(2) << "\n";
-  }
+  io::replace_file(tmp / "zoo.json", summary.dump(2) + "\n");
   st.commit_dir();
   return summary;
 }
@@ -286,14 +285,13 @@ ZooOptions arch_of(const FamilyOptions& o) {
   return a;
 }
 
-json read_json_file(const fs::path& p) { return json::parse(util::read_file(p)); }
-
-void write_json_file(const fs::path& p, const json& j) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << j.dump(2) << "\n";
-  f.flush();
-  if (!f) throw Error(ErrorKind::Io, "write failed", p.string());
+// A JSON file this program wrote earlier (a resumed run): strict, and malformed content is a
+// Format error naming the file.
+json read_json_file(const fs::path& p) {
+  return util::at_boundary(p.string(), "", [&] { return util::parse_json_strict(util::read_file(p), p.string()); });
 }
+
+void write_json_file(const fs::path& p, const json& j) { io::replace_file(p, j.dump(2) + "\n"); }
 
 // Prompt/response records with the EOS appended to the response (the EOS teaches stopping).
 std::vector<text::Sequence> sft_sequences(const std::vector<text::Record>& recs, int64_t eos) {
@@ -398,10 +396,10 @@ json build_family(const fs::path& out, const FamilyOptions& o, const ZooLog& log
     // The evaluation subsets: the first n_eval test problems of each task, the first n_dpo_test pairs.
     for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{{"tasks_test.jsonl", "eval.jsonl"},
                                                                                    {"order_test.jsonl", "order_eval.jsonl"}}) {
-      std::ofstream ev(tmp / to, std::ios::binary);
       std::istringstream all(util::read_file(tmp / from));
-      std::string line;
-      for (size_t i = 0; i < o.n_eval && std::getline(all, line); ++i) ev << line << "\n";
+      std::string line, ev;
+      for (size_t i = 0; i < o.n_eval && std::getline(all, line); ++i) ev += line + "\n";
+      io::replace_file(tmp / to, ev);
     }
     write_json_file(tmp / "family_data.json", data_recipe);
     fs::rename(tmp, data);
@@ -451,6 +449,9 @@ json build_family(const fs::path& out, const FamilyOptions& o, const ZooLog& log
     const fs::path dir = out / name;
     if (fs::exists(dir / "zoo.json")) {
       auto card = read_json_file(dir / "zoo.json");
+      if (!card.is_object())
+        throw Error(ErrorKind::Format, "not a zoo card (a JSON object); remove the stage to retrain it",
+                    (dir / "zoo.json").string());
       if (card.value("recipe", json()) != recipe)
         throw Error(ErrorKind::Usage, "holds a stage trained with another recipe; choose a new --out", dir.string());
       m = model::Model::load(io::Checkpoint::open(dir));

@@ -11,7 +11,7 @@ using namespace deltaedit::testing;
 using nlohmann::json;
 
 namespace {
-const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo/retrain";
+const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
 }
 
 TEST(ModelCli, TokenizeMatchesTheLibrary) {
@@ -119,7 +119,8 @@ TEST(ModelCli, ErrorsNameTheProblem) {
   auto u = run_cli({"eval", "--model", fixture("llama/post").string(), "--data", (t / "bad.jsonl").string()});
   EXPECT_EQ(u.status, 1);  // text records need a tokenizer; the fixture model has none
   EXPECT_NE(u.err.find("tokenizer"), std::string::npos) << u.err;
-  auto c = run_cli({"zoo", "--out", (kZoo).string()});
+  fs::create_directories(t / "exists");  // (never the shipped pair: the family recipe resumes into its --out)
+  auto c = run_cli({"zoo", "--recipe", "retrain", "--out", (t / "exists").string()});
   EXPECT_EQ(c.status, 2);  // never over an existing directory
   EXPECT_EQ(run_cli({"sweep"}).status, 2);
   auto s = run_cli({"sweep", (t / "missing.json").string(), "--out", (t / "s").string()});

@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <thread>
 #include <vector>
 
 namespace deltaedit::util {
@@ -93,11 +95,41 @@ TEST(Philox, BelowIsInRangeAndCoversAll) {
   EXPECT_EQ(rng.below(5, 1), 0u);
 }
 
+// A draw is Philox4x32-10 (checked against the Random123 answers above) of the documented
+// counter {i low, i high, lane, 0} under the stream's key, and nothing else: the same whether it
+// is the first draw or follows a million others, on another thread, from a generator rebuilt from
+// the key, in any order; indices past 2^32 use the high counter word.
 TEST(Philox, DrawsArePureFunctionsOfIndex) {
-  const KeyedRng a(5, "w", 2), b(5, "w", 2);
-  // Any evaluation order gives the same values.
-  for (int i = 999; i >= 0; --i) EXPECT_EQ(a.uniform(i), b.uniform(i));
+  const KeyedRng a(5, "w", 2);
+  const std::vector<uint64_t> idx{0, 1, 2, 999, (uint64_t{1} << 32) - 1, uint64_t{1} << 32,
+                                  (uint64_t{1} << 32) + 1, (uint64_t{7} << 40) + 12345, ~uint64_t{0}};
+  std::vector<PhiloxCounter> first;
+  for (uint64_t i : idx)
+    for (uint32_t lane : {0u, 1u, 0xFFFFFFFFu}) {
+      const PhiloxCounter expect = philox4x32_10(
+          {static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), lane, 0u}, a.key());
+      EXPECT_EQ(a.words(i, lane), expect) << i << " " << lane;
+      // uniform() is the top 53 bits of words 0 and 1, scaled by 2^-53.
+      const uint64_t top53 = ((uint64_t{expect[0]} << 32) | expect[1]) >> 11;
+      EXPECT_EQ(a.uniform(i, lane), std::ldexp(static_cast<double>(top53), -53)) << i;
+      first.push_back(expect);
+    }
+  // After a million other draws, on another thread, from a rebuilt generator, in reverse order.
+  volatile double sink = 0;
+  for (uint64_t i = 0; i < 1000000; ++i) sink = sink + a.uniform(i * 31 + 7);
+  std::vector<PhiloxCounter> again;
+  std::thread th([&] {
+    const KeyedRng b(a.key());
+    for (size_t k = idx.size(); k-- > 0;)
+      for (uint32_t lane : {0xFFFFFFFFu, 1u, 0u}) again.push_back(b.words(idx[k], lane));
+  });
+  th.join();
+  std::reverse(again.begin(), again.end());
+  EXPECT_EQ(again, first);
+  // Neighbouring indices and lanes differ (the counter layout does not alias them).
   EXPECT_NE(a.words(0, 0), a.words(0, 1));
+  EXPECT_NE(a.words(0, 0), a.words(1, 0));
+  EXPECT_NE(a.words(uint64_t{1} << 32, 0), a.words(0, 1));
 }
 
 // The batched kernels against the scalar generator, word for word: odd lengths (a partial

@@ -1,6 +1,12 @@
 // Spec parsing, parameter validation and the op table.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+
 #include "edit_test_util.h"
 #include "util/error.h"
 
@@ -101,33 +107,152 @@ TEST(MakeOp, CanonicalParams) {
   EXPECT_EQ(op("dare")->name(), "dare");
 }
 
+// The flags by behaviour: needs_grad() is true exactly for the op whose output depends on the
+// gradient, and exactly the keyed-random ops change with the seed.
 TEST(MakeOp, Flags) {
-  EXPECT_TRUE(op("dare")->uses_rng());
-  EXPECT_TRUE(op("drop")->uses_rng());
-  EXPECT_TRUE(op("permute")->uses_rng());
-  EXPECT_TRUE(op("resample")->uses_rng());
-  EXPECT_TRUE(op("signflip:q=0.1")->uses_rng());
-  EXPECT_TRUE(op("lowrank:method=randomized")->uses_rng());
-  EXPECT_FALSE(op("lowrank")->uses_rng());
-  EXPECT_FALSE(op("magnitude")->uses_rng());
-  EXPECT_FALSE(op("bitdelta")->uses_rng());
-  EXPECT_FALSE(op("scale")->uses_rng());
-  EXPECT_FALSE(op("biased")->uses_rng());
-  EXPECT_TRUE(op("biased:by=grad")->needs_grad());
-  for (const char* s : {"dare", "drop", "magnitude", "bitdelta", "resample", "lowrank", "scale", "permute"}) {
-    EXPECT_FALSE(op(s)->needs_grad()) << s;
+  const std::vector<float> d = gaussian(600, 4), g1 = gaussian(600, 5), g2 = gaussian(600, 6);
+  const std::set<std::string> random{"dare", "drop", "resample", "permute", "signflip:q=0.1",
+                                     "lowrank:rank=2,method=randomized"};
+  size_t grad_ops = 0;
+  for (const char* spec : {"dare", "drop", "biased", "biased:by=grad", "magnitude", "bitdelta", "resample",
+                           "lowrank:rank=2", "lowrank:rank=2,method=randomized", "scale:alpha=0.5", "permute",
+                           "signflip:q=0.1"}) {
+    const auto o = op(spec);
+    const auto a = run(*o, d, {20, 30}, 1, "t", 0, g1).out;
+    const auto b = run(*o, d, {20, 30}, 1, "t", 0, g2).out;
+    EXPECT_EQ(o->needs_grad(), !same_bytes(a, b)) << spec;
+    grad_ops += o->needs_grad();
+    const auto other_seed = run(*o, d, {20, 30}, 2, "t", 0, g1).out;
+    EXPECT_EQ(random.count(spec) == 1, !same_bytes(a, other_seed)) << spec;
+  }
+  EXPECT_EQ(grad_ops, 1u);
+}
+
+// What `deltaedit ops` and --help print for each op's keys is what the parser does: every listed
+// key is accepted, every listed choice builds and an unlisted one is refused, every listed
+// default is the value the op takes without the key, and every listed range's ends are accepted
+// or refused as its brackets say (values past the ends always refused).
+struct ListedKey {
+  std::string name, default_text, choices_text;
+  bool required = false;
+  std::optional<std::pair<std::string, std::string>> range;  // the bracketed text, e.g. "[0", "1)"
+};
+
+std::vector<ListedKey> parse_keys(std::string text) {
+  std::vector<ListedKey> keys;
+  if (text == "(none)") return keys;
+  if (text.rfind("one of ", 0) == 0) text = text.substr(7);
+  // Entries are separated by "; " and, inside "one of", by ", " before a new key=.
+  const std::regex entry(R"(([a-z_]+)(=([^ ;,]+))?( \(required\))?( \([^)]*\))?( ([\[(])([^,]+), ([^\])]+)([\])]))?)");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), entry); it != std::sregex_iterator(); ++it) {
+    const auto& m = *it;
+    if (m.position(0) > 0 && text[size_t(m.position(0)) - 1] != ' ') continue;  // inside a word
+    if (m.position(0) > 1 && text.substr(size_t(m.position(0)) - 2, 2) != "; " &&
+        text.substr(size_t(m.position(0)) - 2, 2) != ", " && m.position(0) != 0)
+      continue;  // e.g. "then q in [0, 0.5)": prose, not an entry
+    ListedKey k;
+    k.name = m[1];
+    const std::string v = m[3];
+    if (v.find('|') != std::string::npos) k.choices_text = v;
+    else k.default_text = v;
+    k.required = m[4].matched;
+    if (m[6].matched) k.range = std::make_pair(m[7].str() + m[8].str(), m[9].str() + m[10].str());
+    keys.push_back(k);
+  }
+  return keys;
+}
+
+double number(const std::string& t) {
+  if (t == "inf") return INFINITY;
+  if (t == "2^31") return 2147483648.0;
+  return std::stod(t);
+}
+
+bool builds(const std::string& spec) {
+  try {
+    op(spec);
+    return true;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage) << spec;
+    return false;
   }
 }
 
 TEST(ListOps, EveryListedOpBuilds) {
   const std::vector<OpInfo> ops = list_ops();
   EXPECT_EQ(ops.size(), 10u);
+  size_t checked_defaults = 0, checked_ranges = 0, checked_choices = 0;
   for (const OpInfo& info : ops) {
+    SCOPED_TRACE(info.name + " keys: " + info.keys);
     EXPECT_FALSE(info.summary.empty());
     EXPECT_FALSE(info.keys.empty());
-    const std::string spec = info.name == "signflip" ? "signflip:q=0.1" : info.name;
-    EXPECT_EQ(op(spec)->name(), info.name);
+    const auto keys = parse_keys(info.keys);
+    std::string required;  // what a spec must hold to build at all
+    for (const auto& k : keys)
+      if (k.required) required += k.name + "=0.1,";
+    auto spec = [&](const std::string& extra) {
+      std::string body = required;
+      // A key given explicitly replaces its required placeholder.
+      const std::string key = extra.substr(0, extra.find('='));
+      if (!key.empty()) body = std::regex_replace(body, std::regex("(^|,)" + key + "=0\\.1,"), "$1");
+      body += extra;
+      if (!body.empty() && body.back() == ',') body.pop_back();
+      return body.empty() ? info.name : info.name + ":" + body;
+    };
+    EXPECT_EQ(op(spec(""))->name(), info.name);
+    EXPECT_FALSE(builds(spec("no_such_key=1"))) << "an unlisted key is accepted";
+    if (info.keys == "(none)") continue;
+    EXPECT_FALSE(keys.empty()) << "no key could be read from the listing";
+    const nlohmann::json plain = op(spec(""))->params();
+    for (const auto& k : keys) {
+      if (!k.choices_text.empty()) {
+        std::stringstream ss(k.choices_text);
+        std::string c;
+        while (std::getline(ss, c, '|')) {
+          EXPECT_TRUE(builds(spec(k.name + "=" + c))) << k.name << "=" << c;
+          ++checked_choices;
+        }
+        EXPECT_FALSE(builds(spec(k.name + "=zzz"))) << k.name << "=zzz accepted";
+      }
+      if (!k.default_text.empty() && k.default_text != "r" && k.default_text != "e" && k.default_text != "false" &&
+          k.default_text != "true") {
+        const double d = number(k.default_text);
+        // Given explicitly, the listed default builds the op the listing says it is without the key.
+        const nlohmann::json given = op(spec(k.name + "=" + k.default_text))->params();
+        EXPECT_EQ(given, plain) << k.name << "=" << k.default_text << " is not the default";
+        if (plain.contains(k.name)) EXPECT_EQ(plain[k.name].get<double>(), d) << k.name;
+        ++checked_defaults;
+      }
+      if (k.default_text == "false" || k.default_text == "true") {
+        EXPECT_EQ(op(spec(k.name + "=" + k.default_text))->params(), plain) << k.name;
+        ++checked_defaults;
+      }
+      if (k.range) {
+        const bool lo_closed = k.range->first[0] == '[', hi_closed = k.range->second.back() == ']';
+        const double lo = number(k.range->first.substr(1));
+        const double hi = number(k.range->second.substr(0, k.range->second.size() - 1));
+        auto text = [](double v) {
+          std::ostringstream o;
+          o.precision(17);
+          o << v;
+          return o.str();
+        };
+        if (std::isfinite(lo)) {
+          EXPECT_EQ(builds(spec(k.name + "=" + text(lo))), lo_closed) << k.name << " at " << lo;
+          EXPECT_FALSE(builds(spec(k.name + "=" + text(lo - 1)))) << k.name << " below the range";
+        }
+        if (std::isfinite(hi)) {
+          EXPECT_EQ(builds(spec(k.name + "=" + text(hi))), hi_closed) << k.name << " at " << hi;
+          EXPECT_FALSE(builds(spec(k.name + "=" + text(hi + 1)))) << k.name << " above the range";
+        }
+        ++checked_ranges;
+      }
+    }
   }
+  // The listing was read (not silently skipped): the counts of what the ops list today.
+  EXPECT_GE(checked_defaults, 12u);
+  EXPECT_GE(checked_ranges, 12u);
+  EXPECT_GE(checked_choices, 15u);
 }
 
 }  // namespace

@@ -201,3 +201,52 @@ TEST(Cli, ExitCodesAndMessages) {
   EXPECT_TRUE(doc["tensors"][0].contains("file"));
   EXPECT_EQ(doc["config"]["tied"], true);
 }
+
+// An exact SVD (one LAPACK call of seconds) stops within a second of Ctrl-C: the call runs on its
+// own thread while the run polls for the signal. Measured against the same edit left to finish.
+TEST(Durability, CtrlCStopsAnExactSvdWithinASecond) {
+  TempDir t;
+  for (const char* side : {"base", "post"}) {
+    fs::create_directories(t / side);
+    write_safetensors(t / side / "model.safetensors",
+                      {{"w", io::DType::F32, {2048, 2048},
+                        random_values(2048 * 2048, side[0] == 'p' ? 7u : 3u)}});
+  }
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"edit", "--base", (t / "base").string(), "--post", (t / "post").string(),
+                                    "--op", "lowrank:rank=8,method=exact", "--out", (t / out).string()};
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  auto full = run_cli(args("full"));
+  const double whole = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(full.status, 0) << full.err;
+  if (whole < 2.0) GTEST_SKIP() << "the SVD took only " << whole << " s here: too short to interrupt inside it";
+
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    auto a = args("cut");
+    std::vector<char*> argv;
+    std::string bin = DELTAEDIT_BINARY;
+    argv.push_back(bin.data());
+    for (auto& s : a) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  // Half-way through the run: reading and setting up take a small part of it, the SVD the rest.
+  std::this_thread::sleep_for(std::chrono::duration<double>(whole / 2));
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, WNOHANG), 0) << "finished before the signal";
+  const auto k0 = std::chrono::steady_clock::now();
+  ::kill(pid, SIGINT);
+  ::waitpid(pid, &st, 0);
+  const double stop = std::chrono::duration<double>(std::chrono::steady_clock::now() - k0).count();
+  ASSERT_TRUE(WIFEXITED(st)) << "killed by signal " << WTERMSIG(st);
+  EXPECT_EQ(WEXITSTATUS(st), 130);
+  EXPECT_LT(stop, 1.0) << "the whole edit takes " << whole << " s";
+  RecordProperty("stop_seconds", std::to_string(stop));
+  EXPECT_FALSE(fs::exists(t / "cut"));
+  EXPECT_TRUE(leftovers(t.path).empty());
+}

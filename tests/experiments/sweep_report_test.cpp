@@ -425,6 +425,43 @@ TEST(SweepReport, CorrelationMatchesAgreement) {
   EXPECT_EQ(a.dropped, 1u);
   EXPECT_LT(a.pearson, 0.999);
   EXPECT_LT(a.sign_agreement, 1.0);
+  // The statistics from their definitions, written out here (long double, two-pass), not through
+  // the report library: Pearson of the finite pairs, Spearman as Pearson of average ranks, and
+  // the fraction of pairs whose signs agree.
+  {
+    std::vector<long double> fx, fy;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (std::isfinite(x[i]) && std::isfinite(y[i])) fx.push_back(x[i]), fy.push_back(y[i]);
+    ASSERT_EQ(fx.size(), a.used);
+    auto corr = [](const std::vector<long double>& u, const std::vector<long double>& v) {
+      long double mu = 0, mv = 0;
+      for (size_t i = 0; i < u.size(); ++i) mu += u[i], mv += v[i];
+      mu /= u.size();
+      mv /= v.size();
+      long double suv = 0, suu = 0, svv = 0;
+      for (size_t i = 0; i < u.size(); ++i) {
+        suv += (u[i] - mu) * (v[i] - mv);
+        suu += (u[i] - mu) * (u[i] - mu);
+        svv += (v[i] - mv) * (v[i] - mv);
+      }
+      return double(suv / std::sqrt(suu * svv));
+    };
+    auto ranks = [](const std::vector<long double>& u) {
+      std::vector<long double> r(u.size());
+      for (size_t i = 0; i < u.size(); ++i) {
+        size_t less = 0, equal = 0;
+        for (size_t j = 0; j < u.size(); ++j) less += u[j] < u[i], equal += u[j] == u[i];
+        r[i] = less + (equal + 1) / 2.0L;  // the average of ranks less+1 .. less+equal
+      }
+      return r;
+    };
+    size_t agree = 0;
+    auto sgn = [](long double v) { return (v > 0) - (v < 0); };
+    for (size_t i = 0; i < fx.size(); ++i) agree += sgn(fx[i]) == sgn(fy[i]);
+    EXPECT_NEAR(a.pearson, corr(fx, fy), 1e-12);
+    EXPECT_NEAR(a.spearman, corr(ranks(fx), ranks(fy)), 1e-12);
+    EXPECT_DOUBLE_EQ(a.sign_agreement, double(agree) / double(fx.size()));
+  }
   double mean_gap = 0.0;
   for (double g : gap) mean_gap += g;
   mean_gap /= static_cast<double>(gap.size());

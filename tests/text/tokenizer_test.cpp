@@ -80,7 +80,8 @@ TEST_P(ReferenceCases, MatchesHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Styles, ReferenceCases,
-                         ::testing::Values("llama3", "qwen2", "gpt2", "spbpe"));
+                         ::testing::Values("llama3", "qwen2", "gpt2", "spbpe"),
+                         [](const auto& info) { return info.param; });
 
 TEST(Tokenizer, LoadsFromModelDirectory) {
   const Tokenizer tok = Tokenizer::load(style_dir("llama3"));

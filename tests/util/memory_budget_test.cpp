@@ -56,29 +56,42 @@ TEST(MemoryBudget, OversizedRequestRunsAlone) {
   EXPECT_EQ(b.peak(), 500u);
 }
 
+// No sleeps: the test waits on the budget's own count of waiting requests, so each step is
+// reached by construction. A small request that would fit beside the current hold must not
+// overtake a larger one that arrived first.
 TEST(MemoryBudget, AdmitsInArrivalOrder) {
   MemoryBudget b(100);
   std::optional<MemoryBudget::Hold> first;
   first.emplace(b, 60);
-  std::atomic<bool> large_in{false}, later_in{false};
+  std::atomic<int> admitted{0}, large_rank{0}, later_rank{0};
+  std::atomic<bool> release_large{false};
   std::thread large([&] {
     MemoryBudget::Hold h(b, 80);  // does not fit beside the first hold
-    large_in = true;
-    std::this_thread::sleep_for(20ms);
-    EXPECT_FALSE(later_in.load());  // 80 + 30 > 100: the later request waits for this one
+    large_rank = ++admitted;
+    while (!release_large.load()) std::this_thread::yield();
   });
-  std::this_thread::sleep_for(20ms);
+  while (b.waiting() < 1) std::this_thread::yield();
   std::thread later([&] {
     MemoryBudget::Hold h(b, 30);  // would fit beside the first, but arrived after the large one
-    later_in = true;
+    later_rank = ++admitted;
   });
-  std::this_thread::sleep_for(20ms);
-  EXPECT_FALSE(large_in.load());
-  EXPECT_FALSE(later_in.load());
+  while (b.waiting() < 2 && later_rank.load() == 0) std::this_thread::yield();
+  EXPECT_EQ(later_rank.load(), 0) << "the later, smaller request overtook the waiting large one";
+  EXPECT_EQ(b.waiting(), 2u);
+  EXPECT_EQ(b.held(), 60u);
   first.reset();
+  while (large_rank.load() == 0) std::this_thread::yield();
+  // 80 + 30 > 100: the later request still waits, now for the large hold.
+  EXPECT_EQ(b.held(), 80u);
+  EXPECT_EQ(b.waiting(), 1u);
+  EXPECT_EQ(later_rank.load(), 0);
+  release_large = true;
   large.join();
   later.join();
-  EXPECT_TRUE(later_in.load());
+  EXPECT_EQ(large_rank.load(), 1);
+  EXPECT_EQ(later_rank.load(), 2);
+  EXPECT_EQ(b.held(), 0u);
+  EXPECT_EQ(b.peak(), 80u);
 }
 
 }  // namespace
