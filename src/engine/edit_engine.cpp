@@ -87,7 +87,11 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     t.shape = ot.shape;
     t.out_dtype = ot.dtype;
     t.hold = P.tensors[i].need;
-    if (P.tensors[i].edited) {
+    if (P.tensors[i].edited && P.tensors[i].shared) {  // resized: post's rows, base read by the kernel
+      t.mode = ExecMode::Stream;
+      t.prepare = true;
+      t.inputs = {{&post, ot.name, {}}};
+    } else if (P.tensors[i].edited) {
       t.mode = ExecMode::Stream;
       t.prepare = true;
       t.inputs = {{&base, ot.name, {}}, {&post, ot.name, {}}};
@@ -109,6 +113,8 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
   }
   const auto kernel = [&](size_t i, std::span<const std::span<const float>> in,
                           std::span<float> out, uint64_t first, std::vector<std::string>&) {
+    if (P.tensors[i].shared)
+      return edit_resized_block(*states[i], base, ts[i].name, P.tensors[i].shared, in[0], out, first);
     return edit_block(*states[i], in[0], in[1], out, first);
   };
 

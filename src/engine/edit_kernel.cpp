@@ -1,5 +1,7 @@
 #include "engine/edit_kernel.h"
 
+#include "io/convert.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -95,6 +97,21 @@ uint64_t edit_block(EditTensorState& st, std::span<const float> base, std::span<
     st.acc.add(std::span<const float>(d, c), std::span<const float>(e, c));
     bad += compose(b, e, p, out.data() + k, c);
   }
+  return bad;
+}
+
+uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base, const std::string& name,
+                            uint64_t shared, std::span<const float> post, std::span<float> out, uint64_t at) {
+  const uint64_t edited = at < shared ? std::min<uint64_t>(shared - at, out.size()) : 0;
+  uint64_t bad = 0;
+  if (edited) {
+    const auto& bi = base.info(name);
+    const uint64_t bsz = io::dtype_bits(bi.dtype) / 8;
+    std::vector<float> b(edited);
+    io::to_f32(base.data(name).subspan(at * bsz, edited * bsz), bi.dtype, b);
+    bad = edit_block(st, b, post.first(edited), out.first(edited), at);
+  }
+  std::copy(post.begin() + std::ptrdiff_t(edited), post.end(), out.begin() + std::ptrdiff_t(edited));
   return bad;
 }
 

@@ -42,6 +42,11 @@ void prepare_streamed(EditTensorState& st, const OpChain& chain, const io::Check
 uint64_t edit_block(EditTensorState& st, std::span<const float> base, std::span<const float> post,
                     std::span<float> out, uint64_t at);
 
+// One block of a resized vocabulary's tensor (post has rows added): elements below `shared` are
+// edited as edit_block does, with base read from `base`; the others are post's added rows, copied.
+uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base, const std::string& name,
+                            uint64_t shared, std::span<const float> post, std::span<float> out, uint64_t at);
+
 // One block of `apply`: out = base + Δ' with Δ' decoded from the pack. Returns the values
 // non-finite in `out` whose base and Δ' are finite.
 uint64_t apply_block(std::span<const float> edited, std::span<const float> base,

@@ -77,17 +77,36 @@ EditPlan plan_edit(const EditRequest& req) {
   std::vector<std::string> order, editable;
   std::map<std::string, bool> edit_it;
   json& skipped = P.skipped;
+  json resized = json::array();
+  std::map<std::string, uint64_t> resized_numel;
   for (const auto& p : pairs) {
     if (p.status == PairStatus::OnlyBase) {
       skipped.push_back({{"name", p.name}, {"status", to_string(p.status)}, {"note", p.note}});
       continue;
     }
     order.push_back(p.name);
-    bool e = p.status == PairStatus::Editable && chain.touches_any(p.name, post.info(p.name).shape);
+    // A resized vocabulary (post has rows added) is edited on the rows it shares with base; a
+    // pack stores it whole.
+    const bool shared_rows = p.status == PairStatus::Resized && !req.pack;
+    const auto& shape = shared_rows ? base.info(p.name).shape : post.info(p.name).shape;
+    bool e = (p.status == PairStatus::Editable || shared_rows) && chain.touches_any(p.name, shape);
     edit_it[p.name] = e;
     if (p.status == PairStatus::Editable) editable.push_back(p.name);
-    if (p.status != PairStatus::Editable)
-      skipped.push_back({{"name", p.name}, {"status", to_string(p.status)}, {"note", p.note}});
+    if (shared_rows) {
+      if (e) resized_numel[p.name] = base.info(p.name).numel();
+      resized.push_back({{"name", p.name},
+                         {"status", to_string(p.status)},
+                         {"shared_rows", p.shared_rows},
+                         {"post_rows", p.post_rows},
+                         {"note", e ? fmt::format("the {} rows shared with base edited; post's {} added rows "
+                                                  "copied unchanged",
+                                                  p.shared_rows, p.post_rows - p.shared_rows)
+                                    : std::string("not touched by the ops; copied from post unchanged")}});
+    } else if (p.status != PairStatus::Editable) {
+      skipped.push_back({{"name", p.name},
+                         {"status", to_string(p.status)},
+                         {"note", p.status == PairStatus::Resized ? p.note + " (a pack stores it whole)" : p.note}});
+    }
   }
   if (chain.needs_grad()) {
     for (size_t i = 0; i < chain.ops.size(); ++i) {
@@ -117,14 +136,14 @@ EditPlan plan_edit(const EditRequest& req) {
   for (const auto& t : layout.tensors) {
     out_bytes += t.nbytes();
     if (edit_it.at(t.name)) {
-      edited_params += post.info(t.name).numel();
+      edited_params += resized_numel.count(t.name) ? resized_numel.at(t.name) : post.info(t.name).numel();
       ++edited_count;
     }
   }
   // Whether a tensor goes through the streaming path: a full checkpoint, and every op that
   // touches it pointwise or two-pass.
   const auto streams = [&](const std::string& name) {
-    if (req.pack || !req.stream_pointwise) return false;
+    if (req.pack || !req.stream_pointwise || resized_numel.count(name)) return false;
     const auto& shape = post.info(name).shape;
     for (size_t k = 0; k < chain.ops.size(); ++k)
       if (chain.touches(k, name, shape) && !chain.ops[k]->pointwise() && !chain.ops[k]->observes())
@@ -195,6 +214,7 @@ EditPlan plan_edit(const EditRequest& req) {
               {"streamed_tensors", streamed_count},
               {"copied_tensors", order.size() - edited_count},
               {"skipped", skipped},
+              {"resized", resized},
               {"scope", scope_json(chain, post, editable)},
               {"output", req.out.string()},
               {"output_kind", req.pack ? "delta pack" : "checkpoint"},
@@ -211,8 +231,10 @@ EditPlan plan_edit(const EditRequest& req) {
   for (size_t i = 0; i < chain.ops.size(); ++i)
     if (P.report["scope"][i]["tensors"].get<uint64_t>() == 0)
       P.report["warnings"].push_back("op '" + chain.specs[i].text + "' matches no tensor");
-  for (size_t i = 0; i < layout.tensors.size(); ++i)
+  for (size_t i = 0; i < layout.tensors.size(); ++i) {
     tplan[i].edited = edit_it.at(layout.tensors[i].name);
+    if (resized_numel.count(layout.tensors[i].name)) tplan[i].shared = resized_numel.at(layout.tensors[i].name);
+  }
   P.out_bytes = out_bytes;
   P.workers = workers;
   return P;

@@ -18,6 +18,8 @@ struct EditTensorPlan {
   bool edited = false;    // an op touches it: W_pre + Δ'
   bool streamed = false;  // edited block by block (pointwise and observing ops only)
   uint64_t need = 0;      // buffer bytes it holds while in flight
+  uint64_t shared = 0;    // resized vocabulary: the elements shared with base (edited); the rest
+                          // are post's added rows, copied (0 = not resized)
 };
 
 struct EditPlan {

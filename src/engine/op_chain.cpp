@@ -76,7 +76,11 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base,
                        const io::SafetensorsFile* grad) {
   const auto& bi = base.info(name);
   const auto& pi = post.info(name);
-  const uint64_t n = pi.numel();
+  // A resized tensor (post has rows added) is edited on the rows it shares with base: the first
+  // base.numel() elements of both (rows are contiguous).
+  const bool resized = io::rows_added(bi.shape, pi.shape);
+  const std::vector<int64_t>& shape = resized ? bi.shape : pi.shape;
+  const uint64_t n = resized ? bi.numel() : pi.numel();
   TensorEdit te;
   te.edited.resize(n);
   {
@@ -96,8 +100,8 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base,
   std::vector<float> g;
   for (size_t i = 0; i < chain.ops.size(); ++i) {
     io::check_interrupted();
-    if (!chain.touches(i, name, pi.shape)) continue;
-    edit::TensorContext ctx = chain.context(i, name, pi.shape);
+    if (!chain.touches(i, name, shape)) continue;
+    edit::TensorContext ctx = chain.context(i, name, shape);
     if (chain.ops[i]->needs_grad()) {
       if (g.empty()) {
         const auto* gi = grad ? grad->header().find(name) : nullptr;
