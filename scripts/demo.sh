@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the paper's experiments on the shipped in-house pair
-# (models/zoo), then a quick tour of the checkpoint tools on the bundled Llama fixture pair.
+# The main job on the embedded default: the paper's experiments on the shipped in-house family
+# (models/zoo: the light-SFT regime, the retrain pair, EXPO with the DPO loss, merges of the two
+# experts), then a quick tour of the checkpoint tools on the bundled Llama fixture pair.
 set -euo pipefail
 BIN=${1:-build/deltaedit}
 OUT=${DEMO_OUT:-out/demo}
 start=$(date +%s)
-echo "== deltaedit demo: sweep F1, T1, F3, F4, F5, F6 on models/zoo -> $OUT"
+echo "== deltaedit demo: F1, T1, F3, F4, F5, F6 in two regimes, EXPO with DPO, M1 merges (models/zoo) -> $OUT"
 "$BIN" demo --out "$OUT"
 DATA=tests/data/hf-reference/llama
 TOUR="$OUT/tour"
