@@ -1,5 +1,7 @@
 #include "engine/edit_plan.h"
 
+#include <fmt/format.h>
+
 #include <sys/statvfs.h>
 
 #include <algorithm>
