@@ -7,22 +7,19 @@
 #include "edit/op.h"
 #include "engine/edit_engine.h"
 #include "util/error.h"
+#include "util/size.h"
 
 using nlohmann::json;
 
 namespace deltaedit::cli {
 namespace {
 
-// A decimal size given to `flag` (e.g. --max-memory 4GB); a bad one is a usage error naming the flag.
-uint64_t size_option(const char* flag, const std::string& text) {
-  try {
-    return engine::parse_size(text);
-  } catch (const Error& e) {
-    throw Error(ErrorKind::Usage, std::string(flag) + ": " + e.what());
-  }
-}
+// A size given to `flag` (e.g. --max-memory 4GB); a bad one is a usage error naming the flag.
+uint64_t size_option(const char* flag, const std::string& text) { return util::parse_size_option(flag, text); }
 
 void print_result(const engine::EditResult& r, bool pack) {
+  for (const auto& s : r.plan.value("resized", json::array()))
+    std::cout << fmt::format("resized: {} ({})\n", s["name"].get<std::string>(), s["note"].get<std::string>());
   size_t edited = 0;
   uint64_t stored = 0, params = 0;
   for (const auto& t : r.tensors) {
@@ -54,8 +51,11 @@ void print_plan(const json& p) {
                              s["tensors"].get<uint64_t>(), s["params"].get<uint64_t>());
   for (const auto& s : p["skipped"])
     std::cout << fmt::format("  not edited: {} ({})\n", s["name"].get<std::string>(), s["note"].get<std::string>());
+  for (const auto& s : p.value("resized", json::array()))
+    std::cout << fmt::format("  resized: {} ({})\n", s["name"].get<std::string>(), s["note"].get<std::string>());
   std::cout << fmt::format("output: {} {} -> {} (checkpoint size {}, free {})\n", p["output_kind"].get<std::string>(),
-                           p["output"].get<std::string>(), p["output_files"].dump(),
+                           p["output"].get<std::string>().empty() ? std::string("(no --out)") : p["output"].get<std::string>(),
+                           p["output_files"].dump(),
                            human_bytes(p["checkpoint_bytes"].get<uint64_t>()), human_bytes(p["free_bytes"].get<uint64_t>()));
   std::cout << fmt::format("streaming: {} of the edited tensors without a whole-tensor buffer (pointwise and two-pass ops); "
                            "the others are admitted against --max-memory {}\n",
@@ -88,7 +88,7 @@ Command add_edit(CLI::App& app) {
   sub->add_option("--post", req->post, "post-trained checkpoint (W_post), or a PEFT LoRA adapter directory over --base")
       ->required();
   sub->add_option("--op", req->ops, "operation spec, repeatable: applied in order")->required();
-  sub->add_option("--out", req->out, "output directory (must not exist)")->required();
+  sub->add_option("--out", req->out, "output directory (must not exist; not needed with --dry-run)");
   sub->add_flag("--pack", req->pack, "write a compact delta pack instead of a checkpoint (rebuild with `apply`)");
   sub->add_option("--seed", req->seed, "seed of the keyed random generator (default 0)");
   sub->add_option("--include", req->include, "edit only tensors whose name matches this regex");
@@ -105,6 +105,8 @@ Command add_edit(CLI::App& app) {
   sub->add_flag("--dry-run", req->dry_run, "print the plan with memory, disk and time estimates, write nothing");
   sub->add_flag("--json", *as_json, "machine-readable report");
   return {sub, [=] {
+            if (req->out.empty() && !req->dry_run)
+              throw Error(ErrorKind::Usage, "edit needs --out DIR (or --dry-run to print the plan only)");
             if (!dtype->empty()) {
               auto d = io::parse_compute_dtype(*dtype);
               if (!d)
@@ -162,6 +164,7 @@ Command add_apply(CLI::App& app) {
 
 Command add_ops(CLI::App& app) {
   auto* sub = app.add_subcommand("ops", "List the edit operations with their keys, defaults and ranges");
+  sub->footer("Examples:\n  deltaedit ops\n  deltaedit ops --json   # [{name, summary, keys}]");
   auto as_json = std::make_shared<bool>(false);
   sub->add_flag("--json", *as_json, "machine-readable output");
   return {sub, [=] {

@@ -358,16 +358,13 @@ void replace_file(const fs::path& path, std::string_view bytes) {
   const fs::path parent = target.parent_path();
   const std::string name = target.filename().string();
   if (name.empty()) throw Error(ErrorKind::Internal, "replace_file needs a file name", path.string());
-  std::error_code ec;
-  fs::create_directories(parent, ec);
-  if (ec) throw Error(ErrorKind::Io, "cannot create the directory: " + ec.message(), parent.string());
   remove_stale_staging(parent, name);
   fs::path tmp;
   int fd = -1;
   for (int attempt = 0; fd < 0; ++attempt) {
     tmp = parent / fmt::format(".{}.deltaedit-staging-{}-{}", name, ::getpid(), attempt);
     fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && (errno != EEXIST || attempt > 1000)) io_fail("cannot create", tmp, errno);
+    if (fd < 0 && (errno != EEXIST || attempt > 1000)) io_fail("cannot write the file", path, errno);
   }
   try {
     pwrite_all(fd, reinterpret_cast<const std::byte*>(bytes.data()), bytes.size(), 0, path.string());

@@ -114,7 +114,7 @@ void fsync_path(const std::filesystem::path& path, bool directory);
 // checkpoint: written beside `path` under a staging name, fsynced, renamed onto `path` (replacing
 // an older version of it) and the directory fsynced. Readers see the old file or the new one,
 // never a part; an interrupted or failed write leaves no staging file behind (one of a killed
-// process is removed by the next write of the same path). Creates missing parent directories.
+// process is removed by the next write of the same path). The directory must exist.
 void replace_file(const std::filesystem::path& path, std::string_view bytes);
 
 

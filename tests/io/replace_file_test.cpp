@@ -27,6 +27,8 @@ std::vector<std::string> names(const fs::path& dir) {
 
 TEST(ReplaceFile, CreatesThenReplacesLeavingOnlyTheFile) {
   TempDir t;
+  EXPECT_THROW(io::replace_file(t / "sub/report.html", "first"), Error);  // no directory is made
+  fs::create_directories(t / "sub");
   io::replace_file(t / "sub/report.html", "first");
   EXPECT_EQ(read_file(t / "sub/report.html"), "first");
   struct stat before {};
