@@ -23,7 +23,7 @@ using namespace deltaedit::testing;
 namespace {
 
 const fs::path kSrc = DELTAEDIT_SOURCE_DIR;
-const fs::path kZoo = kSrc / "models/zoo";
+const fs::path kZoo = kSrc / "models/zoo/retrain";
 const fs::path kBinDir = fs::path(DELTAEDIT_BINARY).parent_path();
 
 std::string quote(const std::string& s) {

@@ -11,7 +11,7 @@ using namespace deltaedit::testing;
 using nlohmann::json;
 
 namespace {
-const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo/retrain";
 }
 
 TEST(ModelCli, TokenizeMatchesTheLibrary) {

@@ -14,7 +14,7 @@ using nlohmann::json;
 #ifdef DELTAEDIT_HAVE_TORCH
 
 namespace {
-const fs::path kPair = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+const fs::path kPair = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo/retrain";
 
 std::vector<float> values(const io::SafetensorsFile& f, const io::TensorInfo& t) {
   std::vector<float> v(t.numel());

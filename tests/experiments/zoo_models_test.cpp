@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using namespace deltaedit;
 
 namespace {
-const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+const fs::path kZoo = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo/retrain";
 
 struct TempDir {
   fs::path path;
