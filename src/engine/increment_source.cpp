@@ -12,8 +12,8 @@ namespace {
 constexpr uint64_t kBlock = uint64_t(1) << 20;
 }  // namespace
 
-IncrementSource::IncrementSource(const OpChain& chain, const io::Checkpoint& base, const io::TensorSource& post,
-                                 const io::SafetensorsFile* grad)
+IncrementSource::IncrementSource(const OpChain& chain, const io::Checkpoint& base,
+                                 const io::TensorSource& post, const io::SafetensorsFile* grad)
     : chain_(chain), base_(base), post_(post), grad_(grad) {
   for (const auto& p : io::pair_tensors(base, post))
     if (p.status == io::PairStatus::Editable && chain.touches_any(p.name, post.info(p.name).shape))
@@ -26,7 +26,8 @@ bool IncrementSource::edits(const std::string& name) const {
 
 // Δ = f32(post) − f32(base) block by block; calls f(offset, count, delta).
 template <class F>
-static void for_each_delta(const io::Checkpoint& base, const io::TensorSource& post, const std::string& name, F&& f) {
+static void for_each_delta(const io::Checkpoint& base, const io::TensorSource& post,
+                           const std::string& name, F&& f) {
   const auto& bi = base.info(name);
   const auto& pi = post.info(name);
   const uint64_t n = pi.numel();
@@ -44,8 +45,10 @@ static void for_each_delta(const io::Checkpoint& base, const io::TensorSource& p
   }
 }
 
-util::BigFloatBuffer IncrementSource::increment(const std::string& name, double* delta_sumsq) const {
-  if (!edits(name)) throw Error(ErrorKind::Internal, "the edit does not change this tensor", "", name);
+util::BigFloatBuffer IncrementSource::increment(const std::string& name,
+                                                double* delta_sumsq) const {
+  if (!edits(name))
+    throw Error(ErrorKind::Internal, "the edit does not change this tensor", "", name);
   auto te = edit_tensor(chain_, base_, post_, name, grad_);
   double sumsq = 0;
   const io::DType out = post_.info(name).dtype;

@@ -1,14 +1,13 @@
 #include "model/streamed.h"
 
+#include <fmt/format.h>
+#include <torch/autograd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <set>
-
-#include <fmt/format.h>
-
-#include <torch/autograd.h>
 
 #include "io/convert.h"
 #include "io/writer.h"
@@ -49,8 +48,8 @@ struct Accum {
   torch::Tensor single, sum, fisher_single, fisher;
   int64_t single_count = 0;
   size_t n = 0;
-  void add(torch::Tensor g, const std::vector<int64_t>& shape, const torch::TensorOptions& opt, int64_t count,
-           bool want_fisher) {
+  void add(torch::Tensor g, const std::vector<int64_t>& shape, const torch::TensorOptions& opt,
+           int64_t count, bool want_fisher) {
     if (!g.defined()) g = torch::zeros(shape, opt);
     ++n;
     if (n == 1) {
@@ -68,8 +67,8 @@ struct Accum {
     if (want_fisher) fisher.add_((g64 / double(count)).square());
   }
   // ∇ of the global mean (f32, CPU) and, when asked, the diagonal Fisher over `batches`.
-  std::pair<torch::Tensor, torch::Tensor> finish(const std::vector<int64_t>& shape, int64_t count, size_t batches,
-                                                 bool want_fisher) {
+  std::pair<torch::Tensor, torch::Tensor> finish(const std::vector<int64_t>& shape, int64_t count,
+                                                 size_t batches, bool want_fisher) {
     auto cpu = torch::TensorOptions().dtype(torch::kFloat32);
     torch::Tensor g32, f32;
     if (n == 0 || count == 0) {
@@ -79,7 +78,8 @@ struct Accum {
     }
     if (n >= 2) {
       g32 = (sum / double(count)).to(torch::kCPU, torch::kFloat32).contiguous();
-      if (want_fisher) f32 = (fisher / double(batches)).to(torch::kCPU, torch::kFloat32).contiguous();
+      if (want_fisher)
+        f32 = (fisher / double(batches)).to(torch::kCPU, torch::kFloat32).contiguous();
       sum = fisher = torch::Tensor();
       return {g32, f32};
     }
@@ -89,7 +89,8 @@ struct Accum {
       auto g64 = single.narrow(0, r, k).to(torch::kFloat64);
       g32.narrow(0, r, k).copy_((g64 / double(count)).to(torch::kCPU, torch::kFloat32));
       if (want_fisher)
-        f32.narrow(0, r, k).copy_(((g64 / double(single_count)).square() / double(batches)).to(torch::kCPU, torch::kFloat32));
+        f32.narrow(0, r, k).copy_(((g64 / double(single_count)).square() / double(batches))
+                                      .to(torch::kCPU, torch::kFloat32));
     });
     single = torch::Tensor();
     return {g32, f32};
@@ -163,15 +164,18 @@ nlohmann::json StreamedPlan::to_json() const {
           {"increments_formed", increments_formed}};
 }
 
-StreamedModel::StreamedModel(const io::TensorSource& post, const LoadOptions& options) : post_(post), options_(options) {
+StreamedModel::StreamedModel(const io::TensorSource& post, const LoadOptions& options)
+    : post_(post), options_(options) {
   if (options.dtype != torch::kFloat32 && options.dtype != torch::kBFloat16)
     throw Error(ErrorKind::Unsupported, "model dtype must be float32 or bfloat16");
   if (!post.config())
-    throw Error(ErrorKind::Format, "checkpoint has no config.json; the model runtime needs one", post.path().string());
+    throw Error(ErrorKind::Format, "checkpoint has no config.json; the model runtime needs one",
+                post.path().string());
   config_ = *post.config();
   arch_ = resolve_arch(config_);
   const ArchSpec& a = arch_;
-  const int64_t h = a.hidden, qd = a.heads * a.head_dim, kvd = a.kv_heads * a.head_dim, f = a.intermediate;
+  const int64_t h = a.hidden, qd = a.heads * a.head_dim, kvd = a.kv_heads * a.head_dim,
+                f = a.intermediate;
   auto add = [&](const std::string& n, std::vector<int64_t> s) {
     names_.push_back(n);
     shapes_[n] = std::move(s);
@@ -180,18 +184,32 @@ StreamedModel::StreamedModel(const io::TensorSource& post, const LoadOptions& op
   for (int64_t l = 0; l < a.layers; ++l) {
     for (const auto& [n, m] : layer_weight_names(a, l)) {
       std::vector<int64_t> s;
-      const auto ends = [&](const char* suf) { return n.size() >= std::strlen(suf) && n.compare(n.size() - std::strlen(suf), std::string::npos, suf) == 0; };
-      if (ends("layernorm.weight")) s = {h};
-      else if (ends("q_proj.weight")) s = {qd, h};
-      else if (ends("q_proj.bias")) s = {qd};
-      else if (ends("k_proj.weight") || ends("v_proj.weight")) s = {kvd, h};
-      else if (ends("k_proj.bias") || ends("v_proj.bias")) s = {kvd};
-      else if (ends("o_proj.weight")) s = {h, qd};
-      else if (ends("o_proj.bias") || ends("down_proj.bias")) s = {h};
-      else if (ends("q_norm.weight") || ends("k_norm.weight")) s = {a.head_dim};
-      else if (ends("gate_proj.weight") || ends("up_proj.weight")) s = {f, h};
-      else if (ends("gate_proj.bias") || ends("up_proj.bias")) s = {f};
-      else if (ends("down_proj.weight")) s = {h, f};
+      const auto ends = [&](const char* suf) {
+        return n.size() >= std::strlen(suf) &&
+               n.compare(n.size() - std::strlen(suf), std::string::npos, suf) == 0;
+      };
+      if (ends("layernorm.weight"))
+        s = {h};
+      else if (ends("q_proj.weight"))
+        s = {qd, h};
+      else if (ends("q_proj.bias"))
+        s = {qd};
+      else if (ends("k_proj.weight") || ends("v_proj.weight"))
+        s = {kvd, h};
+      else if (ends("k_proj.bias") || ends("v_proj.bias"))
+        s = {kvd};
+      else if (ends("o_proj.weight"))
+        s = {h, qd};
+      else if (ends("o_proj.bias") || ends("down_proj.bias"))
+        s = {h};
+      else if (ends("q_norm.weight") || ends("k_norm.weight"))
+        s = {a.head_dim};
+      else if (ends("gate_proj.weight") || ends("up_proj.weight"))
+        s = {f, h};
+      else if (ends("gate_proj.bias") || ends("up_proj.bias"))
+        s = {f};
+      else if (ends("down_proj.weight"))
+        s = {h, f};
       add(n, std::move(s));
     }
   }
@@ -203,23 +221,28 @@ StreamedModel::StreamedModel(const io::TensorSource& post, const LoadOptions& op
     if (known.count(n)) continue;
     if (n.find("rotary_emb.inv_freq") != std::string::npos) continue;
     if (n == kHead && a.tied) {
-      warnings_.push_back("lm_head.weight is ignored: the config ties the head to model.embed_tokens.weight");
+      warnings_.push_back(
+          "lm_head.weight is ignored: the config ties the head to model.embed_tokens.weight");
       continue;
     }
     throw Error(ErrorKind::Unsupported,
-                fmt::format("tensor is not part of the {} architecture as configured", family_name(a.family)),
+                fmt::format("tensor is not part of the {} architecture as configured",
+                            family_name(a.family)),
                 post.path().string(), n);
   }
   for (const auto& n : names_) {
-    if (!post.contains(n)) throw Error(ErrorKind::Format, "tensor missing from the checkpoint", post.path().string(), n);
+    if (!post.contains(n))
+      throw Error(ErrorKind::Format, "tensor missing from the checkpoint", post.path().string(), n);
     const auto& info = post.info(n);
     if (!io::is_compute_dtype(info.dtype))
       throw Error(ErrorKind::Unsupported,
-                  "dtype " + std::string(io::dtype_name(info.dtype)) + " is not loadable (F16, BF16, F32, F64 are)",
+                  "dtype " + std::string(io::dtype_name(info.dtype)) +
+                      " is not loadable (F16, BF16, F32, F64 are)",
                   post.path().string(), n);
     if (info.shape != shapes_[n])
       throw Error(ErrorKind::Format,
-                  "shape " + shape_str(info.shape) + " does not match the config's " + shape_str(shapes_[n]),
+                  "shape " + shape_str(info.shape) + " does not match the config's " +
+                      shape_str(shapes_[n]),
                   post.path().string(), n);
   }
   inv_freq_ = rope_inv_freq(a.rope, a.head_dim).to(options.device);
@@ -227,7 +250,8 @@ StreamedModel::StreamedModel(const io::TensorSource& post, const LoadOptions& op
 
 const std::vector<int64_t>& StreamedModel::shape(const std::string& name) const {
   auto it = shapes_.find(name);
-  if (it == shapes_.end()) throw Error(ErrorKind::Usage, "the model has no such parameter", {}, name);
+  if (it == shapes_.end())
+    throw Error(ErrorKind::Usage, "the model has no such parameter", {}, name);
   return it->second;
 }
 
@@ -246,12 +270,14 @@ torch::Tensor StreamedModel::load_rows(const std::string& n, int64_t row, int64_
   const uint64_t esz = io::dtype_bits(info.dtype) / 8, off = uint64_t(row * per_row) * esz,
                  bytes = uint64_t(rows * per_row) * esz;
   auto t = torch::empty({rows, per_row}, torch::kFloat32);
-  io::to_f32(post_.data(n).subspan(off, bytes), info.dtype, std::span<float>(t.data_ptr<float>(), size_t(t.numel())));
+  io::to_f32(post_.data(n).subspan(off, bytes), info.dtype,
+             std::span<float>(t.data_ptr<float>(), size_t(t.numel())));
   post_.release_range(n, off, bytes);
   return t.to(options_.device, options_.dtype);
 }
 
-torch::Tensor StreamedModel::load_rows(const std::string& n, const std::vector<int64_t>& rows) const {
+torch::Tensor StreamedModel::load_rows(const std::string& n,
+                                       const std::vector<int64_t>& rows) const {
   const auto& info = post_.info(n);
   const auto& shape = shapes_.at(n);
   const int64_t per_row = numel_of(shape) / shape[0];
@@ -269,15 +295,17 @@ int64_t StreamedModel::head_slab() const {
   if (arch_.tied) return 0;  // the tied head is the embedding, whose gradient is assembled whole
   const auto& s = shapes_.at(kHead);
   int64_t rows = head_slab_rows_;
-  if (rows == 0 && uint64_t(s[0] * s[1]) * 4 > kHeadSliceAbove) rows = std::max<int64_t>(1, kHeadSlabBytes / (4 * s[1]));
+  if (rows == 0 && uint64_t(s[0] * s[1]) * 4 > kHeadSliceAbove)
+    rows = std::max<int64_t>(1, kHeadSlabBytes / (4 * s[1]));
   return rows > 0 && rows < s[0] ? rows : 0;
 }
 
-void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit, bool all_grads,
-                         const Reduce& reduce) {
+void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit,
+                         bool all_grads, const Reduce& reduce) {
   if (set.kind != LossKind::CausalLM)
-    throw Error(ErrorKind::Unsupported, "the streamed passes compute the causal-LM loss (--loss ce); the DPO loss "
-                                        "runs in memory (drop --streamed)");
+    throw Error(ErrorKind::Unsupported,
+                "the streamed passes compute the causal-LM loss (--loss ce); the DPO loss "
+                "runs in memory (drop --streamed)");
   const ArchSpec& a = arch_;
   const auto dev = options_.device;
   const auto dtype = options_.dtype;
@@ -296,22 +324,28 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
     p.ids = ids.to(dev, torch::kLong);
     const int64_t lo = p.ids.min().item<int64_t>(), hi = p.ids.max().item<int64_t>();
     if (lo < 0 || hi >= a.vocab)
-      throw Error(ErrorKind::Usage,
-                  fmt::format("token id {} is outside the vocabulary [0, {})", lo < 0 ? lo : hi, a.vocab));
+      throw Error(ErrorKind::Usage, fmt::format("token id {} is outside the vocabulary [0, {})",
+                                                lo < 0 ? lo : hi, a.vocab));
     const int64_t B = p.ids.size(0), T = p.ids.size(1);
     if (b.attention_mask.defined()) {
       auto valid = b.attention_mask.to(dev) != 0;
       p.tables = pass_tables(inv_freq_, batch_positions(valid), valid, B, T, 0, dev);
     } else {
-      auto pos = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(dev)).unsqueeze(0).expand({B, T});
+      auto pos = torch::arange(T, torch::TensorOptions().dtype(torch::kLong).device(dev))
+                     .unsqueeze(0)
+                     .expand({B, T});
       p.tables = pass_tables(inv_freq_, pos, {}, B, T, 0, dev);
     }
     bs.push_back(std::move(p));
   }
   const size_t NB = bs.size();
 
-  const auto needs_grad = [&](const std::string& n) { return all_grads || (edit && edit->edited.count(n)); };
-  const auto increment = [&](const std::string& n) { return edit ? edit->increment(n, shapes_.at(n)) : torch::Tensor(); };
+  const auto needs_grad = [&](const std::string& n) {
+    return all_grads || (edit && edit->edited.count(n));
+  };
+  const auto increment = [&](const std::string& n) {
+    return edit ? edit->increment(n, shapes_.at(n)) : torch::Tensor();
+  };
   // W_post + t·D in the compute dtype, as Model::add_ forms it.
   const auto form = [&](const std::string& n, double t, const torch::Tensor& d) {
     auto w = load(n);
@@ -323,7 +357,8 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
     return w;
   };
   const auto finish = [&](size_t s, const std::string& n, Accum& acc, const torch::Tensor& d) {
-    auto [g, f] = acc.finish(shapes_.at(n), streams[s].count, streams[s].batches, streams[s].fisher);
+    auto [g, f] =
+        acc.finish(shapes_.at(n), streams[s].count, streams[s].batches, streams[s].fisher);
     reduce(s, n, 0, g, f, d);
   };
   // W_post + t·D of some rows (a slab, or the embedding's looked-up rows).
@@ -339,10 +374,11 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
   // acts[u][s][b]: input of unit u (1..L+1) for stream s, batch b; gx[s][b]: ∂L_b/∂(that input)
   // while walking back; active[s][b]: the batch has scored tokens (as accumulate_gradients skips
   // the others).
-  std::vector<std::vector<std::vector<torch::Tensor>>> acts(size_t(L + 2),
-                                                            std::vector<std::vector<torch::Tensor>>(S));
+  std::vector<std::vector<std::vector<torch::Tensor>>> acts(
+      size_t(L + 2), std::vector<std::vector<torch::Tensor>>(S));
   std::vector<std::vector<torch::Tensor>> gx(S, std::vector<torch::Tensor>(NB));
-  std::vector<std::vector<torch::Tensor>> pending(S, std::vector<torch::Tensor>(NB));  // tied head's ∇embed
+  std::vector<std::vector<torch::Tensor>> pending(
+      S, std::vector<torch::Tensor>(NB));  // tied head's ∇embed
   std::vector<std::vector<char>> active(S, std::vector<char>(NB, 0));
   std::vector<int64_t> counts(NB, 0);  // scored tokens per batch
 
@@ -387,7 +423,8 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
         LayerWeights w;
         for (const auto& [n, m] : wn) w.*m = form(n, streams[s].t, D[n]);
         for (size_t b = 0; b < NB; ++b)
-          acts[size_t(l + 2)][s].push_back(decoder_layer(a, w, acts[size_t(l + 1)][s][b], bs[b].tables, size_t(l), dtype));
+          acts[size_t(l + 2)][s].push_back(
+              decoder_layer(a, w, acts[size_t(l + 1)][s][b], bs[b].tables, size_t(l), dtype));
         if (!streams[s].grad) acts[size_t(l + 1)][s].clear();
       }
     }
@@ -407,7 +444,9 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
       if (tl.count < 0) throw Error(ErrorKind::Internal, "a batch reported a negative count");
       if (tl.count == 0) return false;
       const double v = tl.sum.item<double>();
-      if (!std::isfinite(v)) throw Error(ErrorKind::Numeric, "the loss of batch " + std::to_string(b) + " is not finite");
+      if (!std::isfinite(v))
+        throw Error(ErrorKind::Numeric,
+                    "the loss of batch " + std::to_string(b) + " is not finite");
       streams[s].loss_sum += v;
       streams[s].count += tl.count;
       ++streams[s].batches;
@@ -460,8 +499,10 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
           tl.sum.backward();
           if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, tl.count, st.fisher);
           if (gh) {
-            if (a.tied) pending[s][b] = wh.grad();
-            else ah.add(wh.grad(), shapes_.at(head), popt, tl.count, st.fisher);
+            if (a.tied)
+              pending[s][b] = wh.grad();
+            else
+              ah.add(wh.grad(), shapes_.at(head), popt, tl.count, st.fisher);
           }
           wn.mutable_grad() = torch::Tensor();
           wh.mutable_grad() = torch::Tensor();
@@ -573,7 +614,8 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
   for (size_t s = 0; s < S; ++s) {
     if (!streams[s].grad) continue;
     torch::AutoGradMode on(true);
-    auto w = embed_rows_back ? with_increment(p_rows.clone(), streams[s].t, d_rows) : form(kEmbed, streams[s].t, d);
+    auto w = embed_rows_back ? with_increment(p_rows.clone(), streams[s].t, d_rows)
+                             : form(kEmbed, streams[s].t, d);
     w.requires_grad_(true);
     Accum acc;
     for (size_t b = 0; b < NB; ++b) {
@@ -594,7 +636,8 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
       continue;
     }
     // Row by row in ascending order: the rows not looked up have a zero gradient.
-    auto [g, f] = acc.finish({int64_t(rows.size()), H}, streams[s].count, streams[s].batches, streams[s].fisher);
+    auto [g, f] = acc.finish({int64_t(rows.size()), H}, streams[s].count, streams[s].batches,
+                             streams[s].fisher);
     for (size_t i = 0; i < rows.size(); ++i) {
       const int64_t r = rows[i], ii = int64_t(i);
       reduce(s, kEmbed, r, g.narrow(0, ii, 1), f.defined() ? f.narrow(0, ii, 1) : torch::Tensor(),
@@ -622,13 +665,15 @@ GradientResult StreamedModel::gradients(const EvalSet& set, const GradientSink& 
   return r;
 }
 
-ApproxResult StreamedModel::approximation_term(const EvalSet& set, const StreamedEdit& edit, int steps, Rule rule,
-                                               bool fisher) {
+ApproxResult StreamedModel::approximation_term(const EvalSet& set, const StreamedEdit& edit,
+                                               int steps, Rule rule, bool fisher) {
   EditState es;
   es.edit = &edit;
   for (const auto& n : edit.names)
-    if (shapes_.count(n)) es.edited.insert(n);  // a tied lm_head: its gradient lives in embed_tokens
-  const std::vector<std::string> names(es.edited.begin(), es.edited.end());  // sorted, as the map in memory
+    if (shapes_.count(n))
+      es.edited.insert(n);  // a tied lm_head: its gradient lives in embed_tokens
+  const std::vector<std::string> names(es.edited.begin(),
+                                       es.edited.end());  // sorted, as the map in memory
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < names.size(); ++i) index[names[i]] = i;
 
@@ -659,7 +704,8 @@ ApproxResult StreamedModel::approximation_term(const EvalSet& set, const Streame
            const float* pf = fc.data_ptr<float>();
            const float* pd = dc.data_ptr<float>();
            double x = 0;
-           for (int64_t i = 0; i < f.numel(); ++i) x += double(pf[i]) * double(pd[i]) * double(pd[i]);
+           for (int64_t i = 0; i < f.numel(); ++i)
+             x += double(pf[i]) * double(pd[i]) * double(pd[i]);
            fisher_sum += x;
          }
        });
@@ -676,7 +722,9 @@ ApproxResult StreamedModel::approximation_term(const EvalSet& set, const Streame
       if (st[s].t == t) return dots[s];
     throw Error(ErrorKind::Internal, "a quadrature node was not walked");
   });
-  const auto mean = [](const Stream& s) { return s.count > 0 ? s.loss_sum / double(s.count) : std::nan(""); };
+  const auto mean = [](const Stream& s) {
+    return s.count > 0 ? s.loss_sum / double(s.count) : std::nan("");
+  };
   for (const auto& s : st) {
     if (s.t == 0.0) r.loss_post = mean(s);
     if (s.t == 1.0) r.loss_edit = mean(s);
@@ -691,7 +739,8 @@ ApproxResult StreamedModel::approximation_term(const EvalSet& set, const Streame
   return r;
 }
 
-StreamedPlan StreamedModel::plan(const EvalSet& set, int64_t points, int64_t gradient_points, size_t edited) const {
+StreamedPlan StreamedModel::plan(const EvalSet& set, int64_t points, int64_t gradient_points,
+                                 size_t edited) const {
   StreamedPlan p;
   const ArchSpec& a = arch_;
   const uint64_t cd = options_.dtype == torch::kFloat32 ? 4 : 2;
@@ -730,10 +779,13 @@ StreamedPlan StreamedModel::plan(const EvalSet& set, int64_t points, int64_t gra
     uint64_t formed = n;
     if (u == 0 && !(a.tied || (edited == 0 && gradient_points > 0)))
       formed = uint64_t(looked_up.size()) * uint64_t(a.hidden);
-    if (u + 1 == units.size() && slab > 0) formed = uint64_t(slab) * uint64_t(a.hidden) + uint64_t(a.hidden);
+    if (u + 1 == units.size() && slab > 0)
+      formed = uint64_t(slab) * uint64_t(a.hidden) + uint64_t(a.hidden);
     const uint64_t d = approx ? 4 * n : 0;
     const uint64_t grads =
-        gradient_points > 0 ? cd * formed + (many_batches ? 8 * formed : 8 * std::min<uint64_t>(formed, kSlab)) : 0;
+        gradient_points > 0
+            ? cd * formed + (many_batches ? 8 * formed : 8 * std::min<uint64_t>(formed, kSlab))
+            : 0;
     p.weight_bytes = std::max(p.weight_bytes, d + cd * formed + grads);
   }
   const uint64_t per_act = uint64_t(p.tokens) * uint64_t(a.hidden) * cd;

@@ -14,11 +14,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "io/tensor_source.h"
 #include "model/evaluate.h"
@@ -41,16 +40,16 @@ torch::Tensor owning_tensor(util::BigFloatBuffer&& buffer);
 
 // What a streamed run will do and hold (estimates, bytes).
 struct StreamedPlan {
-  int64_t units = 0;            // embedding + decoder layers + head
-  int64_t streams = 0;          // points t of the path walked together
-  int64_t gradient_streams = 0; // of them, those that need a gradient
-  int64_t tokens = 0;           // positions over all batches (padding included)
-  uint64_t unit_bytes = 0;      // the largest unit's weights in f32
-  uint64_t weight_bytes = 0;    // peak of formed weights, increments and gradients of one unit
-  uint64_t activation_bytes = 0;  // kept unit inputs (and activation gradients)
-  uint64_t peak_bytes = 0;        // weight_bytes + activation_bytes + logits
-  uint64_t in_memory_bytes = 0;   // what the in-memory path holds for the same command
-  uint64_t increments_formed = 0; // D of one tensor formed, summed over the run
+  int64_t units = 0;               // embedding + decoder layers + head
+  int64_t streams = 0;             // points t of the path walked together
+  int64_t gradient_streams = 0;    // of them, those that need a gradient
+  int64_t tokens = 0;              // positions over all batches (padding included)
+  uint64_t unit_bytes = 0;         // the largest unit's weights in f32
+  uint64_t weight_bytes = 0;       // peak of formed weights, increments and gradients of one unit
+  uint64_t activation_bytes = 0;   // kept unit inputs (and activation gradients)
+  uint64_t peak_bytes = 0;         // weight_bytes + activation_bytes + logits
+  uint64_t in_memory_bytes = 0;    // what the in-memory path holds for the same command
+  uint64_t increments_formed = 0;  // D of one tensor formed, summed over the run
   nlohmann::json to_json() const;
 };
 
@@ -70,14 +69,17 @@ class StreamedModel {
   // ∇ of the mean loss at W_post, handed to `sink` as soon as it is complete: rows
   // [row, row + grad.size(0)) of the tensor (f32, CPU, contiguous; the whole tensor with row 0,
   // except a large head, which comes in row slabs). Returns loss_sum/count/batches (grads empty).
-  using GradientSink = std::function<void(const std::string& name, int64_t row, const torch::Tensor& grad)>;
+  using GradientSink =
+      std::function<void(const std::string& name, int64_t row, const torch::Tensor& grad)>;
   GradientResult gradients(const EvalSet& set, const GradientSink& sink);
   // The approximation term of an edit, as approximation_term() computes it on a Model at W_post.
-  ApproxResult approximation_term(const EvalSet& set, const StreamedEdit& edit, int steps, Rule rule, bool fisher);
+  ApproxResult approximation_term(const EvalSet& set, const StreamedEdit& edit, int steps,
+                                  Rule rule, bool fisher);
 
   // What the commands above will hold: `points` path points of which `gradient_points` need a
   // gradient; `edited` = tensors with an increment.
-  StreamedPlan plan(const EvalSet& set, int64_t points, int64_t gradient_points, size_t edited) const;
+  StreamedPlan plan(const EvalSet& set, int64_t points, int64_t gradient_points,
+                    size_t edited) const;
 
   // Rows of the head formed at once: 0 (default) slices only a head over 512 MB in f32, into
   // 64 MB slabs (agreeing with the whole-head product to rounding); a positive count forces it.
@@ -94,10 +96,12 @@ class StreamedModel {
   // Called with each finished gradient of a stream (f32 CPU), its diagonal Fisher when asked (or
   // undefined), and D of the tensor (f32 CPU, or undefined when not edited): rows [row, row + k)
   // of the tensor, every tensor in ascending row order.
-  using Reduce = std::function<void(size_t stream, const std::string& name, int64_t row, const torch::Tensor& grad,
-                                    const torch::Tensor& fisher, const torch::Tensor& d)>;
+  using Reduce = std::function<void(size_t stream, const std::string& name, int64_t row,
+                                    const torch::Tensor& grad, const torch::Tensor& fisher,
+                                    const torch::Tensor& d)>;
   struct EditState;
-  void walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit, bool all_grads, const Reduce& reduce);
+  void walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit, bool all_grads,
+            const Reduce& reduce);
   torch::Tensor load(const std::string& name) const;  // W_post of one tensor, compute dtype
   torch::Tensor load_rows(const std::string& name, int64_t row, int64_t rows) const;
   torch::Tensor load_rows(const std::string& name, const std::vector<int64_t>& rows) const;

@@ -1,7 +1,7 @@
 // eval, grad and approx with --streamed end to end: the same numbers and files as in memory.
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "../engine/engine_test_util.h"
 #include "io/convert.h"
@@ -27,7 +27,8 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   TempDir t;
   const std::string data = (kPair / "data/eval.jsonl").string(), post = (kPair / "post").string(),
                     base = (kPair / "base").string();
-  const std::vector<std::string> eval = {"eval", "--model", post, "--data", data, "--limit", "12", "--json"};
+  const std::vector<std::string> eval = {"eval", "--model", post, "--data",
+                                         data,   "--limit", "12", "--json"};
   auto e1 = run_cli(eval);
   auto eargs = eval;
   eargs.push_back("--streamed");
@@ -38,14 +39,16 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   EXPECT_NEAR(j2["loss"].get<double>(), j1["loss"].get<double>(), 1e-6 * j1["loss"].get<double>());
   EXPECT_EQ(j2["tokens"], j1["tokens"]);
 
-  std::vector<std::string> grad = {"grad", "--model", post, "--data", data, "--limit", "12", "--batch-size", "5"};
+  std::vector<std::string> grad = {"grad",    "--model", post,           "--data", data,
+                                   "--limit", "12",      "--batch-size", "5"};
   auto g1a = grad, g2a = grad;
   g1a.insert(g1a.end(), {"--out", (t / "mem.safetensors").string()});
   g2a.insert(g2a.end(), {"--out", (t / "str.safetensors").string(), "--streamed"});
   auto g1 = run_cli(g1a), g2 = run_cli(g2a);
   ASSERT_EQ(g1.status, 0) << g1.err;
   ASSERT_EQ(g2.status, 0) << g2.err;
-  auto f1 = io::SafetensorsFile::open(t / "mem.safetensors"), f2 = io::SafetensorsFile::open(t / "str.safetensors");
+  auto f1 = io::SafetensorsFile::open(t / "mem.safetensors"),
+       f2 = io::SafetensorsFile::open(t / "str.safetensors");
   ASSERT_EQ(f1.header().tensors.size(), f2.header().tensors.size());
   for (const auto& a : f1.header().tensors) {
     const auto* b = f2.header().find(a.name);
@@ -63,8 +66,9 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
                l2 = std::stod(f2.header().metadata.at("deltaedit.loss"));
   EXPECT_NEAR(l2, l1, 1e-6 * l1);
 
-  const std::vector<std::string> approx = {"approx", "--base", base,      "--post",  post,   "--op", "dare:p=0.9",
-                                           "--data", data,   "--limit", "8",     "--steps", "3", "--json"};
+  const std::vector<std::string> approx = {"approx", "--base",     base,     "--post", post,
+                                           "--op",   "dare:p=0.9", "--data", data,     "--limit",
+                                           "8",      "--steps",    "3",      "--json"};
   auto a1 = run_cli(approx);
   auto aargs = approx;
   aargs.push_back("--streamed");
@@ -72,8 +76,10 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   ASSERT_EQ(a1.status, 0) << a1.err;
   ASSERT_EQ(a2.status, 0) << a2.err;
   auto r1 = json::parse(a1.out), r2 = json::parse(a2.out);
-  for (const char* k : {"approximation_term", "true_delta_loss", "loss_post", "loss_edit", "intensity"})
-    EXPECT_NEAR(r2[k].get<double>(), r1[k].get<double>(), 1e-6 * std::fabs(r1[k].get<double>())) << k;
+  for (const char* k :
+       {"approximation_term", "true_delta_loss", "loss_post", "loss_edit", "intensity"})
+    EXPECT_NEAR(r2[k].get<double>(), r1[k].get<double>(), 1e-6 * std::fabs(r1[k].get<double>()))
+        << k;
   ASSERT_EQ(r1["per_tensor"].size(), r2["per_tensor"].size());
 
   // --max-memory below the in-memory plan streams; --dry-run reports the plan and runs nothing.
@@ -81,7 +87,8 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   aargs.insert(aargs.end(), {"--max-memory", "1MB"});
   auto a3 = run_cli(aargs);
   ASSERT_EQ(a3.status, 0) << a3.err;
-  EXPECT_NEAR(json::parse(a3.out)["approximation_term"].get<double>(), r2["approximation_term"].get<double>(), 0.0);
+  EXPECT_NEAR(json::parse(a3.out)["approximation_term"].get<double>(),
+              r2["approximation_term"].get<double>(), 0.0);
   aargs.push_back("--dry-run");
   auto d = run_cli(aargs);
   ASSERT_EQ(d.status, 0) << d.err;

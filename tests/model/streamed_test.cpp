@@ -1,17 +1,18 @@
 // The streamed passes (one unit of weights at a time) against the in-memory model on the same data:
 // the approximation term, its per-tensor contributions, the true ΔL, losses and gradients.
+#include "model/streamed.h"
+
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-
-#include <gtest/gtest.h>
 
 #include "engine/edit_engine.h"
 #include "engine/increment_source.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
 #include "model/evaluate.h"
-#include "model/streamed.h"
 #include "text/dataset.h"
 #include "text/tokenizer.h"
 #include "util/error.h"
@@ -20,8 +21,12 @@ namespace fs = std::filesystem;
 using namespace deltaedit;
 
 namespace {
-fs::path fixture(const std::string& rel) { return fs::path(DELTAEDIT_TEST_DATA) / "hf-reference" / rel; }
-fs::path zoo(const std::string& rel) { return fs::path(DELTAEDIT_SOURCE_DIR) / "models" / "zoo" / rel; }
+fs::path fixture(const std::string& rel) {
+  return fs::path(DELTAEDIT_TEST_DATA) / "hf-reference" / rel;
+}
+fs::path zoo(const std::string& rel) {
+  return fs::path(DELTAEDIT_SOURCE_DIR) / "models" / "zoo" / rel;
+}
 
 // The fixture's batch (2 × 24 ids) as pre-tokenized records, every position scored.
 std::vector<text::Record> fixture_records(const std::string& arch) {
@@ -41,7 +46,8 @@ std::vector<text::Record> fixture_records(const std::string& arch) {
 
 // |a − b| within 1e-6 of |b| (absolute floor `floor` for values that are zero in both).
 void expect_rel(double a, double b, const std::string& what, double rel = 1e-6) {
-  EXPECT_LE(std::fabs(a - b), rel * std::fabs(b) + 1e-300) << what << ": streamed " << a << " in memory " << b;
+  EXPECT_LE(std::fabs(a - b), rel * std::fabs(b) + 1e-300)
+      << what << ": streamed " << a << " in memory " << b;
 }
 
 struct Case {
@@ -51,10 +57,12 @@ struct Case {
 
 // Streamed and in-memory approx of one edit; every reported quantity agrees within 1e-6
 // relative (`parts_rel` for the node values and per-tensor contributions).
-void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t batch_size, int steps, model::Rule rule,
-                    bool fisher, torch::ScalarType dtype = torch::kFloat32, int64_t head_slab = 0,
+void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t batch_size,
+                    int steps, model::Rule rule, bool fisher,
+                    torch::ScalarType dtype = torch::kFloat32, int64_t head_slab = 0,
                     double parts_rel = 1e-6) {
-  const std::string label = c.post + " " + ops[0] + " C=" + std::to_string(steps) + " batch " + std::to_string(batch_size);
+  const std::string label = c.post + " " + ops[0] + " C=" + std::to_string(steps) + " batch " +
+                            std::to_string(batch_size);
   auto base = io::Checkpoint::open(c.base);
   auto post = io::Checkpoint::open(c.post);
   auto chain = engine::OpChain::build(ops, 7, "", "");
@@ -69,7 +77,9 @@ void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t b
   engine::IncrementSource src(chain, base, post, nullptr);
   model::StreamedEdit se;
   se.names = src.names();
-  se.increment = [&](const std::string& n, double& dss) { return model::owning_tensor(src.increment(n, &dss)); };
+  se.increment = [&](const std::string& n, double& dss) {
+    return model::owning_tensor(src.increment(n, &dss));
+  };
   se.delta_sumsq = [&](const std::string& n) { return src.delta_sumsq(n); };
   model::StreamedModel sm(post, lo);
   sm.set_head_slab_rows(head_slab);
@@ -84,12 +94,14 @@ void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t b
   if (want.fisher_term) expect_rel(*got.fisher_term, *want.fisher_term, label + " Fisher term");
   ASSERT_EQ(got.nodes_t, want.nodes_t) << label;
   for (size_t i = 0; i < want.nodes_value.size(); ++i)
-    expect_rel(got.nodes_value[i], want.nodes_value[i], label + " node " + std::to_string(i), parts_rel);
+    expect_rel(got.nodes_value[i], want.nodes_value[i], label + " node " + std::to_string(i),
+               parts_rel);
   ASSERT_EQ(got.per_tensor.size(), want.per_tensor.size()) << label;
   ASSERT_FALSE(want.per_tensor.empty());
   for (size_t i = 0; i < want.per_tensor.size(); ++i) {
     EXPECT_EQ(got.per_tensor[i].first, want.per_tensor[i].first);
-    expect_rel(got.per_tensor[i].second, want.per_tensor[i].second, label + " " + want.per_tensor[i].first, parts_rel);
+    expect_rel(got.per_tensor[i].second, want.per_tensor[i].second,
+               label + " " + want.per_tensor[i].first, parts_rel);
   }
   // The edit actually moved the loss, so the comparison is not of zeros.
   EXPECT_GT(std::fabs(want.true_delta_loss), 1e-7) << label;
@@ -97,13 +109,15 @@ void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t b
 }
 
 Case fixture_case(const std::string& arch) {
-  return {fixture(arch + "/base").string(), fixture(arch + "/post").string(), fixture_records(arch)};
+  return {fixture(arch + "/base").string(), fixture(arch + "/post").string(),
+          fixture_records(arch)};
 }
 
 Case zoo_case(size_t limit) {
   auto tok = text::Tokenizer::load(zoo("post"));
   text::DataOptions o{0, limit};
-  return {zoo("base").string(), zoo("post").string(), text::load_jsonl(zoo("data/eval.jsonl"), &tok, o)};
+  return {zoo("base").string(), zoo("post").string(),
+          text::load_jsonl(zoo("data/eval.jsonl"), &tok, o)};
 }
 }  // namespace
 
@@ -136,9 +150,12 @@ TEST(StreamedApprox, MatchesInMemoryOnTheZooPair) {
 // the losses, ΔL and the Fisher term stay within 1e-6 while single tensors' contributions (the
 // small ones, most sensitive to that rounding) are held to 1e-4.
 TEST(StreamedApprox, SlicedHeadMatchesInMemory) {
-  compare_approx(fixture_case("llama"), {"dare:p=0.9"}, 1, 3, model::Rule::Left, true, torch::kFloat32, 96, 1e-4);
-  compare_approx(fixture_case("mistral"), {"bitdelta"}, 2, 2, model::Rule::Trapezoid, false, torch::kFloat32, 333, 1e-4);
-  compare_approx(zoo_case(6), {"dare:p=0.9"}, 4, 5, model::Rule::Left, false, torch::kFloat32, 100, 1e-4);
+  compare_approx(fixture_case("llama"), {"dare:p=0.9"}, 1, 3, model::Rule::Left, true,
+                 torch::kFloat32, 96, 1e-4);
+  compare_approx(fixture_case("mistral"), {"bitdelta"}, 2, 2, model::Rule::Trapezoid, false,
+                 torch::kFloat32, 333, 1e-4);
+  compare_approx(zoo_case(6), {"dare:p=0.9"}, 4, 5, model::Rule::Left, false, torch::kFloat32, 100,
+                 1e-4);
 }
 
 TEST(StreamedModel, LossAndGradientEqualTheModelsOnTheZoo) {
