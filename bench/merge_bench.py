@@ -133,15 +133,20 @@ def make_models(d, a):
 
 
 def timed(cmd, log):
-    """Runs cmd under /usr/bin/time -v after a sync; (wall s, peak RSS MB, exit status)."""
+    """Runs cmd under /usr/bin/time -v after a sync; (wall s, peak RSS MB, exit status, CPU s
+    (user + system), GB read from disk (file system inputs × 512 B))."""
     subprocess.run(["sync"])
+    load = Path("/proc/loadavg").read_text().split()[0]
     r = subprocess.run(["/usr/bin/time", "-v", *map(str, cmd)], capture_output=True, text=True)
-    log.write(f"$ {' '.join(map(str, cmd))}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}\n")
+    load += " → " + Path("/proc/loadavg").read_text().split()[0]
+    log.write(f"$ {' '.join(map(str, cmd))}\nload average {load}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}\n")
     log.flush()
     rss = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1024
     el = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", r.stderr).group(1).split(":")
     wall = sum(float(x) * 60**i for i, x in enumerate(reversed(el)))
-    return wall, rss, r.returncode
+    cpu = sum(float(re.search(rf"{w} time \(seconds\): ([\d.]+)", r.stderr).group(1)) for w in ("User", "System"))
+    disk = float(re.search(r"File system inputs: (\d+)", r.stderr).group(1)) * 512 / 1e9
+    return wall, rss, r.returncode, cpu, disk
 
 
 def lora_error(adapter, base_dir, post_dir):
@@ -219,10 +224,12 @@ def main():
             for tool, cmd in tools.items():
                 o = d / "out"
                 shutil.rmtree(o, ignore_errors=True)
-                wall, rss, rc = timed(cmd(c, o), log)
+                wall, rss, rc, cpu, disk = timed(cmd(c, o), log)
                 shutil.rmtree(o, ignore_errors=True)
-                results["merge"].setdefault(method, {}).setdefault(tool, []).append({"wall_s": wall, "rss_mb": rss, "rc": rc})
-                print(f"  {method} {tool}: {wall:.1f} s, peak RSS {rss:.0f} MB, exit {rc}", flush=True)
+                results["merge"].setdefault(method, {}).setdefault(tool, []).append(
+                    {"wall_s": wall, "rss_mb": rss, "rc": rc, "cpu_s": cpu, "disk_read_gb": disk})
+                print(f"  {method} {tool}: {wall:.1f} s, peak RSS {rss:.0f} MB, CPU {cpu:.1f} s, read from disk "
+                      f"{disk:.1f} GB, exit {rc}", flush=True)
                 (d / "results.json").write_text(json.dumps(results, indent=2))
     if not a.skip_lora:
         r = a.lora_rank
@@ -236,10 +243,10 @@ def main():
         for tool, cmd in runs.items():
             o = d / "lora"
             shutil.rmtree(o, ignore_errors=True)
-            wall, rss, rc = timed(cmd(o), log)
+            wall, rss, rc, cpu, disk = timed(cmd(o), log)
             err, n = lora_error(o, M["base"], M["ft1"]) if rc == 0 else (float("nan"), 0)
             shutil.rmtree(o, ignore_errors=True)
-            results["lora"][tool] = {"wall_s": wall, "rss_mb": rss, "rc": rc, "rel_error": err, "modules": n}
+            results["lora"][tool] = {"wall_s": wall, "rss_mb": rss, "rc": rc, "cpu_s": cpu, "rel_error": err, "modules": n}
             print(f"  extract-lora {tool}: {wall:.1f} s, peak RSS {rss:.0f} MB, error {err:.5f} over {n} modules, exit {rc}",
                   flush=True)
             (d / "results.json").write_text(json.dumps(results, indent=2))
@@ -257,13 +264,15 @@ def write_md(d, R):
     for method, t in R["merge"].items():
         de = t["deltaedit"]
         dw, dr = med([x["wall_s"] for x in de]), med([x["rss_mb"] for x in de])
-        row = [method, f"{dw:.1f} s, {dr:.0f} MB"]
+        dc = med([x.get("cpu_s", float("nan")) for x in de])
+        row = [method, f"{dw:.1f} s (CPU {dc:.0f} s), {dr:.0f} MB"]
         for tool in ("mergekit", "mergekit-lowmem"):
             if tool not in t:
                 row += ["–", "–"]
                 continue
             w, r = med([x["wall_s"] for x in t[tool]]), med([x["rss_mb"] for x in t[tool]])
-            row += [f"{w:.1f} s, {r:.0f} MB", f"{w / dw:.1f}× faster, {dr / r:.3f}× the RSS"]
+            c = med([x.get("cpu_s", float("nan")) for x in t[tool]])
+            row += [f"{w:.1f} s (CPU {c:.0f} s), {r:.0f} MB", f"{w / dw:.1f}× faster, {dr / r:.3f}× the RSS"]
         out.append("| " + " | ".join(row) + " |")
     if R["lora"]:
         out += ["", f"extract-lora at rank {R['args']['lora_rank']} (base vs fine-tune 1):", "",
