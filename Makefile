@@ -2,6 +2,12 @@
 JOBS ?= 2
 BUILD ?= build
 CMAKE_FLAGS ?=
+# ccache (installed by scripts/install-deps.sh) with paths taken relative to the checkout, so
+# every clone on a machine shares its objects.
+ifneq ($(shell command -v ccache 2>/dev/null),)
+LAUNCHER := -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
+export CCACHE_BASEDIR := $(CURDIR)
+endif
 
 .PHONY: all deps venv build build-all test demo sanitize fuzz ci bench format clean
 
@@ -11,7 +17,7 @@ deps:
 	@scripts/install-deps.sh
 
 $(BUILD)/CMakeCache.txt:
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(LAUNCHER) $(CMAKE_FLAGS) >/dev/null
 
 # The CLI only (what `make demo` needs).
 build: deps $(BUILD)/CMakeCache.txt
@@ -34,7 +40,7 @@ demo: build
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (clang, without libtorch).
 sanitize: deps
 	@CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DDELTAEDIT_SANITIZE=ON \
-	  -DDELTAEDIT_WITH_TORCH=OFF -DDELTAEDIT_BENCH=OFF >/dev/null
+	  -DDELTAEDIT_WITH_TORCH=OFF -DDELTAEDIT_BENCH=OFF $(LAUNCHER) >/dev/null
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j$(JOBS)
 
@@ -42,7 +48,7 @@ sanitize: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDELTAEDIT_SANITIZE=ON \
-	  -DDELTAEDIT_FUZZ=ON -DDELTAEDIT_WITH_TORCH=OFF -DDELTAEDIT_TESTS=OFF -DDELTAEDIT_BENCH=OFF >/dev/null
+	  -DDELTAEDIT_FUZZ=ON -DDELTAEDIT_WITH_TORCH=OFF -DDELTAEDIT_TESTS=OFF -DDELTAEDIT_BENCH=OFF $(LAUNCHER) >/dev/null
 	@cmake --build build-fuzz -j$(JOBS)
 	@scripts/run-fuzzers.sh build-fuzz $(FUZZ_SECONDS)
 

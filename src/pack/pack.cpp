@@ -303,8 +303,11 @@ bool decode(const std::string& enc, const json& params, const PartGetter& get, s
     f.rows = encoding_param(params, "rows", enc);
     f.cols = encoding_param(params, "cols", enc);
     unsigned __int128 cells = static_cast<unsigned __int128>(uint64_t(f.rows)) * uint64_t(f.cols);
-    if (f.rank < 0 || f.rows < 0 || f.cols < 0 || cells != n)
-      throw Error(ErrorKind::Format, "pack: low-rank factors do not match the tensor");
+    if (f.rank < 0 || f.rows < 0 || f.cols < 0)
+      throw Error(ErrorKind::Format, "pack: low-rank factors with a negative rank or shape");
+    if (cells >> 64)
+      throw Error(ErrorKind::Format, fmt::format("pack: low-rank shape {} x {} overflows 64 bits", f.rows, f.cols));
+    if (cells != n) throw Error(ErrorKind::Format, "pack: low-rank factors do not match the tensor");
     std::vector<float> t1, t2, t3;
     auto u = float_view(get("u"), t1);
     auto s = float_view(get("s"), t2);

@@ -33,7 +33,7 @@ class Judge:
         self.bin = str(Path(a.deltaedit).resolve())
         self.src = Path(a.source).resolve()
         self.fixtures = self.src / "tests" / "data" / "hf-reference"
-        self.zoo = self.src / "models" / "zoo"
+        self.zoo = self.src / "models" / "zoo" / "retrain"
         self._own_work = a.work is None
         self.work = Path(a.work or tempfile.mkdtemp(prefix="deltaedit-interop-"))
         self.work.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Interop 5: greedy generation, transformers `generate` vs deltaedit's decoding.
 
-On the zoo post (models/zoo/post) and the last 20 of the 500 held-out problems
-(models/zoo/data/tasks_test.jsonl), `deltaedit eval --metric accuracy --dump-generations`
+On the zoo post (models/zoo/retrain/post) and the last 20 of the 500 held-out problems
+(models/zoo/retrain/data/tasks_test.jsonl), `deltaedit eval --metric accuracy --dump-generations`
 records each prompt's token ids and the greedy tokens it decoded (KV cache, up to 64 new tokens,
 stopping after EOS). transformers must give:
   - the same prompt ids from AutoTokenizer (with the BOS template);

@@ -1,6 +1,6 @@
 """Interop 4: transformers' AutoTokenizer and `deltaedit tokenize` agree.
 
-Tokenizers: the zoo's (models/zoo/post) and every fixture style (tests/data/hf-reference/
+Tokenizers: the zoo's (models/zoo/retrain/post) and every fixture style (tests/data/hf-reference/
 tokenizers/*: llama3, qwen2 and gpt2 byte-level BPE, SentencePiece-style BPE with byte fallback).
 Corpus: 2,400 strings generated from a fixed seed (ASCII prose, whitespace runs, digits and
 numbers, contractions, CJK, Cyrillic, Arabic, Devanagari, combining marks, emoji with ZWJ and
