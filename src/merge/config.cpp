@@ -528,11 +528,9 @@ MergeConfig parse_merge_config(std::string_view text, const std::string& file,
     if (top.count("modules"))
       p.fail(line_of(top["modules"]),
              "modules: (multi-module architectures) is not supported yet; use models: or slices:");
-    if (top.count("tokenizer"))
-      p.fail(line_of(top["tokenizer"]),
-             "the tokenizer: block is not supported yet; use `tokenizer_source: base` or "
-             "`tokenizer_source: PATH` of a "
-             "merged model (or leave it out to copy the donor's tokenizer files)");
+    if (top.count("tokenizer") && top.count("tokenizer_source"))
+      p.fail(line_of(top["tokenizer_source"]),
+             "write either tokenizer: or tokenizer_source:, not both (mergekit refuses both)");
     if (top.count("chat_template"))
       p.fail(line_of(top["chat_template"]),
              "chat_template is not supported yet; leave it out (the donor's tokenizer files, chat "
@@ -557,10 +555,41 @@ MergeConfig parse_merge_config(std::string_view text, const std::string& file,
                  "the merged models");
         if (s == "base") {
           c.tokenizer_is_base = true;
-          c.tokenizer_source = ModelRef{s, line_of(v)};
+          c.tokenizer_source = ModelRef{s, line_of(v), {}};
         } else {
           c.tokenizer_source = p.model_ref(v, "tokenizer_source");
         }
+      } else if (k == "tokenizer") {
+        // MERGE.md §1.1: {source (default union), tokens, pad_to_multiple_of}. A source that is
+        // `base` or a merged model, without tokens or padding, is tokenizer_source.
+        std::optional<ModelRef> source;
+        bool is_base = false;
+        for (auto& [tk, tv] :
+             p.mapping(v, "the tokenizer block", {"source", "tokens", "pad_to_multiple_of"})) {
+          if (tk == "tokens")
+            p.fail(line_of(tv),
+                   "tokenizer.tokens (per-token embedding sources) is not supported yet; leave it "
+                   "out to keep every model's own rows");
+          if (tk == "pad_to_multiple_of")
+            p.fail(line_of(tv),
+                   "tokenizer.pad_to_multiple_of (padding the embedding rows) is not supported "
+                   "yet; leave it out");
+          if (!tv.IsScalar())
+            p.fail(line_of(tv),
+                   "tokenizer.source must be `base` or the path of one of the merged models");
+          if (tv.Scalar() == "base") {
+            is_base = true;
+            source = ModelRef{"base", line_of(tv), {}};
+          } else if (tv.Scalar() != "union") {
+            source = p.model_ref(tv, "tokenizer.source");
+          }
+        }
+        if (!source)
+          p.fail(line_of(v),
+                 "the tokenizer block's source is union (its default), which is not supported "
+                 "yet; write `source: base` or `source: PATH` of one of the merged models");
+        c.tokenizer_source = source;
+        c.tokenizer_is_base = is_base;
       } else if (k == "random_seed") {
         if (!c.seed) {
           c.seed = uint64_t(p.integer(v, "random_seed", 0, INT64_MAX));

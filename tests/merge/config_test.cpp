@@ -129,11 +129,36 @@ TEST(MergeConfig, EveryValidationErrorThroughTheCli) {
        "{weight: 1}\n",
        2,
        {"line 2", "union is not supported yet", "base"}},
-      {"tokenizer block",
-       "merge_method: linear\ntokenizer:\n  source: base\nmodels:\n  - model: @POST\n    "
+      {"tokenizer block union",
+       "merge_method: linear\ntokenizer:\n  source: union\nmodels:\n  - model: @POST\n    "
        "parameters: {weight: 1}\n",
        2,
-       {"line 3", "tokenizer: block is not supported yet"}},
+       {"line 3", "union", "not supported yet", "source: base"}},
+      {"tokenizer block default source",
+       "merge_method: linear\ntokenizer: {}\nmodels:\n  - model: @POST\n    "
+       "parameters: {weight: 1}\n",
+       2,
+       {"line 2", "union (its default)"}},
+      {"tokenizer tokens",
+       "merge_method: linear\ntokenizer:\n  source: @POST\n  tokens:\n    <pad>: {source: "
+       "@POST}\nmodels:\n  - model: @POST\n    parameters: {weight: 1}\n",
+       2,
+       {"line 5", "tokenizer.tokens", "not supported yet"}},
+      {"tokenizer padding",
+       "merge_method: linear\ntokenizer: {source: @POST, pad_to_multiple_of: 64}\nmodels:\n  - "
+       "model: @POST\n    parameters: {weight: 1}\n",
+       2,
+       {"line 2", "pad_to_multiple_of", "not supported yet"}},
+      {"tokenizer typo",
+       "merge_method: linear\ntokenizer:\n  sorce: base\nmodels:\n  - model: @POST\n    "
+       "parameters: {weight: 1}\n",
+       2,
+       {"line 3", "unknown key 'sorce'", "did you mean source?"}},
+      {"tokenizer and tokenizer_source",
+       "merge_method: linear\ntokenizer_source: base\ntokenizer:\n  source: base\nmodels:\n  - "
+       "model: @POST\n    parameters: {weight: 1}\n",
+       2,
+       {"line 2", "not both"}},
       {"mapping ref",
        "merge_method: linear\nmodels:\n  - model: {path: x}\n    parameters: {weight: 1}\n",
        2,
@@ -337,6 +362,53 @@ TEST(MergeConfig, SeedFromRandomSeedExtensionAndFlag) {
   EXPECT_EQ(seed_of("random_seed: 42\n" + base, {"--seed", "7"}), 7u);
   EXPECT_EQ(seed_of("random_seed: 42\ndeltaedit: {seed: 9}\n" + base, {}), 9u);
   EXPECT_EQ(seed_of("deltaedit: {seed: 9}\nrandom_seed: 42\n" + base, {}), 9u);
+}
+
+// `tokenizer: {source: ...}` with a base or model source is `tokenizer_source` (MERGE.md §1.1).
+TEST(MergeConfig, TokenizerBlockWithASourceIsTokenizerSource) {
+  const std::string models = "models:\n  - model: @POST\n    parameters: {weight: 1}\n";
+  auto a = merge::parse_merge_config(
+      subst("merge_method: task_arithmetic\nbase_model: @BASE\ntokenizer:\n  source: base\n" +
+            models),
+      "a.yaml");
+  EXPECT_TRUE(a.tokenizer_is_base);
+  ASSERT_TRUE(a.tokenizer_source);
+  EXPECT_EQ(a.tokenizer_source->line, 4);
+  auto b = merge::parse_merge_config(
+      subst("merge_method: linear\ntokenizer: {source: @POST}\n" + models), "b.yaml");
+  EXPECT_FALSE(b.tokenizer_is_base);
+  ASSERT_TRUE(b.tokenizer_source);
+  EXPECT_EQ(b.tokenizer_source->path, fix("post"));
+  // Through the CLI: the tokenizer files are the named model's, as with tokenizer_source.
+  TempDir t;
+  for (const char* m : {"base", "post"}) {
+    fs::copy(fix(m), t / m, fs::copy_options::recursive);
+    write_text(t / m / "tokenizer_config.json", std::string("{\"from\": \"") + m + "\"}\n");
+    write_text(t / m / "tokenizer.json", std::string("{\"model\": \"") + m + "\"}\n");
+  }
+  const std::string two = "models:\n  - model: " + (t / "base").string() +
+                          "\n    parameters: {weight: 1}\n  - model: " + (t / "post").string() +
+                          "\n    parameters: {weight: 1}\n";
+  write_text(t / "m.yaml",
+             "merge_method: linear\ntokenizer: {source: " + (t / "post").string() + "}\n" + two);
+  write_text(t / "n.yaml",
+             "merge_method: linear\ntokenizer_source: " + (t / "post").string() + "\n" + two);
+  ASSERT_EQ(run_cli({"merge", (t / "m.yaml").string(), "--out", (t / "m").string()}).status, 0);
+  ASSERT_EQ(run_cli({"merge", (t / "n.yaml").string(), "--out", (t / "n").string()}).status, 0);
+  EXPECT_EQ(read_file(t / "m" / "tokenizer_config.json"), "{\"from\": \"post\"}\n");
+  EXPECT_EQ(read_file(t / "m" / "tokenizer.json"), "{\"model\": \"post\"}\n");
+  for (const auto& e : fs::directory_iterator(t / "n")) {
+    const std::string f = e.path().filename().string();
+    // deltaedit.json, README.md and the safetensors metadata quote the config text.
+    if (f == "deltaedit.json" || f == "README.md" || f == "model.safetensors") continue;
+    EXPECT_TRUE(read_file(e.path()) == read_file(t / "m" / f)) << f;
+  }
+  auto m = io::Checkpoint::open(t / "m"), n = io::Checkpoint::open(t / "n");
+  ASSERT_EQ(m.names(), n.names());
+  for (const auto& name : m.names()) {
+    auto x = m.data(name), y = n.data(name);
+    EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end())) << name;
+  }
 }
 
 TEST(MergeConfig, ParsesTheDialect) {
