@@ -32,7 +32,11 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
-bool has_model_runtime() { return run_cli({"eval", "--help"}).status == 0; }
+// Without libtorch `eval` is unknown and `--help` prints the main help (also status 0).
+bool has_model_runtime() {
+  const auto r = run_cli({"eval", "--help"});
+  return r.status == 0 && r.out.find("--model") != std::string::npos;
+}
 
 bool is_model_command(const std::string& line) {
   static const std::regex re(R"((^|[|;&]\s*)deltaedit (eval|grad|approx|zoo|sweep|demo)\b)");

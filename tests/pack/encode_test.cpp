@@ -2,7 +2,6 @@
 // round trip through decode is bit-exact, and a large tensor encodes in one pass.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -80,16 +79,13 @@ TEST(PackEncode, SignedZeroAndNaNPatternsAreDistinctValues) {
   EXPECT_EQ(std::memcmp(decoded(e, v.size()).data(), v.data(), v.size() * 4), 0);
 }
 
-// 2^24 values with 256 distinct: one hash pass. The linear search it replaces took about
-// 256/2 comparisons per value (~2·10^9 in all); this bound holds with a wide margin either way
-// on a loaded machine, and a quadratic regression would blow through it.
-TEST(PackEncode, LargePaletteTensorEncodesInOnePass) {
-  const size_t n = size_t(1) << 24;
+// A tensor with exactly 256 distinct values, the most a palette holds: 8-bit codes that decode
+// to the same bytes (the distinct-value scan's cost is measured in bench/, not here).
+TEST(PackEncode, FullPaletteTensorEncodesAndDecodesExactly) {
+  const size_t n = size_t(1) << 20;
   auto v = values(n, 256);
-  const auto t0 = std::chrono::steady_clock::now();
-  auto e = encode(v, {4096, 4096});
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto e = encode(v, {1024, 1024});
   EXPECT_EQ(e.encoding, "palette");
-  RecordProperty("encode_seconds", std::to_string(s));
-  EXPECT_LT(s, 20.0);
+  EXPECT_EQ(e.params.value("bits", 0), 8);
+  EXPECT_EQ(std::memcmp(decoded(e, v.size()).data(), v.data(), v.size() * 4), 0);
 }
