@@ -26,7 +26,7 @@ const fs::path kSrc = DELTAEDIT_SOURCE_DIR;
 const fs::path kZoo = kSrc / "models/zoo/retrain";
 const fs::path kBinDir = fs::path(DELTAEDIT_BINARY).parent_path();
 
-std::string quote(const std::string& s) {
+[[maybe_unused]] std::string quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
