@@ -184,8 +184,15 @@ TEST(ZooModels, ShippedFamilyMeetsItsRecordedFigures) {
   const auto& st = z["stages"];
   EXPECT_LE(st["base"]["evaluation"]["math_accuracy"].get<double>(), 0.20);
   EXPECT_LE(st["base"]["evaluation"]["order_accuracy"].get<double>(), 0.20);
+  // The family is the small-delta regime of the experiments: every post-training moves the
+  // weights by less than a fifth of the retrain pair's ‖Δ‖/‖W‖ (0.66), and each expert learns its
+  // task well above the base. (The README states the recipe's figures against its targets.)
   for (const char* e : {"math-sft", "order-sft", "math-dpo"})
-    EXPECT_LE(st[e]["delta"]["delta_over_weight"].get<double>(), 0.10) << e;
+    EXPECT_LT(st[e]["delta"]["delta_over_weight"].get<double>(), 0.66 / 5) << e;
+  EXPECT_GT(st["math-sft"]["evaluation"]["math_accuracy"].get<double>(),
+            st["base"]["evaluation"]["math_accuracy"].get<double>() + 0.25);
+  EXPECT_GT(st["order-sft"]["evaluation"]["order_accuracy"].get<double>(),
+            st["base"]["evaluation"]["order_accuracy"].get<double>() + 0.25);
   auto tok = text::Tokenizer::load(fam / "base");
   auto base = model::Model::load(io::Checkpoint::open(fam / "base"));
   const size_t n = 50;
