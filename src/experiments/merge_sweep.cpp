@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "engine/merge_run.h"
+#include "experiments/grid.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
 #include "io/safetensors.h"
@@ -26,36 +27,14 @@ using nlohmann::json;
 namespace deltaedit::experiments {
 namespace {
 
-std::string num(double v) {
-  std::string s = fmt::format("{:.4g}", v);
-  return s == "-0" ? "0" : s;
-}
+std::string num(double v) { return grid_label(v); }
 
 std::vector<double> values(const json& g, const char* key, std::vector<double> def) {
-  if (!g.is_object() || !g.contains(key)) return def;
-  const auto& v = g.at(key);
-  if (!v.is_array() || v.empty())
-    throw Error(ErrorKind::Usage, fmt::format("merge grid '{}' must be a non-empty list of numbers", key));
-  std::vector<double> out;
-  for (const auto& x : v) {
-    if (!x.is_number()) throw Error(ErrorKind::Usage, fmt::format("merge grid '{}' holds a non-number", key));
-    out.push_back(x.get<double>());
-  }
-  return out;
+  return grid_values(g, key, std::move(def), "merge grid");
 }
 
-// A small file that is either complete or absent (the staging protocol of io/writer.h).
-void write_new_file(const fs::path& p, const std::string& text) {
-  io::Staging st(p, {}, text.size());
-  st.write_text("f", text);
-  st.commit_file("f");
-}
-
-std::string safe_name(std::string s) {
-  for (auto& c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '=' || c == '_')) c = '_';
-  return s;
-}
+// A small file that is either complete or absent (staged, fsynced, renamed into place).
+void write_new_file(const fs::path& p, const std::string& text) { io::replace_file(p, text); }
 
 // YAML scalars for paths: double-quoted with backslashes and quotes escaped.
 std::string quoted(const fs::path& p) {
@@ -340,7 +319,6 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
                 {{"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()},
                  {"points", points.size()}}}};
   const fs::path rf = out / "merge-results.json";
-  if (fs::exists(rf)) fs::remove(rf);
   write_new_file(rf, summary.dump(2) + "\n");
   return summary;
 }

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "engine/edit_engine.h"
+#include "experiments/grid.h"
 #include "experiments/sweep_report.h"
 #include "io/checkpoint.h"
 #include "io/writer.h"
@@ -25,21 +26,10 @@ using nlohmann::json;
 namespace deltaedit::experiments {
 namespace {
 
-std::string num(double v) {
-  std::string s = fmt::format("{:.4g}", v);
-  return s == "-0" ? "0" : s;
-}
+std::string num(double v) { return grid_label(v); }
 
 std::vector<double> grid(const json& j, const char* key, std::vector<double> def) {
-  if (!j.is_object() || !j.contains(key)) return def;
-  const auto& v = j.at(key);
-  if (!v.is_array() || v.empty()) throw Error(ErrorKind::Usage, std::string("sweep grid '") + key + "' must be a non-empty list of numbers");
-  std::vector<double> out;
-  for (const auto& x : v) {
-    if (!x.is_number()) throw Error(ErrorKind::Usage, std::string("sweep grid '") + key + "' holds a non-number");
-    out.push_back(x.get<double>());
-  }
-  return out;
+  return grid_values(j, key, std::move(def));
 }
 
 std::vector<double> range(double lo, double hi, double step) {
@@ -54,12 +44,6 @@ std::vector<double> range(double lo, double hi, double step) {
 
 // Atomic small-file write: a point is either fully there or absent, whatever interrupts us.
 void write_atomic(const fs::path& p, const std::string& text) { io::replace_file(p, text); }
-
-std::string safe_name(std::string s) {
-  for (auto& c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '=' || c == '_')) c = '_';
-  return s;
-}
 
 }  // namespace
 
