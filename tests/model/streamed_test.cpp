@@ -25,7 +25,7 @@ fs::path fixture(const std::string& rel) {
   return fs::path(DELTAEDIT_TEST_DATA) / "hf-reference" / rel;
 }
 fs::path zoo(const std::string& rel) {
-  return fs::path(DELTAEDIT_SOURCE_DIR) / "models" / "zoo" / rel;
+  return fs::path(DELTAEDIT_SOURCE_DIR) / "models" / "zoo" / "retrain" / rel;
 }
 
 // The fixture's batch (2 × 24 ids) as pre-tokenized records, every position scored.
