@@ -10,7 +10,7 @@
 #         intermediate 14336, vocab 128256; BF16; bench/make_llama_pair.py) and
 #         `approx --streamed --op dare:p=0.9 --steps 5` on one sequence of T (64) random tokens,
 #         timed with peak RSS (/usr/bin/time -v); `approx --dry-run` first prints the plan.
-#   zoo   the shipped zoo pair (models/zoo): approx with and without --streamed on the same data,
+#   zoo   the shipped zoo pair (models/zoo/retrain): approx with and without --streamed on the same data,
 #         tokens/s of each (the same run) and their ratio.
 #
 # The pair needs about 2 bytes per parameter per side under the work dir (default
@@ -84,7 +84,7 @@ print(json.dumps({'input_ids': [random.randrange($VOCAB) for _ in range($TOKENS)
 fi
 
 if [[ $ZOO == 1 ]]; then
-  Z=$ROOT/models/zoo
+  Z=$ROOT/models/zoo/retrain
   ARGS=(approx --base "$Z/base" --post "$Z/post" --op dare:p=0.9 --steps 5 --data "$Z/data/eval.jsonl" --limit 64
         --batch-size 8 --threads "$(nproc)" --json)
   declare -A T R
