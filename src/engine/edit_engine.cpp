@@ -12,6 +12,7 @@
 #include "engine/pack_sink.h"
 #include "io/convert.h"
 #include "io/peft.h"
+#include "merge/config.h"
 #include "pack/pack.h"
 #include "util/boundary.h"
 #include "util/checked.h"
@@ -23,24 +24,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace deltaedit::engine {
-namespace {
-
-const char* torch_dtype_name(io::DType d) {
-  switch (d) {
-    case io::DType::BF16:
-      return "bfloat16";
-    case io::DType::F16:
-      return "float16";
-    case io::DType::F32:
-      return "float32";
-    case io::DType::F64:
-      return "float64";
-    default:
-      return "";
-  }
-}
-
-}  // namespace
 
 uint64_t parse_size(const std::string& text) { return util::parse_size(text); }
 
@@ -166,7 +149,7 @@ EditResult run_edit(const EditRequest& req, const Progress& progress) {
     if (req.dtype) {
       json c = io::parse_json_strict(*config_text, config_path->string());
       for (const char* k : {"torch_dtype", "dtype"})
-        if (c.contains(k)) c[k] = torch_dtype_name(*req.dtype);
+        if (c.contains(k)) c[k] = merge::torch_dtype_name(*req.dtype);
       config_text = c.dump(2) + "\n";
     }
   }

@@ -9,6 +9,7 @@
 
 #include "engine/merge_run.h"
 #include "experiments/grid.h"
+#include "experiments/resumable.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
 #include "io/safetensors.h"
@@ -33,8 +34,6 @@ std::vector<double> values(const json& g, const char* key, std::vector<double> d
   return grid_values(g, key, std::move(def), "merge grid");
 }
 
-// A small file that is either complete or absent (staged, fsynced, renamed into place).
-void write_new_file(const fs::path& p, const std::string& text) { io::replace_file(p, text); }
 
 // YAML scalars for paths: double-quoted with backslashes and quotes escaped.
 std::string quoted(const fs::path& p) {
@@ -201,14 +200,7 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
   torch::set_num_threads(cfg.threads);
   fs::create_directories(out / "merge-points");
   const json cfg_json = cfg.to_json();
-  const fs::path cfg_file = out / "merge-config.json";
-  if (fs::exists(cfg_file)) {
-    if (io::parse_json_strict(util::read_file(cfg_file), cfg_file.string()) != cfg_json)
-      throw Error(ErrorKind::Usage, "this output holds a different merge sweep; choose a new --out or remove it",
-                  out.string());
-  } else {
-    write_new_file(cfg_file, cfg_json.dump(2) + "\n");
-  }
+  claim_run_folder(out / "merge-config.json", cfg_json, out, "merge sweep");
   // Every config is validated (and planned against the checkpoints) before any model is run.
   for (const auto& p : points)
     merge::build_plan(merge::parse_merge_config(p.yaml, p.id + ".yaml"), merge::PlanOptions{});
@@ -219,7 +211,7 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
     std::vector<text::Record> eval;
     model::EvalSet set;
     model::Model m;
-    double loss = 0, accuracy = 0, delta_sumsq = 0;
+    double delta_sumsq = 0;
   };
   auto base_model = model::Model::load(io::Checkpoint::open(cfg.base));
   std::vector<Task> tasks;
@@ -228,7 +220,6 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
     Task t{&e, text::load_jsonl(e.eval_data, &tok, {0, cfg.eval_examples}),
            model::make_eval_set(recs, cfg.batch_size, model::LossKind::CausalLM),
            model::Model::load(io::Checkpoint::open(e.model))};
-    t.loss = model::dataset_loss(t.m, t.set);
     for (const auto& n : t.m.param_names()) {
       const auto d = (t.m.param(n).to(torch::kFloat64) - base_model.param(n).to(torch::kFloat64));
       t.delta_sumsq += d.pow(2).sum().item<double>();
@@ -236,7 +227,6 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
     tasks.push_back(std::move(t));
   }
   // Every model on every task: the base, each expert, then the merges.
-  json models = json::object();
   auto measure_all = [&](model::Model& m) {
     json r = json::object();
     for (auto& t : tasks)
@@ -244,25 +234,19 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
                       {"loss", model::dataset_loss(m, t.set)}};
     return r;
   };
-  const fs::path models_file = out / "merge-points/models.json";
-  if (fs::exists(models_file)) {
-    models = io::parse_json_strict(util::read_file(models_file), models_file.string());
-  } else {
+  const json models = cached_json(out / "merge-points/models.json", [&] {
     if (progress) progress(0, points.size(), "base and experts");
-    models["base"] = measure_all(base_model);
-    for (auto& t : tasks) models[t.e->name] = measure_all(t.m);
-    write_new_file(models_file, models.dump(2) + "\n");
-  }
+    json mo;
+    mo["base"] = measure_all(base_model);
+    for (auto& t : tasks) mo[t.e->name] = measure_all(t.m);
+    return mo;
+  });
 
   json results = json::array();
   size_t done = 0;
   for (const auto& p : points) {
     io::check_interrupted();
-    const fs::path pf = out / "merge-points" / (safe_name(p.id) + ".json");
-    json r;
-    if (fs::exists(pf)) {
-      r = io::parse_json_strict(util::read_file(pf), pf.string());
-    } else {
+    const json r = cached_json(out / "merge-points" / (safe_name(p.id) + ".json"), [&] {
       if (progress) progress(done, points.size(), p.label);
       const auto t0 = std::chrono::steady_clock::now();
       const fs::path mdir = out / "merges" / safe_name(p.id);
@@ -295,7 +279,8 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
             {"intensity", a.intensity},
             {"per_tensor", pt}};
       }
-      r = {{"id", p.id},
+      fs::remove_all(mdir);  // measured: only its figures are kept
+      return json{{"id", p.id},
            {"method", p.method},
            {"label", p.label},
            {"params", p.params},
@@ -303,9 +288,7 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
            {"warnings", run.warnings},
            {"tasks", per_task},
            {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
-      write_new_file(pf, r.dump(1) + "\n");
-      fs::remove_all(mdir);
-    }
+    }, 1);
     results.push_back(r);
     ++done;
     if (progress) progress(done, points.size(), p.label);
@@ -319,7 +302,7 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
                 {{"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()},
                  {"points", points.size()}}}};
   const fs::path rf = out / "merge-results.json";
-  write_new_file(rf, summary.dump(2) + "\n");
+  io::replace_file(rf, summary.dump(2) + "\n");
   return summary;
 }
 

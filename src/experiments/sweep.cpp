@@ -10,6 +10,7 @@
 
 #include "engine/edit_engine.h"
 #include "experiments/grid.h"
+#include "experiments/resumable.h"
 #include "experiments/sweep_report.h"
 #include "io/checkpoint.h"
 #include "io/writer.h"
@@ -41,9 +42,6 @@ std::vector<double> range(double lo, double hi, double step) {
   }
   return v;
 }
-
-// Atomic small-file write: a point is either fully there or absent, whatever interrupts us.
-void write_atomic(const fs::path& p, const std::string& text) { io::replace_file(p, text); }
 
 }  // namespace
 
@@ -197,14 +195,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   fs::create_directories(out / "points");
   // A resumed sweep must be the same sweep.
   const json cfg_json = cfg.to_json();
-  const fs::path cfg_file = out / "sweep-config.json";
-  if (fs::exists(cfg_file)) {
-    auto prev = io::parse_json_strict(util::read_file(cfg_file), cfg_file.string());
-    if (prev != cfg_json)
-      throw Error(ErrorKind::Usage, "this output holds a different sweep; choose a new --out or remove it", out.string());
-  } else {
-    write_atomic(cfg_file, cfg_json.dump(2) + "\n");
-  }
+  claim_run_folder(out / "sweep-config.json", cfg_json, out, "sweep");
   auto base = io::Checkpoint::open(cfg.base);
   auto post = io::Checkpoint::open(cfg.post);
   auto tok = text::Tokenizer::load(cfg.post);
@@ -220,19 +211,16 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   auto m = model::Model::load(post);
 
   // Reference models, measured once.
-  const fs::path models_file = out / "points/models.json";
-  json models;
-  if (fs::exists(models_file)) {
-    models = io::parse_json_strict(util::read_file(models_file), models_file.string());
-  } else {
+  const json models = cached_json(out / "points/models.json", [&] {
     if (progress) progress(0, points.size(), "base and post models");
     auto bm = model::Model::load(base);
-    models["base"] = {{"accuracy", model::dataset_accuracy(bm, tok, eval_records, cfg.max_new_tokens).accuracy()},
-                      {"loss", model::dataset_loss(bm, set)}};
-    models["post"] = {{"accuracy", model::dataset_accuracy(m, tok, eval_records, cfg.max_new_tokens).accuracy()},
-                      {"loss", model::dataset_loss(m, set)}};
-    write_atomic(models_file, models.dump(2) + "\n");
-  }
+    json mo;
+    mo["base"] = {{"accuracy", model::dataset_accuracy(bm, tok, eval_records, cfg.max_new_tokens).accuracy()},
+                  {"loss", model::dataset_loss(bm, set)}};
+    mo["post"] = {{"accuracy", model::dataset_accuracy(m, tok, eval_records, cfg.max_new_tokens).accuracy()},
+                  {"loss", model::dataset_loss(m, set)}};
+    return mo;
+  });
   // ∇L(W_post) for the biased-by-gradient edits.
   std::optional<io::SafetensorsFile> grad;
   bool need_grad = false;
@@ -257,11 +245,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
   size_t done = 0;
   for (const auto& p : points) {
     io::check_interrupted();
-    const fs::path pf = out / "points" / (safe_name(p.id) + ".json");
-    json r;
-    if (fs::exists(pf)) {
-      r = io::parse_json_strict(util::read_file(pf), pf.string());
-    } else {
+    const json r = cached_json(out / "points" / (safe_name(p.id) + ".json"), [&] {
       if (progress) progress(done, points.size(), p.label);
       auto t0 = std::chrono::steady_clock::now();
       auto chain = engine::OpChain::build(p.ops, cfg.seed, "", "");
@@ -276,7 +260,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
       }
       json pt = json::array();
       for (const auto& [n, c] : a.per_tensor) pt.push_back({{"name", n}, {"contribution", c}});
-      r = {{"id", p.id},
+      return json{{"id", p.id},
            {"experiment", p.experiment},
            {"label", p.label},
            {"ops", p.ops},
@@ -290,8 +274,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
            {"intensity", a.intensity},
            {"per_tensor", pt},
            {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
-      write_atomic(pf, r.dump(1) + "\n");
-    }
+    }, 1);
     experiments[p.experiment].push_back(r);
     ++done;
     if (progress) progress(done, points.size(), p.label);
@@ -301,7 +284,7 @@ json run_sweep(const SweepConfig& cfg, const fs::path& out, const SweepProgress&
                {"experiments", experiments},
                {"timing", {{"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()},
                            {"points", points.size()}}}};
-  write_atomic(out / "results.json", results.dump(2) + "\n");
+  io::replace_file(out / "results.json", results.dump(2) + "\n");
   // The results gather the points read back from OUT/points: a malformed one is named.
   util::at_boundary((out / "results.json").string(), "", [&] { render_sweep_report(results, out); });
   return results;
