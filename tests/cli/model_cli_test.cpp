@@ -130,6 +130,23 @@ TEST(ModelCli, ErrorsNameTheProblem) {
   auto b = run_cli({"sweep", (t / "bad.json").string(), "--out", (t / "s").string()});
   EXPECT_EQ(b.status, 2);
   EXPECT_NE(b.err.find("F9"), std::string::npos) << b.err;
+  // merge-sweep: a missing config names the file (exit 1); an unknown method in its grid, or a
+  // single expert, is a usage error naming what is wrong (exit 2), before any model is loaded.
+  auto ms = run_cli({"merge-sweep", (t / "missing.json").string(), "--out", (t / "m").string()});
+  EXPECT_EQ(ms.status, 1);
+  EXPECT_NE(ms.err.find("missing.json"), std::string::npos) << ms.err;
+  const std::string expert = "{\"name\": \"a\", \"model\": \"x\", \"eval_data\": \"e\", \"loss_data\": \"l\"}";
+  std::ofstream(t / "m1.json") << "{\"base\": \"b\", \"experts\": [" << expert << ", "
+                               << "{\"name\": \"b\", \"model\": \"y\", \"eval_data\": \"e\", \"loss_data\": \"l\"}"
+                               << "], \"grid\": {\"dare-ties\": {}}}";
+  auto mm = run_cli({"merge-sweep", (t / "m1.json").string(), "--out", (t / "m").string()});
+  EXPECT_EQ(mm.status, 2);
+  EXPECT_NE(mm.err.find("dare-ties"), std::string::npos) << mm.err;
+  std::ofstream(t / "m2.json") << "{\"base\": \"b\", \"experts\": [" << expert << "]}";
+  auto me = run_cli({"merge-sweep", (t / "m2.json").string(), "--out", (t / "m").string()});
+  EXPECT_EQ(me.status, 2);
+  EXPECT_NE(me.err.find("exactly two experts"), std::string::npos) << me.err;
+  EXPECT_FALSE(fs::exists(t / "m"));  // nothing written for a refused configuration
   auto k = run_cli({"tokenize", (t / "nothing").string()});
   EXPECT_EQ(k.status, 1);
   EXPECT_NE(k.err.find("nothing"), std::string::npos) << k.err;
