@@ -2,7 +2,7 @@
 # deltaedit benchmarks, each against a baseline measured in the same run, reported as ratios.
 #
 # Usage: bench/run.sh BUILD_DIR [--quick] [--reps N] [--work DIR] [--keep] [--skip-lowrank-svd] [--skip-model]
-#                     [--skip-stats] [--skip-scaling] [--only-edit]
+#                     [--skip-stats] [--skip-scaling] [--skip-cold] [--only-edit] [--only-scaling]
 #
 #   philox     keyed Philox words/s and Bernoulli draws/s per core (BUILD_DIR/philox_bench)
 #   stats      deltaedit stats on a synthetic BF16 pair vs `cat base/* post/* > /dev/null`
@@ -11,6 +11,8 @@
 #              4096×14336 matrices) and on the ≥ 2 GB Llama-shaped pair, each against the floor
 #              "read both inputs, write one output, sync" (alternating, medians) and a PyTorch
 #              eager reference (bench/eager_ref.py)
+#   cold       dare, scale, bitdelta, dare rescale=l1 and magnitude with the page cache dropped before
+#              each run (floor too), on both pairs, where /proc/sys/vm/drop_caches is writable (root)
 #   scaling    dare and magnitude on 0.5, 1, 2 and 4 GB pairs: time and peak RSS
 #   lowrank    randomized vs exact SVD on a 4096×4096 matrix (BUILD_DIR/lowrank_bench)
 #   model      forward+backward tokens/s: BUILD_DIR/model_bench vs bench/model_eager.py
@@ -26,7 +28,7 @@ set -euo pipefail
 usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 BUILD=$1; shift
-QUICK=0; KEEP=0; DO_SVD=1; DO_MODEL=1; DO_STATS=1; DO_SCALING=1; REPS=3
+QUICK=0; ONLY_SCALING=0; KEEP=0; DO_SVD=1; DO_MODEL=1; DO_STATS=1; DO_SCALING=1; DO_COLD=1; REPS=3
 WORK=${DELTAEDIT_BENCH_DIR:-/tmp/deltaedit-bench}
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -38,7 +40,9 @@ while [[ $# -gt 0 ]]; do
     --skip-model) DO_MODEL=0 ;;
     --skip-stats) DO_STATS=0 ;;
     --skip-scaling) DO_SCALING=0 ;;
-    --only-edit) DO_STATS=0; DO_SCALING=0; DO_SVD=0; DO_MODEL=0 ;;
+    --skip-cold) DO_COLD=0 ;;
+    --only-edit) DO_STATS=0; DO_SCALING=0; DO_SVD=0; DO_MODEL=0; DO_COLD=0 ;;
+    --only-scaling) ONLY_SCALING=1; DO_STATS=0; DO_SVD=0; DO_MODEL=0; DO_COLD=0 ;;
     *) usage ;;
   esac
   shift
@@ -63,8 +67,9 @@ if [[ $QUICK == 1 ]]; then
   EAGER_SUBSET_SMALL=''
   EAGER_SUBSET_BIG=''
   LOWRANK_ONLY='^model\.layers\.0\.(self_attn\.q_proj|mlp\.down_proj)\.'
-  SCALING=(50MB 100MB)
-  SCALING_ARGS=(--hidden 1024 --inter 3584 --vocab 8000 --shard-size 64MB)
+  # label|make_pair.py arguments of each scaling pair
+  SCALING=("50MB|--size 50MB --hidden 1024 --inter 3584 --vocab 8000 --shard-size 64MB"
+           "100MB|--size 100MB --hidden 1024 --inter 3584 --vocab 8000 --shard-size 64MB")
   SVD_N=1024
   MODEL_ITERS=2
 else
@@ -74,8 +79,10 @@ else
   # layer 0's attention and down projections: 4 × 4096² + 4096×14336 = 125.8M parameters
   EAGER_SUBSET_BIG='^model\.layers\.0\.(self_attn\.|mlp\.down_proj\.)'
   LOWRANK_ONLY='^model\.layers\.0\.(self_attn\.q_proj|mlp\.down_proj)\.'
-  SCALING=(0.5GB 1GB 2GB 4GB)
-  SCALING_ARGS=()
+  # The scaling pairs are 4, 8, 17 and 34 matrices of 4096×14336 (0.47, 0.94, 2.0 and 4.0 GB a
+  # side): one tensor shape, so time and memory can only change with the size. (A Llama layout
+  # cannot go below ~1 GB a side with a 32000-token vocabulary.)
+  SCALING=("0.5GB|--matrices 4" "1GB|--matrices 8" "2GB|--matrices 17" "4GB|--matrices 34")
   SVD_N=4096
   MODEL_ITERS=5
 fi
@@ -157,7 +164,9 @@ if (( avail_gb < need_gb )); then
 fi
 
 # --- philox ------------------------------------------------------------------------------------
-if [[ -x $BUILD/philox_bench ]]; then
+if [[ $ONLY_SCALING == 1 ]]; then
+  :
+elif [[ -x $BUILD/philox_bench ]]; then
   note "philox_bench (one core)"
   measure philox "$BUILD/philox_bench" --benchmark_min_time=0.3 --benchmark_repetitions=3 \
     --benchmark_report_aggregates_only=true --benchmark_format=json
@@ -196,9 +205,36 @@ edit_table() {
   done
 }
 
+# cold_table NAME: the cold-cache ops on $PAIR, the page cache dropped before every run, alternating
+# floor and deltaedit twice.
+COLD_OPS=("dare|dare:p=0.9" "scale|scale:alpha=0.5" "bitdelta|bitdelta" "dare_l1|dare:p=0.9,rescale=l1"
+          "magnitude|magnitude:p=0.9")
+drop_cache() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+cold_table() {
+  local pname=$1 entry label spec
+  [[ $DO_COLD == 1 ]] || return 0
+  if ! { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
+    note "cold cache: /proc/sys/vm/drop_caches is not writable here (needs root): skipped"
+    return 0
+  fi
+  for entry in "${COLD_OPS[@]}"; do
+    label=${entry%%|*}; spec=${entry#*|}
+    de_edit "$spec"
+    for r in 1 2; do
+      note "cold $pname $label: floor, deltaedit ($r/2)"
+      drop_cache; measure "cold.$pname.$label.floor.$r" bash -c floor_tight; rm -f "$OUT.floor"
+      drop_cache; measure "cold.$pname.$label.deltaedit.$r" "${EDIT[@]}"; rm -rf "$OUT"
+    done
+  done
+  read_both; read_both  # hot again for what follows
+}
+
+BIG_PAIR=
+if [[ $ONLY_SCALING == 0 ]]; then
 make_pair small "${SMALL_ARGS[@]}"
 read_both; read_both
 edit_table small "$EAGER_SUBSET_SMALL"
+cold_table small
 drop_pair
 
 make_pair big "${BIG_ARGS[@]}"
@@ -214,14 +250,16 @@ if [[ $DO_STATS == 1 ]]; then
   done
 fi
 edit_table big "$EAGER_SUBSET_BIG"
+cold_table big
 BIG_PAIR=$PAIR
+fi
 
 # --- scaling -------------------------------------------------------------------------------------
 if [[ $DO_SCALING == 1 ]]; then
-  for size in "${SCALING[@]}"; do
-    if [[ $size == 2GB && $QUICK == 0 ]]; then PAIR=$BIG_PAIR; export PAIR
-      record "pair.scale_$size" "$(grep '"key": "pair.big"' "$REC" | sed 's/^{"key": "pair.big", //; s/}$//')"
-    else make_pair "scale_$size" --size "$size" "${SCALING_ARGS[@]}"; fi
+  for sentry in "${SCALING[@]}"; do
+    size=${sentry%%|*}
+    read -r -a sargs <<< "${sentry#*|}"
+    make_pair "scale_$size" "${sargs[@]}"
     read_both
     for entry in "dare|dare:p=0.9" "magnitude|magnitude:p=0.9"; do
       label=${entry%%|*}; spec=${entry#*|}
@@ -232,7 +270,7 @@ if [[ $DO_SCALING == 1 ]]; then
         measure "scaling.$size.$label.$r" "${EDIT[@]}"; rm -rf "$OUT"
       done
     done
-    [[ $PAIR == "$BIG_PAIR" ]] || drop_pair
+    drop_pair
   done
 fi
 PAIR=$BIG_PAIR; export PAIR
@@ -262,9 +300,12 @@ if [[ $DO_MODEL == 1 ]]; then
 fi
 
 record end "\"uptime_end\": \"$(uptime | sed 's/^ *//')\", \"total_s\": $(( $(date +%s) - START ))"
-drop_pair
+[[ -z $BIG_PAIR ]] || drop_pair
 
+# --only-scaling reports into scaling.md/json and leaves latest.md (the whole run's) as it is.
+RESULT=latest
+[[ $ONLY_SCALING == 1 ]] && RESULT=scaling
 mkdir -p "$HERE/results"
-$PY "$HERE/report.py" --records "$REC" --logs "$LOG" --json "$HERE/results/latest.json" \
-  --md "$HERE/results/latest.md"
-cat "$HERE/results/latest.md"
+$PY "$HERE/report.py" --records "$REC" --logs "$LOG" --json "$HERE/results/$RESULT.json" \
+  --md "$HERE/results/$RESULT.md"
+cat "$HERE/results/$RESULT.md"
