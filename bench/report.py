@@ -70,6 +70,21 @@ def ok(flag):
     return "met" if flag else "**missed**"
 
 
+def op_order(op):
+    return OP_ORDER.index(op) if op in OP_ORDER else len(OP_ORDER)
+
+
+def floor_check(op, ratio, rss):
+    """The op's ÷ floor target and what of its figures is above target (empty when within)."""
+    target = FLOOR_TARGET.get(op, STREAMING_TARGET)
+    above = []
+    if target is not None and ratio > target:
+        above.append(f"{ratio:.2f}× floor > {target}×")
+    if target is not None and rss >= TARGETS["edit_rss_mb"]:
+        above.append(f"RSS {rss:.0f} MB ≥ {TARGETS['edit_rss_mb']} MB")
+    return target, above
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", required=True)
@@ -165,7 +180,7 @@ def main():
                 continue
             pair = R[f"pair.{pname}"]
             ops = {k.split(".")[2] for k in R if k.startswith(f"edit.{pname}.") and k.split(".")[3] == "deltaedit"}
-            for op in sorted(ops, key=lambda o: OP_ORDER.index(o) if o in OP_ORDER else len(OP_ORDER)):
+            for op in sorted(ops, key=op_order):
                 de, fl, eg = (agg(R, f"edit.{pname}.{op}.{s}") for s in ("deltaedit", "floor", "eager"))
                 ej = last_json(f"{a.logs}/edit.{pname}.{op}.eager.out")
                 if op == "lowrank":
@@ -180,13 +195,8 @@ def main():
                     how = "whole pair, in-script time"
                 notes.append(f"- {op} ({pname}): eager {how}")
                 ratio = de["wall"] / fl["wall"]
-                target = FLOOR_TARGET.get(op, STREAMING_TARGET)
                 rss = mb(de["rss_kb"])
-                above = []
-                if target is not None and ratio > target:
-                    above.append(f"{ratio:.2f}× floor > {target}×")
-                if target is not None and rss >= TARGETS["edit_rss_mb"]:
-                    above.append(f"RSS {rss:.0f} MB ≥ {TARGETS['edit_rss_mb']} MB")
+                target, above = floor_check(op, ratio, rss)
                 flag = "**ABOVE TARGET**: " + "; ".join(above) if above else ("ok" if target is not None else "")
                 if above:
                     flagged.append(f"{op} ({pname}): " + "; ".join(above))
@@ -212,16 +222,11 @@ def main():
         res["cold"] = {}
         for pname in ("small", "big"):
             ops = {k.split(".")[2] for k in cold if k.split(".")[1] == pname}
-            for op in sorted(ops, key=lambda o: OP_ORDER.index(o) if o in OP_ORDER else len(OP_ORDER)):
+            for op in sorted(ops, key=op_order):
                 de, fl = agg(R, f"cold.{pname}.{op}.deltaedit"), agg(R, f"cold.{pname}.{op}.floor")
                 ratio = de["wall"] / fl["wall"]
-                target = FLOOR_TARGET.get(op, STREAMING_TARGET)
                 rss = mb(de["rss_kb"])
-                above = []
-                if target is not None and ratio > target:
-                    above.append(f"{ratio:.2f}× floor > {target}×")
-                if target is not None and rss >= TARGETS["edit_rss_mb"]:
-                    above.append(f"RSS {rss:.0f} MB ≥ {TARGETS['edit_rss_mb']} MB")
+                target, above = floor_check(op, ratio, rss)
                 if above:
                     flagged.append(f"{op} ({pname}, cold): " + "; ".join(above))
                 res["cold"][f"{pname}.{op}"] = {"deltaedit": de, "floor": fl, "vs_floor": ratio, "above_target": above}
