@@ -11,7 +11,7 @@ endif
 
 PREFIX ?= /usr/local
 
-.PHONY: all deps venv build build-all test demo install sanitize fuzz ci bench format clean
+.PHONY: all deps venv build build-all test demo install sanitize fuzz ci bench readme-ops format clean
 
 all: build
 
@@ -60,6 +60,11 @@ fuzz: deps
 
 bench: build-all
 	@bench/run.sh $(BUILD)
+
+# README's operations table is rendered from the ops' schema (a test checks it).
+readme-ops: build
+	@$(BUILD)/deltaedit ops --markdown > $(BUILD)/ops-table.md
+	@awk -v table=$(BUILD)/ops-table.md '/^<!-- ops table: generated/ {print; while ((getline l < table) > 0) print l; skip=1; next} /^<!-- end of ops table -->/ {skip=0} !skip' README.md > $(BUILD)/README.new && mv $(BUILD)/README.new README.md
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.h')

@@ -10,6 +10,7 @@
 #include "merge/config.h"
 #include "merge/plan.h"
 #include "util/error.h"
+#include "util/param_schema.h"
 #include "util/read_file.h"
 #include "util/size.h"
 
@@ -73,27 +74,12 @@ uint64_t size_flag(const char* flag, const std::string& text, uint64_t min = 1) 
   return util::parse_size_option(flag, text, min);
 }
 
-std::string range_text(const merge::ParamSpec& p) {
-  if (p.kind == merge::ParamSpec::Kind::Bool) return "true|false";
-  const bool lo = p.min > -1e299, hi = p.max < 1e299;
-  if (lo && hi) return fmt::format("[{}, {}]", p.min, p.max);
-  if (lo) return fmt::format(">= {}", p.min);
-  if (hi) return fmt::format("<= {}", p.max);
-  return "any number";
-}
-
 int list_methods(bool as_json) {
   json a = json::array();
   for (const auto* m : merge::all_methods()) {
     const auto& i = m->info();
     json ps = json::array();
-    for (const auto& p : i.params)
-      ps.push_back({{"name", p.name},
-                    {"per_model", p.per_model},
-                    {"required", p.required},
-                    {"default", p.default_value ? json(*p.default_value) : json(nullptr)},
-                    {"range", range_text(p)},
-                    {"doc", p.doc}});
+    for (const auto& p : i.params) ps.push_back(util::to_json(p));
     a.push_back({{"name", i.name},
                  {"summary", i.summary},
                  {"needs_base", i.needs_base},
@@ -111,11 +97,11 @@ int list_methods(bool as_json) {
     std::cout << fmt::format("{:<18} {}{}\n", i.name, i.summary,
                              i.needs_base ? " (needs base_model)" : "");
     for (const auto& p : i.params)
-      std::cout << fmt::format(
-          "  {:<16} {:<9} {}{} {}  {}\n", p.name, p.per_model ? "per-model" : "global",
-          p.required ? "required" : "default ",
-          p.default_value ? fmt::format(" {}", *p.default_value) : std::string(), range_text(p),
-          p.doc);
+      std::cout << fmt::format("  {:<16} {:<9} {}{} {}  {}\n", p.name,
+                               p.per_model ? "per-model" : "global",
+                               p.required ? "required" : "default ",
+                               p.default_value ? " " + util::default_text(p) : std::string(),
+                               util::range_text(p), p.doc);
   }
   return kOk;
 }

@@ -1,11 +1,11 @@
 #include "cli/common.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "io/writer.h"
 #include "util/error.h"
@@ -26,7 +26,10 @@ std::string human_bytes(uint64_t b) {
 bool stderr_is_tty() { return ::isatty(2) == 1; }
 
 ProgressLine::ProgressLine(std::string label, bool enabled)
-    : label_(std::move(label)), enabled_(enabled), start_(std::chrono::steady_clock::now()), last_{} {}
+    : label_(std::move(label)),
+      enabled_(enabled),
+      start_(std::chrono::steady_clock::now()),
+      last_{} {}
 
 void ProgressLine::update(double done, double total, const std::string& unit_text) {
   if (!enabled_) return;
@@ -37,8 +40,9 @@ void ProgressLine::update(double done, double total, const std::string& unit_tex
   double frac = total > 0 ? done / total : 1.0;
   std::string eta = frac > 0 && frac < 1 ? fmt::format(" ETA {:.0f}s", el * (1 - frac) / frac) : "";
   int width = 30, fill = int(frac * width + 0.5);
-  std::fprintf(stderr, "\r%s [%s%s] %3.0f%% %s%s   ", label_.c_str(), std::string(size_t(fill), '#').c_str(),
-               std::string(size_t(width - fill), ' ').c_str(), frac * 100, unit_text.c_str(), eta.c_str());
+  std::fprintf(
+      stderr, "\r%s [%s%s] %3.0f%% %s%s   ", label_.c_str(), std::string(size_t(fill), '#').c_str(),
+      std::string(size_t(width - fill), ' ').c_str(), frac * 100, unit_text.c_str(), eta.c_str());
   std::fflush(stderr);
 }
 
@@ -58,8 +62,15 @@ int guarded(const std::function<int()>& body) {
   } catch (const std::bad_alloc&) {
     std::cerr << "error: out of memory\n";
     return kFail;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << "error: " << e.what() << "\n";  // names the path(s)
+    return kFail;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    // Every reader wraps what it raises at its I/O boundary (util::at_boundary), naming the file;
+    // anything else that reaches here is a bug of ours, and says so.
+    std::cerr << "error: "
+              << Error(ErrorKind::Internal, std::string("unhandled exception: ") + e.what()).what()
+              << "\n";
     return kFail;
   }
 }

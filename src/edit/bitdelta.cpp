@@ -23,12 +23,13 @@ namespace {
 
 enum class Stat { Mean, Median, Rms };
 
-class BitDeltaOp final : public OpBase {
+// The op's arithmetic, shared by its two execution kinds below.
+class BitDelta {
  public:
-  BitDeltaOp(Stat stat, double s, bool sign0_plus, bool rows, int bits)
-      : OpBase("bitdelta"), stat_(stat), s_(s), plus_(sign0_plus), rows_(rows), bits_(bits) {}
+  BitDelta(Stat stat, double s, bool sign0_plus, bool rows, int bits)
+      : stat_(stat), s_(s), plus_(sign0_plus), rows_(rows), bits_(bits) {}
 
-  nlohmann::json own_params() const override {
+  nlohmann::json own_params() const {
     const char* st = stat_ == Stat::Mean ? "mean" : stat_ == Stat::Median ? "median" : "rms";
     return {{"stat", st},
             {"s", s_},
@@ -36,7 +37,7 @@ class BitDeltaOp final : public OpBase {
             {"granularity", rows_ ? "row" : "tensor"},
             {"bits", bits_}};
   }
-  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const {
     const int64_t n = shape_elements(shape);
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
     if (bits_ == 0 && stat_ != Stat::Median) return 0;  // one streaming pass, nothing gathered
@@ -44,7 +45,7 @@ class BitDeltaOp final : public OpBase {
     return static_cast<uint64_t>(per) * (sizeof(uint64_t) + sizeof(float));  // keys + magnitudes
   }
 
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const {
     RowView view{1, static_cast<int64_t>(delta.size())};
     if (rows_) view = row_view(ctx.shape, delta.size(), ctx.name);
     if (bits_ > 0 && static_cast<uint64_t>(view.cols) >=
@@ -62,7 +63,7 @@ class BitDeltaOp final : public OpBase {
     return {};
   }
 
- private:
+ public:
   float signed_value(float x, float v) const {
     if (x > 0.0f) return v;
     if (x < 0.0f) return -v;
@@ -123,7 +124,7 @@ class BitDeltaOp final : public OpBase {
   }
 
   // Per-tensor state of the two-pass form: one sum per scope, then one value per scope.
-  struct ScaleState final : Op::State {
+  struct ScaleState {
     uint64_t cols = 0;  // scope length
     std::vector<FiniteSum> sums;
     std::vector<float> values;
@@ -142,36 +143,31 @@ class BitDeltaOp final : public OpBase {
   }
 
  public:
-  bool two_pass() const override { return bits_ == 0 && stat_ != Stat::Median; }
-  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
-    if (!two_pass()) return Op::observe_begin(ctx);
+  bool streams() const { return bits_ == 0 && stat_ != Stat::Median; }
+  ScaleState observe_begin(const TensorContext& ctx) const {
     const size_t n = static_cast<size_t>(shape_elements(ctx.shape));
     RowView view{1, static_cast<int64_t>(n)};
     if (rows_) view = row_view(ctx.shape, n, ctx.name);
-    auto st = std::make_unique<ScaleState>();
-    st->cols = static_cast<uint64_t>(view.cols);
-    st->sums.resize(static_cast<size_t>(view.rows));
+    ScaleState st;
+    st.cols = static_cast<uint64_t>(view.cols);
+    st.sums.resize(static_cast<size_t>(view.rows));
     return st;
   }
-  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
-    auto& st = dynamic_cast<ScaleState&>(s);
+  void observe(ScaleState& st, std::span<const float> piece, uint64_t first) const {
     const bool squares = stat_ == Stat::Rms;
     by_scope(st.cols, piece, first,
              [&](size_t r, std::span<const float> x) { st.sums[r].add(x, squares); });
   }
-  void observe_end(Op::State& s) const override {
-    auto& st = dynamic_cast<ScaleState&>(s);
+  void observe_end(ScaleState& st) const {
     st.values.resize(st.sums.size());
     for (size_t r = 0; r < st.sums.size(); ++r) st.values[r] = finite_value(st.sums[r]);
   }
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
-                      const TensorContext&) const override {
-    const auto& st = dynamic_cast<const ScaleState&>(s);
+  void apply_observed(const ScaleState& st, std::span<float> piece, uint64_t first) const {
     by_scope(st.cols, piece, first,
              [&](size_t r, std::span<float> x) { set_signs(x, st.values[r]); });
   }
 
- private:
+ public:
   // x ← signed_value(x, value) on the finite entries (NaN and ±Inf unchanged), branch-free.
   void set_signs(std::span<float> x, float value) const {
     const float neg = -value, zero = plus_ ? value : 0.0f;
@@ -236,16 +232,78 @@ class BitDeltaOp final : public OpBase {
   int bits_;
 };
 
+// bits=b > 0 or the median: whole scopes at once (a sort or a selection).
+class BitDeltaWholeOp final : public WholeTensorOp {
+ public:
+  explicit BitDeltaWholeOp(BitDelta b) : WholeTensorOp("bitdelta"), b_(std::move(b)) {}
+  nlohmann::json own_params() const override { return b_.own_params(); }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    return b_.workspace_bytes(shape);
+  }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    return b_.apply(delta, ctx);
+  }
+
+ private:
+  BitDelta b_;
+};
+
+// bits=0 with a mean or rms scale: one observe pass sums per scope, then signs are set.
+class BitDeltaScaleOp final : public ObservingOpOf<BitDelta::ScaleState> {
+ public:
+  explicit BitDeltaScaleOp(BitDelta b) : ObservingOpOf("bitdelta"), b_(std::move(b)) {}
+  nlohmann::json own_params() const override { return b_.own_params(); }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    return b_.workspace_bytes(shape);
+  }
+  // The whole-tensor path computes the same sums in one go.
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    return b_.apply(delta, ctx);
+  }
+
+ protected:
+  BitDelta::ScaleState begin(const TensorContext& ctx) const override {
+    return b_.observe_begin(ctx);
+  }
+  void observe_piece(BitDelta::ScaleState& st, std::span<const float> piece,
+                     uint64_t first) const override {
+    b_.observe(st, piece, first);
+  }
+  void end(BitDelta::ScaleState& st) const override { b_.observe_end(st); }
+  void apply_piece(const BitDelta::ScaleState& st, std::span<float> piece, uint64_t first,
+                   const TensorContext&) const override {
+    b_.apply_observed(st, piece, first);
+  }
+
+ private:
+  BitDelta b_;
+};
+
+std::unique_ptr<Op> make_bitdelta(const ParamReader& r) {
+  const std::string st = r.choice("stat");
+  const Stat stat = st == "mean" ? Stat::Mean : st == "median" ? Stat::Median : Stat::Rms;
+  BitDelta b(stat, r.real("s"), r.choice("sign0") == "plus", r.choice("granularity") == "row",
+             static_cast<int>(r.integer("bits")));
+  if (b.streams()) return std::make_unique<BitDeltaScaleOp>(std::move(b));
+  return std::make_unique<BitDeltaWholeOp>(std::move(b));
+}
+
 }  // namespace
 
-std::unique_ptr<OpBase> make_bitdelta(ParamReader& r) {
-  const std::string st = r.choice("stat", "mean", {"mean", "median", "rms"});
-  const Stat stat = st == "mean" ? Stat::Mean : st == "median" ? Stat::Median : Stat::Rms;
-  const double s = r.real("s", 1.0, {0.0, kInf, true, false});
-  const bool plus = r.choice("sign0", "zero", {"zero", "plus"}) == "plus";
-  const bool rows = r.choice("granularity", "tensor", {"tensor", "row"}) == "row";
-  const int bits = static_cast<int>(r.integer("bits", 0, 0, 8));
-  return std::make_unique<BitDeltaOp>(stat, s, plus, rows, bits);
+OpDecl bitdelta_decl() {
+  return {
+      "bitdelta",
+      "Δ' = s·stat(|Δ|)·sign(Δ); bits=b: 2^b equal-count magnitude blocks",
+      {ParamSpec::choice("stat", {"mean", "median", "rms"}, "mean",
+                         "the magnitude each sign is scaled by"),
+       ParamSpec::number("s", 1.0, 0.0, std::numeric_limits<double>::infinity(),
+                         "factor on the statistic", false, true),
+       ParamSpec::choice("sign0", {"zero", "plus"}, "zero", "what sign(0) is"),
+       ParamSpec::choice("granularity", {"tensor", "row"}, "tensor",
+                         "one statistic per tensor or per row"),
+       ParamSpec::integer("bits", 0, 0, 8,
+                          "extra magnitude bits: 2^bits equal-count blocks, each its own scale")},
+      &make_bitdelta};
 }
 
 }  // namespace deltaedit::edit::detail

@@ -20,37 +20,53 @@
 namespace deltaedit::edit::detail {
 namespace {
 
-class DareOp final : public OpBase {
- public:
-  DareOp(double p, double k, bool l1) : OpBase("dare"), p_(p), k_(k), l1_(l1) {}
-  nlohmann::json own_params() const override {
-    return {{"p", p_}, {"k", k_}, {"rescale", l1_ ? "l1" : "paper"}};
-  }
+// Δ'_i = kf·Δ_i where selected, cf·Δ_i elsewhere.
+void scale_selected(std::span<float> piece, uint64_t first, const TensorContext& ctx, double p,
+                    float kf, float cf) {
+  for_each_selection(rng_for(ctx), piece.size(), p, first,
+                     [&](size_t off, const uint32_t* m, size_t count) {
+                       float* d = piece.data() + off;
+                       for (size_t j = 0; j < count; ++j) d[j] *= m[j] != 0 ? kf : cf;
+                     });
+}
 
-  // rescale=paper is pointwise; rescale=l1 is two-pass: the first pass draws the mask and sums
-  // the selected and the kept L1 mass, the second draws it again and scales.
-  bool pointwise() const override { return !l1_; }
+nlohmann::json dare_params(double p, double k, bool l1) {
+  return {{"p", p}, {"k", k}, {"rescale", l1 ? "l1" : "paper"}};
+}
+
+// rescale=paper: pointwise.
+class DareOp final : public PointwiseOp {
+ public:
+  DareOp(double p, double k) : PointwiseOp("dare"), p_(p), k_(k) {}
+  nlohmann::json own_params() const override { return dare_params(p_, k_, false); }
   void apply_block(std::span<float> piece, uint64_t first,
                    const TensorContext& ctx) const override {
-    if (l1_) OpBase::apply_block(piece, first, ctx);  // not pointwise: throws
-    if (p_ == 0.0) return;                            // identity
-    scale(piece, first, ctx, static_cast<float>(k_),
-          static_cast<float>((1.0 - k_ * p_) / (1.0 - p_)));
+    if (p_ == 0.0) return;  // identity
+    scale_selected(piece, first, ctx, p_, static_cast<float>(k_),
+                   static_cast<float>((1.0 - k_ * p_) / (1.0 - p_)));
   }
 
-  struct State final : Op::State {
-    explicit State(util::KeyedRng r) : rng(r) {}
-    util::KeyedRng rng;              // the tensor's stream (observe has no context)
-    util::BlockedSum dropped, kept;  // Σ|Δ| over the finite selected / unselected entries
-    float cf = 1.0f;
-  };
-  bool two_pass() const override { return l1_; }
-  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
-    if (!l1_) return OpBase::observe_begin(ctx);
-    return std::make_unique<State>(rng_for(ctx));
-  }
-  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
-    auto& st = dynamic_cast<State&>(s);
+ private:
+  double p_, k_;
+};
+
+// rescale=l1: the observe pass draws the mask and sums the selected and the kept L1 mass; the
+// apply pass draws it again and scales.
+struct DareL1State {
+  explicit DareL1State(util::KeyedRng r) : rng(r) {}
+  util::KeyedRng rng;              // the tensor's stream (observe has no context)
+  util::BlockedSum dropped, kept;  // Σ|Δ| over the finite selected / unselected entries
+  float cf = 1.0f;
+};
+
+class DareL1Op final : public ObservingOpOf<DareL1State> {
+ public:
+  DareL1Op(double p, double k) : ObservingOpOf("dare"), p_(p), k_(k) {}
+  nlohmann::json own_params() const override { return dare_params(p_, k_, true); }
+
+ protected:
+  DareL1State begin(const TensorContext& ctx) const override { return DareL1State(rng_for(ctx)); }
+  void observe_piece(DareL1State& st, std::span<const float> piece, uint64_t first) const override {
     if (p_ == 0.0) return;
     for_each_selection(
         st.rng, piece.size(), p_, first, [&](size_t off, const uint32_t* m, size_t count) {
@@ -59,39 +75,25 @@ class DareOp final : public OpBase {
           st.kept.add(count, [&](size_t j) { return m[j] != 0 ? 0.0 : util::finite_abs(d[j]); });
         });
   }
-  void observe_end(Op::State& s) const override {
-    auto& st = dynamic_cast<State&>(s);
+  void end(DareL1State& st) const override {
     const double dropped = st.dropped.sum(), kept = st.kept.sum();
     // With no kept mass the kept entries are all zero and their multiplier is irrelevant.
     st.cf = static_cast<float>(kept > 0.0 ? (dropped + kept - k_ * dropped) / kept : 1.0);
   }
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
-                      const TensorContext& ctx) const override {
+  void apply_piece(const DareL1State& st, std::span<float> piece, uint64_t first,
+                   const TensorContext& ctx) const override {
     if (p_ == 0.0) return;
-    scale(piece, first, ctx, static_cast<float>(k_), dynamic_cast<const State&>(s).cf);
-  }
-
- private:
-  // Δ'_i = kf·Δ_i where selected, cf·Δ_i elsewhere.
-  void scale(std::span<float> piece, uint64_t first, const TensorContext& ctx, float kf,
-             float cf) const {
-    for_each_selection(rng_for(ctx), piece.size(), p_, first,
-                       [&](size_t off, const uint32_t* m, size_t count) {
-                         float* d = piece.data() + off;
-                         for (size_t j = 0; j < count; ++j) d[j] *= m[j] != 0 ? kf : cf;
-                       });
+    scale_selected(piece, first, ctx, p_, static_cast<float>(k_), st.cf);
   }
 
  private:
   double p_, k_;
-  bool l1_;
 };
 
-class DropOp final : public OpBase {
+class DropOp final : public PointwiseOp {
  public:
-  explicit DropOp(double p) : OpBase("drop"), p_(p) {}
+  explicit DropOp(double p) : PointwiseOp("drop"), p_(p) {}
   nlohmann::json own_params() const override { return {{"p", p_}}; }
-  bool pointwise() const override { return true; }
   void apply_block(std::span<float> piece, uint64_t first,
                    const TensorContext& ctx) const override {
     if (p_ == 0.0) return;
@@ -110,37 +112,53 @@ class DropOp final : public OpBase {
 // p = |M|/n. p=0: identity. p=1 (every entry selected): Δ' = k·Δ — the kept part is empty, so
 // the rescale factor (1−k·p)/(1−p) multiplies nothing and is not evaluated. For 0<p<1 the
 // multipliers sum to exactly k·|M| + c·(n−|M|) = n (before f32 rounding of c).
-class BiasedOp final : public OpBase {
- public:
-  BiasedOp(bool by_grad, double k) : OpBase("biased"), by_grad_(by_grad), k_(k) {}
-  nlohmann::json own_params() const override {
-    return {{"by", by_grad_ ? "grad" : "delta"}, {"k", k_}};
+// x_i ← k·x_i where selected(i), c·x_i elsewhere, for count selected among n in the tensor
+// (selected(i) is read before x_i changes).
+template <class Selected>
+void biased_rescale(std::span<float> x, uint64_t count, uint64_t n, double k, Selected&& selected) {
+  if (count == 0) return;
+  const float kf = static_cast<float>(k);
+  if (count == n) {
+    for (float& d : x) d *= kf;
+    return;
   }
-  bool needs_grad() const override { return by_grad_; }
+  const double p = static_cast<double>(count) / static_cast<double>(n);
+  const float cf = static_cast<float>((1.0 - k * p) / (1.0 - p));
+  for (size_t i = 0; i < x.size(); ++i) x[i] *= selected(i) ? kf : cf;
+}
 
-  // by=delta is two-pass: count the selected entries (Δ<0), then scale each by its own sign.
-  struct State final : Op::State {
-    uint64_t count = 0, n = 0;
-  };
-  bool two_pass() const override { return !by_grad_; }
-  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
-    if (by_grad_) return Op::observe_begin(ctx);
-    return std::make_unique<State>();
-  }
-  void observe(Op::State& s, std::span<const float> piece, uint64_t) const override {
-    auto& st = dynamic_cast<State&>(s);
+// by=delta: count the selected entries (Δ<0) in the observe pass, then scale each by its own sign.
+struct BiasedState {
+  uint64_t count = 0, n = 0;
+};
+
+class BiasedDeltaOp final : public ObservingOpOf<BiasedState> {
+ public:
+  explicit BiasedDeltaOp(double k) : ObservingOpOf("biased"), k_(k) {}
+  nlohmann::json own_params() const override { return {{"by", "delta"}, {"k", k_}}; }
+
+ protected:
+  BiasedState begin(const TensorContext&) const override { return {}; }
+  void observe_piece(BiasedState& st, std::span<const float> piece, uint64_t) const override {
     for (float d : piece) st.count += d < 0.0f ? 1 : 0;
     st.n += piece.size();
   }
-  void observe_end(Op::State&) const override {}
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t,
-                      const TensorContext&) const override {
-    const auto& st = dynamic_cast<const State&>(s);
-    rescale(piece, st.count, st.n, [&](size_t i) { return piece[i] < 0.0f; });
+  void apply_piece(const BiasedState& st, std::span<float> piece, uint64_t,
+                   const TensorContext&) const override {
+    biased_rescale(piece, st.count, st.n, k_, [&](size_t i) { return piece[i] < 0.0f; });
   }
 
+ private:
+  double k_;
+};
+
+// by=grad: the mask needs the gradient of the same tensor, handed whole.
+class BiasedGradOp final : public WholeTensorOp {
+ public:
+  explicit BiasedGradOp(double k) : WholeTensorOp("biased"), k_(k) {}
+  nlohmann::json own_params() const override { return {{"by", "grad"}, {"k", k_}}; }
+  bool needs_grad() const override { return true; }
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    if (!by_grad_) return Op::apply(delta, ctx);  // two-pass
     if (ctx.grad.size() != delta.size()) {
       throw Error(ErrorKind::Usage,
                   "op 'biased': by=grad needs the gradient of this tensor (" +
@@ -154,47 +172,56 @@ class BiasedOp final : public OpBase {
     };
     uint64_t count = 0;
     for (size_t i = 0; i < delta.size(); ++i) count += selected(i) ? 1 : 0;
-    rescale(delta, count, delta.size(), selected);
+    biased_rescale(delta, count, delta.size(), k_, selected);
     return {};
   }
 
  private:
-  // x_i ← k·x_i where selected(i), c·x_i elsewhere, for count selected among n in the tensor
-  // (selected(i) is read before x_i changes).
-  template <class Selected>
-  void rescale(std::span<float> x, uint64_t count, uint64_t n, Selected&& selected) const {
-    if (count == 0) return;
-    const float kf = static_cast<float>(k_);
-    if (count == n) {
-      for (float& d : x) d *= kf;
-      return;
-    }
-    const double p = static_cast<double>(count) / static_cast<double>(n);
-    const float cf = static_cast<float>((1.0 - k_ * p) / (1.0 - p));
-    for (size_t i = 0; i < x.size(); ++i) x[i] *= selected(i) ? kf : cf;
-  }
-
-  bool by_grad_;
   double k_;
 };
 
+std::unique_ptr<Op> make_dare(const ParamReader& r) {
+  if (r.choice("rescale") == "l1") return std::make_unique<DareL1Op>(r.real("p"), r.real("k"));
+  return std::make_unique<DareOp>(r.real("p"), r.real("k"));
+}
+std::unique_ptr<Op> make_drop(const ParamReader& r) {
+  return std::make_unique<DropOp>(r.real("p"));
+}
+std::unique_ptr<Op> make_biased(const ParamReader& r) {
+  if (r.choice("by") == "grad") return std::make_unique<BiasedGradOp>(r.real("k"));
+  return std::make_unique<BiasedDeltaOp>(r.real("k"));
+}
+
 }  // namespace
 
-std::unique_ptr<OpBase> make_dare(ParamReader& r) {
-  const double p = r.real("p", 0.9, half_open(0.0, 1.0));
-  const double k = r.real("k", 0.0, any_real());
-  const bool l1 = r.choice("rescale", "paper", {"paper", "l1"}) == "l1";
-  return std::make_unique<DareOp>(p, k, l1);
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+OpDecl dare_decl() {
+  return {
+      "dare",
+      "random drop with rescale: Δ' = k·M⊙Δ + (1−k·p)/(1−p)·(1−M)⊙Δ, M~Bernoulli(p)",
+      {ParamSpec::number("p", 0.9, 0.0, 1.0, "drop probability", false, true),
+       ParamSpec::number("k", 0.0, -kInf, kInf, "factor kept on dropped entries (0: drop them)"),
+       ParamSpec::choice("rescale", {"paper", "l1"}, "paper",
+                         "paper: kept entries ×(1−k·p)/(1−p); l1: kept entries rescaled to the "
+                         "tensor's L1 norm")},
+      &make_dare};
 }
 
-std::unique_ptr<OpBase> make_drop(ParamReader& r) {
-  return std::make_unique<DropOp>(r.real("p", 0.9, closed(0.0, 1.0)));
+OpDecl drop_decl() {
+  return {"drop",
+          "random drop without rescale: Δ' = (1−M)⊙Δ, M~Bernoulli(p)",
+          {ParamSpec::number("p", 0.9, 0.0, 1.0, "drop probability")},
+          &make_drop};
 }
 
-std::unique_ptr<OpBase> make_biased(ParamReader& r) {
-  const bool by_grad = r.choice("by", "delta", {"delta", "grad"}) == "grad";
-  const double k = r.real("k", 0.5, any_real());
-  return std::make_unique<BiasedOp>(by_grad, k);
+OpDecl biased_decl() {
+  return {"biased",
+          "dare with a chosen mask: M=[Δ<0] (by=delta) or M=[Δ·G<0] (by=grad)",
+          {ParamSpec::choice("by", {"delta", "grad"}, "delta",
+                             "the mask: negative Δ, or Δ against the gradient (needs --grad)"),
+           ParamSpec::number("k", 0.5, -kInf, kInf, "factor kept on masked entries")},
+          &make_biased};
 }
 
 }  // namespace deltaedit::edit::detail

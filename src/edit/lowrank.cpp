@@ -3,19 +3,18 @@
 // r is rank=r (capped at min(rows, cols)), or ⌊ratio·min(rows, cols)⌋ (default ratio 0.1), or the
 // smallest r whose Σ_{i≤r} σ_i² reaches energy·Σ σ_i² (exact method only). When r ≥ min(rows, cols)
 // the truncation is Δ itself and the tensor is left unchanged (no factors). method=exact: LAPACK's
-// divide-and-conquer SVD (dgesdd) in f64. method=randomized: the randomized range finder of Halko, Martinsson & Tropp —
-// sketch width ℓ = r + oversample (default 10), power_iters (default 4) rounds of power iteration
-// re-orthonormalised by QR, Gaussian test matrix from the keyed Philox stream — with f32 BLAS
-// products and LAPACK QR on Δ in place, then the f64 SVD of an ℓ×ℓ triangle. The factors are
-// rounded to f32, and Δ' is written by reconstruct_lowrank(factors), the same routine a pack
-// rebuild uses. Tensors that are not 2-D are left untouched; NaN/Inf entries are a Numeric error
-// (the SVD is undefined).
+// divide-and-conquer SVD (dgesdd) in f64. method=randomized: the randomized range finder of Halko,
+// Martinsson & Tropp — sketch width ℓ = r + oversample (default 10), power_iters (default 4) rounds
+// of power iteration re-orthonormalised by QR, Gaussian test matrix from the keyed Philox stream —
+// with f32 BLAS products and LAPACK QR on Δ in place, then the f64 SVD of an ℓ×ℓ triangle. The
+// factors are rounded to f32, and Δ' is written by reconstruct_lowrank(factors), the same routine a
+// pack rebuild uses. Tensors that are not 2-D are left untouched; NaN/Inf entries are a Numeric
+// error (the SVD is undefined).
+#include <Eigen/Dense>
+#include <Eigen/SVD>
 #include <algorithm>
 #include <cmath>
 #include <memory>
-
-#include <Eigen/Dense>
-#include <Eigen/SVD>
 
 #include "edit/op_impl.h"
 #include "linalg/blas.h"
@@ -26,10 +25,10 @@ namespace {
 
 enum class Mode { Rank, Ratio, Energy };
 
-class LowRankOp final : public OpBase {
+class LowRankOp final : public WholeTensorOp {
  public:
   LowRankOp(Mode mode, double value, bool randomized, int64_t oversample, int64_t power_iters)
-      : OpBase("lowrank"),
+      : WholeTensorOp("lowrank"),
         mode_(mode),
         value_(value),
         randomized_(randomized),
@@ -55,7 +54,8 @@ class LowRankOp final : public OpBase {
     const uint64_t m = static_cast<uint64_t>(shape[0]), n = static_cast<uint64_t>(shape[1]);
     const uint64_t k = std::min(m, n);
     const uint64_t factors = 4 * (m + n + 1) * k + 4 * k * n;  // f32 factors + Vᵀ in reconstruction
-    if (!randomized_) return 8 * (m * n + 2 * (m + n) * k + 5 * k * k + 7 * k) + 4 * 8 * k + factors;
+    if (!randomized_)
+      return 8 * (m * n + 2 * (m + n) * k + 5 * k * k + 7 * k) + 4 * 8 * k + factors;
     const uint64_t l = std::min(k, static_cast<uint64_t>(target_rank(k) + oversample_));
     return 4 * (3 * n + 2 * m) * l + 8 * (m + n) * l + 32 * l * l + factors;
   }
@@ -69,8 +69,8 @@ class LowRankOp final : public OpBase {
     const int64_t m = ctx.shape[0], n = ctx.shape[1];
     if (shape_elements(ctx.shape) != static_cast<int64_t>(delta.size())) {
       throw Error(ErrorKind::Internal,
-                  "shape has " + std::to_string(shape_elements(ctx.shape)) + " elements but the buffer holds " +
-                      std::to_string(delta.size()),
+                  "shape has " + std::to_string(shape_elements(ctx.shape)) +
+                      " elements but the buffer holds " + std::to_string(delta.size()),
                   "", std::string(ctx.name));
     }
     const int64_t kmin = std::min(m, n);
@@ -79,8 +79,8 @@ class LowRankOp final : public OpBase {
     for (float v : delta) bad += std::isfinite(v) ? 0 : 1;
     if (bad != 0) {
       throw Error(ErrorKind::Numeric,
-                  "op 'lowrank': " + std::to_string(bad) + " NaN/Inf entries; the SVD is undefined", "",
-                  std::string(ctx.name));
+                  "op 'lowrank': " + std::to_string(bad) + " NaN/Inf entries; the SVD is undefined",
+                  "", std::string(ctx.name));
     }
     int64_t r = target_rank(static_cast<uint64_t>(kmin));
     if (mode_ != Mode::Energy && r >= kmin) return out;  // the full-rank truncation is Δ itself
@@ -113,13 +113,15 @@ class LowRankOp final : public OpBase {
       // better than the truncation error. Then Bᵀ = ΔᵀQ = Q₂R, and the small SVD of Rᵀ (ℓ×ℓ, f64)
       // gives Δ ≈ Q·B = (Q·U_R)·Σ·(Q₂·V_R)ᵀ.
       const linalg::SerialBlas serial;  // same bytes for any thread count
-      const int64_t l = std::max<int64_t>(1, std::min(kmin, r + oversample_));  // rank=0, oversample=0: ℓ = 1
+      const int64_t l =
+          std::max<int64_t>(1, std::min(kmin, r + oversample_));  // rank=0, oversample=0: ℓ = 1
       const size_t ml = static_cast<size_t>(m * l), nl = static_cast<size_t>(n * l);
       const util::KeyedRng rng = rng_for(ctx);
       std::vector<float> omega(nl), q(ml), z(nl);
       for (int64_t j = 0; j < n; ++j) {  // omega(j, t), column-major n×ℓ
         for (int64_t t = 0; t < l; ++t)
-          omega[static_cast<size_t>(t * n + j)] = static_cast<float>(rng.normal(static_cast<uint64_t>(j * l + t)));
+          omega[static_cast<size_t>(t * n + j)] =
+              static_cast<float>(rng.normal(static_cast<uint64_t>(j * l + t)));
       }
       const float* a = delta.data();
       linalg::gemm(true, false, m, l, n, a, n, omega.data(), n, q.data(), m);  // Y = ΔΩ
@@ -134,8 +136,8 @@ class LowRankOp final : public OpBase {
       util::check_interrupted();
       std::vector<float> rr(static_cast<size_t>(l * l));
       linalg::gemm(false, false, n, l, m, a, n, q.data(), m, z.data(), n);  // Bᵀ = ΔᵀQ
-      linalg::qr(z.data(), n, l, rr.data());                                 // Bᵀ = Q₂R
-      Eigen::MatrixXd rt(l, l);  // Rᵀ
+      linalg::qr(z.data(), n, l, rr.data());                                // Bᵀ = Q₂R
+      Eigen::MatrixXd rt(l, l);                                             // Rᵀ
       for (int64_t i = 0; i < l; ++i)
         for (int64_t j = 0; j < l; ++j) rt(i, j) = rr[static_cast<size_t>(i * l + j)];
       Eigen::BDCSVD<Eigen::MatrixXd> svd(rt, Eigen::ComputeThinU | Eigen::ComputeThinV);
@@ -167,10 +169,12 @@ class LowRankOp final : public OpBase {
     f.v.resize(static_cast<size_t>(n * r));
     for (int64_t t = 0; t < r; ++t) f.s[static_cast<size_t>(t)] = static_cast<float>(s(t));
     for (int64_t i = 0; i < m; ++i) {
-      for (int64_t t = 0; t < r; ++t) f.u[static_cast<size_t>(i * r + t)] = static_cast<float>(u(i, t));
+      for (int64_t t = 0; t < r; ++t)
+        f.u[static_cast<size_t>(i * r + t)] = static_cast<float>(u(i, t));
     }
     for (int64_t j = 0; j < n; ++j) {
-      for (int64_t t = 0; t < r; ++t) f.v[static_cast<size_t>(j * r + t)] = static_cast<float>(v(j, t));
+      for (int64_t t = 0; t < r; ++t)
+        f.v[static_cast<size_t>(j * r + t)] = static_cast<float>(v(j, t));
     }
     reconstruct_lowrank(f, delta);
     out.factors = std::move(f);
@@ -193,21 +197,48 @@ class LowRankOp final : public OpBase {
 
 }  // namespace
 
-std::unique_ptr<OpBase> make_lowrank(ParamReader& r) {
-  const std::optional<int64_t> rank = r.integer_opt("rank", 0, (int64_t{1} << 31) - 1);
-  const std::optional<double> ratio = r.real_opt("ratio", closed(0.0, 1.0));
-  const std::optional<double> energy = r.real_opt("energy", open_closed(0.0, 1.0));
+namespace {
+std::unique_ptr<Op> make_lowrank(const ParamReader& r) {
+  const std::optional<int64_t> rank = r.integer_opt("rank");
+  const std::optional<double> ratio = r.real_opt("ratio");
+  const std::optional<double> energy = r.real_opt("energy");
   const int given = (rank ? 1 : 0) + (ratio ? 1 : 0) + (energy ? 1 : 0);
   if (given > 1) {
-    r.fail(rank && ratio ? "ratio" : "energy", "cannot be combined with another of rank, ratio, energy");
+    r.fail(rank && ratio ? "ratio" : "energy",
+           "cannot be combined with another of rank, ratio, energy");
   }
-  const bool randomized = r.choice("method", "exact", {"exact", "randomized"}) == "randomized";
-  const int64_t oversample = r.integer("oversample", 10, 0, 4096);
-  const int64_t power_iters = r.integer("power_iters", 4, 0, 64);
+  const bool randomized = r.choice("method") == "randomized";
+  const int64_t oversample = r.integer("oversample");
+  const int64_t power_iters = r.integer("power_iters");
   if (energy && randomized) r.fail("energy", "needs method=exact (the full spectrum)");
-  if (rank) return std::make_unique<LowRankOp>(Mode::Rank, static_cast<double>(*rank), randomized, oversample, power_iters);
-  if (energy) return std::make_unique<LowRankOp>(Mode::Energy, *energy, randomized, oversample, power_iters);
-  return std::make_unique<LowRankOp>(Mode::Ratio, ratio.value_or(0.1), randomized, oversample, power_iters);
+  if (rank)
+    return std::make_unique<LowRankOp>(Mode::Rank, static_cast<double>(*rank), randomized,
+                                       oversample, power_iters);
+  if (energy)
+    return std::make_unique<LowRankOp>(Mode::Energy, *energy, randomized, oversample, power_iters);
+  return std::make_unique<LowRankOp>(Mode::Ratio, ratio.value_or(0.1), randomized, oversample,
+                                     power_iters);
+}
+}  // namespace
+
+OpDecl lowrank_decl() {
+  const char* one_of =
+      "at most one of rank, ratio, energy, default ratio=0.1; energy needs method=exact";
+  return {
+      "lowrank",
+      "Δ' = U_r Σ_r V_rᵀ of the SVD of Δ (2-D tensors only)",
+      {ParamSpec::integer("rank", std::nullopt, 0, (int64_t{1} << 31) - 1, "keep r singular values")
+           .with_constraint(one_of),
+       ParamSpec::number("ratio", 0.1, 0.0, 1.0, "keep ⌊ratio·min(rows, cols)⌋ singular values")
+           .with_constraint(one_of),
+       ParamSpec::number("energy", std::nullopt, 0.0, 1.0,
+                         "keep the fewest values holding this share of Σσ²", true)
+           .with_constraint(one_of),
+       ParamSpec::choice("method", {"exact", "randomized"}, "exact",
+                         "LAPACK SVD in f64, or a randomized range finder"),
+       ParamSpec::integer("oversample", 10, 0, 4096, "randomized: extra columns of the sketch"),
+       ParamSpec::integer("power_iters", 4, 0, 64, "randomized: power iterations")},
+      &make_lowrank};
 }
 
 }  // namespace deltaedit::edit::detail

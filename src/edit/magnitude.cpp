@@ -21,20 +21,53 @@
 namespace deltaedit::edit::detail {
 namespace {
 
-class MagnitudeOp final : public OpBase {
+// The op's selection, shared by its two execution kinds below.
+class Magnitude {
  public:
-  MagnitudeOp(double p, bool rows) : OpBase("magnitude"), p_(p), rows_(rows) {}
-  nlohmann::json own_params() const override {
-    return {{"p", p_}, {"scope", rows_ ? "row" : "tensor"}};
-  }
-  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+  // Scopes shorter than this select with nth_element on a key copy (cheaper than clearing the
+  // histograms); longer ones by radix select, which needs no copy.
+  static constexpr int64_t kRadixMin = int64_t{1} << 16;
+  static constexpr size_t kHighBins = size_t{1} << 15;  // keys are 31-bit: high part is 15 bits
+  static constexpr size_t kLowBins = size_t{1} << 16;
+
+  // Positions of the keys in the threshold's high bin kept during the low-bits pass (8 bytes
+  // each); beyond this many a third pass finds the cut among the ties.
+  static constexpr size_t kCandidates = size_t{1} << 19;
+
+  // Streaming threshold select (scope=tensor), one pass of the streamed Δ each:
+  //  High: histogram of the high 15 key bits, with the OR and AND of the low 16 bits in each
+  //        bin — gives the bin h of the keep-th largest key and the count above h; when every key
+  //        in h is the same (OR == AND) that key is the threshold T;
+  //  Low:  (when h holds several keys) histogram of the low 16 bits inside h, and the positions
+  //        of the keys in h while at most kCandidates — gives T;
+  //  Ties: (only when some keys equal to T must go and their positions are not known) the index
+  //        of the (keep − above)-th key equal to T, in index order.
+  // Then Δ'_i = Δ_i iff key_i > T, or key_i = T at an index ≤ that last tie kept.
+  enum class Phase { High, Low, Ties, Done };
+  struct Stream {
+    int64_t n = 0, keep = 0;
+    Phase phase = Phase::High;
+    std::vector<uint64_t> high, low;
+    std::vector<uint16_t> low_or, low_and;
+    std::vector<uint64_t> cand;  // (index << 16) | low key bits, in index order
+    bool cand_complete = true;
+    uint32_t h = 0, t = 0;
+    int64_t above = 0;                       // keys above T (above bin h after the first pass)
+    int64_t ties_needed = 0, ties_seen = 0;  // keys equal to T to keep; seen so far
+    uint64_t last_tie = 0;
+    bool all_ties = false;  // every key equal to T is kept
+  };
+
+  Magnitude(double p, bool rows) : p_(p), rows_(rows) {}
+  nlohmann::json own_params() const { return {{"p", p_}, {"scope", rows_ ? "row" : "tensor"}}; }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const {
     const int64_t n = shape_elements(shape);
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
     if (per < kRadixMin) return static_cast<uint64_t>(per) * sizeof(uint32_t);
     return (kHighBins + kLowBins) * sizeof(uint64_t);
   }
 
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const {
     if (p_ == 0.0) return {};
     RowView view{1, static_cast<int64_t>(delta.size())};
     if (rows_) view = row_view(ctx.shape, delta.size(), ctx.name);
@@ -46,23 +79,21 @@ class MagnitudeOp final : public OpBase {
   }
 
   // scope=tensor streams as a multi-pass op (see the Stream state below).
-  bool multi_pass() const override { return !rows_; }
-  std::unique_ptr<Op::State> observe_begin(const TensorContext& ctx) const override {
-    if (rows_) return OpBase::observe_begin(ctx);
-    auto st = std::make_unique<Stream>();
-    st->n = shape_elements(ctx.shape);
-    st->keep = p_ == 0.0 ? st->n : floor_count(1.0 - p_, st->n);
-    if (st->keep >= st->n || st->keep == 0) {
-      st->phase = Phase::Done;
+  bool rows() const { return rows_; }
+  Stream observe_begin(const TensorContext& ctx) const {
+    Stream st;
+    st.n = shape_elements(ctx.shape);
+    st.keep = p_ == 0.0 ? st.n : floor_count(1.0 - p_, st.n);
+    if (st.keep >= st.n || st.keep == 0) {
+      st.phase = Phase::Done;
     } else {
-      st->high.assign(kHighBins, 0);
-      st->low_or.assign(kHighBins, 0);
-      st->low_and.assign(kHighBins, 0xFFFF);
+      st.high.assign(kHighBins, 0);
+      st.low_or.assign(kHighBins, 0);
+      st.low_and.assign(kHighBins, 0xFFFF);
     }
     return st;
   }
-  void observe(Op::State& s, std::span<const float> piece, uint64_t first) const override {
-    auto& st = dynamic_cast<Stream&>(s);
+  void observe(Stream& st, std::span<const float> piece, uint64_t first) const {
     switch (st.phase) {
       case Phase::High:
         for (float v : piece) {
@@ -93,8 +124,7 @@ class MagnitudeOp final : public OpBase {
         break;
     }
   }
-  bool observe_again(Op::State& s) const override {
-    auto& st = dynamic_cast<Stream&>(s);
+  bool observe_again(Stream& st) const {
     switch (st.phase) {
       case Phase::High: {
         // The high bin holding the keep-th largest key, and how many keys lie in higher bins.
@@ -153,10 +183,7 @@ class MagnitudeOp final : public OpBase {
     }
     return false;
   }
-  void observe_end(Op::State&) const override {}
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
-                      const TensorContext&) const override {
-    const auto& st = dynamic_cast<const Stream&>(s);
+  void apply_observed(const Stream& st, std::span<float> piece, uint64_t first) const {
     if (st.keep >= st.n) return;
     if (st.keep == 0) {
       std::fill(piece.begin(), piece.end(), 0.0f);
@@ -171,40 +198,6 @@ class MagnitudeOp final : public OpBase {
     }
   }
 
- private:
-  // Scopes shorter than this select with nth_element on a key copy (cheaper than clearing the
-  // histograms); longer ones by radix select, which needs no copy.
-  static constexpr int64_t kRadixMin = int64_t{1} << 16;
-  static constexpr size_t kHighBins = size_t{1} << 15;  // keys are 31-bit: high part is 15 bits
-  static constexpr size_t kLowBins = size_t{1} << 16;
-
-  // Positions of the keys in the threshold's high bin kept during the low-bits pass (8 bytes
-  // each); beyond this many a third pass finds the cut among the ties.
-  static constexpr size_t kCandidates = size_t{1} << 19;
-
-  // Streaming threshold select (scope=tensor), one pass of the streamed Δ each:
-  //  High: histogram of the high 15 key bits, with the OR and AND of the low 16 bits in each
-  //        bin — gives the bin h of the keep-th largest key and the count above h; when every key
-  //        in h is the same (OR == AND) that key is the threshold T;
-  //  Low:  (when h holds several keys) histogram of the low 16 bits inside h, and the positions
-  //        of the keys in h while at most kCandidates — gives T;
-  //  Ties: (only when some keys equal to T must go and their positions are not known) the index
-  //        of the (keep − above)-th key equal to T, in index order.
-  // Then Δ'_i = Δ_i iff key_i > T, or key_i = T at an index ≤ that last tie kept.
-  enum class Phase { High, Low, Ties, Done };
-  struct Stream final : Op::State {
-    int64_t n = 0, keep = 0;
-    Phase phase = Phase::High;
-    std::vector<uint64_t> high, low;
-    std::vector<uint16_t> low_or, low_and;
-    std::vector<uint64_t> cand;  // (index << 16) | low key bits, in index order
-    bool cand_complete = true;
-    uint32_t h = 0, t = 0;
-    int64_t above = 0;                       // keys above T (above bin h after the first pass)
-    int64_t ties_needed = 0, ties_seen = 0;  // keys equal to T to keep; seen so far
-    uint64_t last_tie = 0;
-    bool all_ties = false;  // every key equal to T is kept
-  };
   template <class V>
   static void release(V& v) {
     V().swap(v);
@@ -295,12 +288,67 @@ class MagnitudeOp final : public OpBase {
   bool rows_;
 };
 
+// scope=row: each row selects on its own, whole.
+class MagnitudeRowsOp final : public WholeTensorOp {
+ public:
+  explicit MagnitudeRowsOp(Magnitude m) : WholeTensorOp("magnitude"), m_(std::move(m)) {}
+  nlohmann::json own_params() const override { return m_.own_params(); }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    return m_.workspace_bytes(shape);
+  }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    return m_.apply(delta, ctx);
+  }
+
+ private:
+  Magnitude m_;
+};
+
+// scope=tensor: streamed by histogram passes (Magnitude::Stream); on a whole tensor the in-place
+// radix select gives the same threshold in one go.
+class MagnitudeTensorOp final : public ObservingOpOf<Magnitude::Stream> {
+ public:
+  explicit MagnitudeTensorOp(Magnitude m) : ObservingOpOf("magnitude"), m_(std::move(m)) {}
+  nlohmann::json own_params() const override { return m_.own_params(); }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    return m_.workspace_bytes(shape);
+  }
+  bool multi_pass() const override { return true; }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    return m_.apply(delta, ctx);
+  }
+
+ protected:
+  Magnitude::Stream begin(const TensorContext& ctx) const override { return m_.observe_begin(ctx); }
+  void observe_piece(Magnitude::Stream& st, std::span<const float> piece,
+                     uint64_t first) const override {
+    m_.observe(st, piece, first);
+  }
+  bool again(Magnitude::Stream& st) const override { return m_.observe_again(st); }
+  void apply_piece(const Magnitude::Stream& st, std::span<float> piece, uint64_t first,
+                   const TensorContext&) const override {
+    m_.apply_observed(st, piece, first);
+  }
+
+ private:
+  Magnitude m_;
+};
+
+std::unique_ptr<Op> make_magnitude(const ParamReader& r) {
+  Magnitude m(r.real("p"), r.choice("scope") == "row");
+  if (m.rows()) return std::make_unique<MagnitudeRowsOp>(std::move(m));
+  return std::make_unique<MagnitudeTensorOp>(std::move(m));
+}
+
 }  // namespace
 
-std::unique_ptr<OpBase> make_magnitude(ParamReader& r) {
-  const double p = r.real("p", 0.9, closed(0.0, 1.0));
-  const bool rows = r.choice("scope", "tensor", {"tensor", "row"}) == "row";
-  return std::make_unique<MagnitudeOp>(p, rows);
+OpDecl magnitude_decl() {
+  return {"magnitude",
+          "keep the ⌊(1−p)·n⌋ largest |Δ| per scope (ties: lower index), zero the rest",
+          {ParamSpec::number("p", 0.9, 0.0, 1.0, "fraction of entries zeroed"),
+           ParamSpec::choice("scope", {"tensor", "row"}, "tensor",
+                             "rank over the whole tensor or within each row")},
+          &make_magnitude};
 }
 
 }  // namespace deltaedit::edit::detail

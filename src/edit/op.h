@@ -4,15 +4,15 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "linalg/lowrank.h"
+#include "util/param_schema.h"
 
 namespace deltaedit::edit {
 
@@ -57,63 +57,163 @@ struct OpOutcome {
   bool touched = true;  // false when the op skipped this tensor (e.g. lowrank on a 1-D tensor)
 };
 
+// How the engine runs an op. Each kind is its own base class below, so an op offers exactly the
+// entry points of its kind: calling apply_block on an op that is not pointwise does not compile.
+enum class ExecKind {
+  Pointwise,    // Δ'_i depends on (Δ_i, i, ctx) only: streamed block by block
+  Observing,    // one or more observe passes over the tensor in order, then a pointwise pass
+  WholeTensor,  // needs the whole tensor at once (SVD, sort, permutation)
+};
+
 class Op {
  public:
   virtual ~Op() = default;
-  virtual std::string_view name() const = 0;
-  // The canonical, fully-defaulted parameters (recorded in metadata and deltaedit.json).
-  virtual nlohmann::json params() const = 0;
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  std::string_view name() const { return name_; }
+  // The canonical, fully-defaulted parameters (recorded in metadata and deltaedit.json), with
+  // include/exclude when given.
+  nlohmann::json params() const;
+  const NameFilter& filter() const { return filter_; }
+  void set_filter(NameFilter f) { filter_ = std::move(f); }
+
+  virtual ExecKind kind() const = 0;
+  bool pointwise() const { return kind() == ExecKind::Pointwise; }
+  bool observes() const { return kind() == ExecKind::Observing; }
   virtual bool needs_grad() const { return false; }
   // Whether this op edits a tensor of this shape at all (lowrank: 2-D only).
   virtual bool applies_to(std::span<const int64_t> shape) const { return true; }
   // Upper bound of extra bytes of workspace for a tensor of this shape (SVD, sort buffers).
   virtual uint64_t workspace_bytes(std::span<const int64_t> shape) const { return 0; }
-  // Edit Δ in place. Deterministic: depends only on (delta, ctx), never on threads or globals.
-  // The default serves pointwise ops (apply_block on the whole tensor) and two-pass ops (observe
-  // the whole tensor, then apply_observed); other ops override it.
-  virtual OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const;
-  // Pointwise ops: Δ'_i depends only on (Δ_i, i, ctx), so the engine streams the tensor through
-  // apply_block in pieces without holding it whole. apply_block(piece, first, ctx) edits the
-  // elements [first, first + piece.size()) exactly as apply() on the whole tensor would.
-  virtual bool pointwise() const { return false; }
-  virtual void apply_block(std::span<float> piece, uint64_t first, const TensorContext& ctx) const;
+  // Edit the whole tensor Δ in place. Deterministic: depends only on (delta, ctx), never on
+  // threads or globals. Every kind has this form; streamed forms give the same bytes.
+  virtual OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const = 0;
 
-  // Two-pass ops (bitdelta's scale): a first pass observes the whole tensor in order, in pieces,
-  // then every piece is edited pointwise with what was observed. For any cut into pieces,
-  //   s = observe_begin(ctx); observe(*s, piece_k, first_k) for k in order; observe_end(*s);
-  //   apply_observed(*s, piece_k, first_k, ctx) for each k
-  // gives the bytes of apply() on the whole tensor.
+ protected:
+  explicit Op(std::string name) : name_(std::move(name)) {}
+  virtual nlohmann::json own_params() const = 0;
+
+ private:
+  std::string name_;
+  NameFilter filter_;
+};
+
+// Pointwise ops: the engine streams the tensor through apply_block in pieces without holding it
+// whole. apply_block(piece, first, ctx) edits the elements [first, first + piece.size())
+// exactly as apply() on the whole tensor would.
+class PointwiseOp : public Op {
+ public:
+  ExecKind kind() const final { return ExecKind::Pointwise; }
+  virtual void apply_block(std::span<float> piece, uint64_t first,
+                           const TensorContext& ctx) const = 0;
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const final {
+    apply_block(delta, 0, ctx);
+    return {};
+  }
+
+ protected:
+  using Op::Op;
+};
+
+// Observing ops (bitdelta's scale, dare rescale=l1, magnitude's threshold select): the tensor is
+// observed in one or more complete passes, each in index order; after every pass observe_again
+// says whether one more is needed; then every piece is edited pointwise with what was observed.
+// For any cut into pieces,
+//   s = observe_begin(ctx);
+//   do { observe(*s, piece_k, first_k) for k in order } while (observe_again(*s));
+//   observe_end(*s); apply_observed(*s, piece_k, first_k, ctx) for each k
+// gives the bytes of apply() on the whole tensor. Ops implement it through ObservingOpOf<S>,
+// which hands each hook the op's own state type.
+class ObservingOp : public Op {
+ public:
   struct State {
     virtual ~State() = default;
   };
-  virtual bool two_pass() const { return false; }
-  virtual std::unique_ptr<State> observe_begin(const TensorContext& ctx) const;
-  virtual void observe(State& s, std::span<const float> piece, uint64_t first) const;
-  virtual void observe_end(State& s) const;
-  virtual void apply_observed(const State& s, std::span<float> piece, uint64_t first,
-                              const TensorContext& ctx) const;
-
-  // Multi-pass ops (magnitude's threshold select): like two-pass ops, but the tensor is observed
-  // in one or more complete passes, each in index order; after every pass observe_again says
-  // whether one more is needed. For any cut into pieces,
-  //   s = observe_begin(ctx);
-  //   do { observe(*s, piece_k, first_k) for k in order } while (observe_again(*s));
-  //   observe_end(*s); apply_observed(*s, piece_k, first_k, ctx) for each k
-  // gives the bytes of apply() on the whole tensor. (A two-pass op is the one-pass case.)
+  ExecKind kind() const final { return ExecKind::Observing; }
+  // Whether more than one observe pass may be needed (for tests and plans).
   virtual bool multi_pass() const { return false; }
-  virtual bool observe_again(State& s) const;
-  // Whether the engine runs this op by observe passes and apply_observed (two- or multi-pass).
-  bool observes() const { return two_pass() || multi_pass(); }
+  virtual std::unique_ptr<State> observe_begin(const TensorContext& ctx) const = 0;
+  virtual void observe(State& s, std::span<const float> piece, uint64_t first) const = 0;
+  virtual bool observe_again(State& s) const = 0;
+  virtual void observe_end(State& s) const = 0;
+  virtual void apply_observed(const State& s, std::span<float> piece, uint64_t first,
+                              const TensorContext& ctx) const = 0;
+  // The protocol above on the whole tensor; an op may override it with a faster whole-tensor
+  // path that gives the same bytes (tests check both).
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override;
+
+ protected:
+  using Op::Op;
 };
+
+template <class S>
+class ObservingOpOf : public ObservingOp {
+ protected:
+  using ObservingOp::ObservingOp;
+  virtual S begin(const TensorContext& ctx) const = 0;
+  virtual void observe_piece(S& s, std::span<const float> piece, uint64_t first) const = 0;
+  virtual bool again(S&) const { return false; }
+  virtual void end(S&) const {}
+  virtual void apply_piece(const S& s, std::span<float> piece, uint64_t first,
+                           const TensorContext& ctx) const = 0;
+
+ private:
+  struct Holder final : State {
+    explicit Holder(S v) : s(std::move(v)) {}
+    S s;
+  };
+  static S& typed(State& st) { return static_cast<Holder&>(st).s; }
+  static const S& typed(const State& st) { return static_cast<const Holder&>(st).s; }
+
+ public:
+  std::unique_ptr<State> observe_begin(const TensorContext& ctx) const final {
+    return std::make_unique<Holder>(begin(ctx));
+  }
+  void observe(State& st, std::span<const float> piece, uint64_t first) const final {
+    observe_piece(typed(st), piece, first);
+  }
+  bool observe_again(State& st) const final { return again(typed(st)); }
+  void observe_end(State& st) const final { end(typed(st)); }
+  void apply_observed(const State& st, std::span<float> piece, uint64_t first,
+                      const TensorContext& ctx) const final {
+    apply_piece(typed(st), piece, first, ctx);
+  }
+};
+
+// Ops that need the whole tensor at once (lowrank's SVD, permute, magnitude scope=row, bitdelta
+// with bits > 0 or a median): the engine admits them against its memory budget.
+class WholeTensorOp : public Op {
+ public:
+  ExecKind kind() const final { return ExecKind::WholeTensor; }
+
+ protected:
+  using Op::Op;
+};
+
+// The streamed forms of an op, or nullptr when it is of another kind.
+inline const PointwiseOp* as_pointwise(const Op& op) {
+  return op.kind() == ExecKind::Pointwise ? static_cast<const PointwiseOp*>(&op) : nullptr;
+}
+inline const ObservingOp* as_observing(const Op& op) {
+  return op.kind() == ExecKind::Observing ? static_cast<const ObservingOp*>(&op) : nullptr;
+}
 
 // Registry: builds an op from its spec, validating every key and range before any I/O.
 // Throws deltaedit::Error(Usage) naming the op, the key and the valid range.
 std::unique_ptr<Op> make_op(const OpSpec& spec);
-// Names of all registered ops with a one-line description and their keys (for --help).
+// The declared parameters of an op (util/param_schema.h): the one schema that parsing,
+// `deltaedit ops`, `edit --help` and the README table read.
+using ParamSpec = util::ParamSpec;
+// Every registered op: name, one-line summary, its declared keys, and those keys as one line
+// ("p=0.9 [0, 1); k=0 any real; rescale=paper|l1").
 struct OpInfo {
-  std::string name, summary, keys;
+  std::string name, summary;
+  std::vector<ParamSpec> params;
+  std::string keys;
 };
 std::vector<OpInfo> list_ops();
-
+// The keys every op accepts besides its own: include=REGEX, exclude=REGEX.
+std::vector<ParamSpec> common_params();
 
 }  // namespace deltaedit::edit

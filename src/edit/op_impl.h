@@ -7,6 +7,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -17,83 +18,60 @@
 
 #include "edit/op.h"
 #include "util/error.h"
+#include "util/param_schema.h"
 #include "util/philox.h"
 
 namespace deltaedit::edit::detail {
 
-// A closed, open or half-open interval; infinite ends are allowed.
-struct Range {
-  double lo = -std::numeric_limits<double>::infinity();
-  double hi = std::numeric_limits<double>::infinity();
-  bool lo_closed = true, hi_closed = true;
-  bool contains(double v) const;
-  std::string text() const;  // "[0, 1)"
-};
-inline constexpr double kInf = std::numeric_limits<double>::infinity();
-inline Range closed(double lo, double hi) { return {lo, hi, true, true}; }
-inline Range half_open(double lo, double hi) { return {lo, hi, true, false}; }    // [lo, hi)
-inline Range open_closed(double lo, double hi) { return {lo, hi, false, true}; }  // (lo, hi]
-inline Range any_real() { return {-kInf, kInf, false, false}; }
+using util::ParamSpec;
 
-// Reads and validates an op's parameters. Every accessor records its key as valid; finish()
-// rejects keys nobody asked for. All failures are Error(Usage) naming the op and the key.
+// Reads an op's parameters against its declared schema. The constructor checks every given key:
+// unknown keys, values of the wrong kind or out of range, and missing required keys are
+// Error(Usage) naming the op and the key. The accessors then return the given value or the
+// declared default; asking for an undeclared key is a bug (Error(Internal)).
 class ParamReader {
  public:
-  explicit ParamReader(const OpSpec& spec);
+  ParamReader(const OpSpec& spec, std::span<const ParamSpec> schema);
   const std::string& op() const { return spec_.name; }
   bool has(std::string_view key) const;
 
-  double real(std::string_view key, double def, const Range& range);
-  std::optional<double> real_opt(std::string_view key, const Range& range);
-  int64_t integer(std::string_view key, int64_t def, int64_t lo, int64_t hi);
-  std::optional<int64_t> integer_opt(std::string_view key, int64_t lo, int64_t hi);
-  std::string choice(std::string_view key, std::string_view def,
-                     std::initializer_list<std::string_view> options);
-  bool flag(std::string_view key, bool def);
-  std::string text(std::string_view key);  // raw value ("" when absent)
+  double real(std::string_view key) const;  // given, else the default
+  std::optional<double> real_opt(std::string_view key) const;
+  int64_t integer(std::string_view key) const;
+  std::optional<int64_t> integer_opt(std::string_view key) const;
+  std::string choice(std::string_view key) const;
+  bool flag(std::string_view key) const;
+  std::string text(std::string_view key) const;  // raw value ("" when absent)
 
   [[noreturn]] void fail(std::string_view key, const std::string& why) const;
-  void finish() const;
 
  private:
-  const std::string* find(std::string_view key);
+  const ParamSpec& declared(std::string_view key) const;
+  const std::string* given(std::string_view key) const;
   OpSpec spec_;
-  std::vector<std::string> valid_;
+  std::vector<ParamSpec> schema_;  // the op's own keys, then include and exclude
+  std::map<std::string, double, std::less<>> numbers_;  // parsed Number, Integer and Bool values
 };
 
-// Common base: name, filters, canonical parameters.
-class OpBase : public Op {
- public:
-  explicit OpBase(std::string name) : name_(std::move(name)) {}
-  std::string_view name() const final { return name_; }
-  nlohmann::json params() const final {
-    nlohmann::json j = own_params();
-    if (!filter_.include.empty()) j["include"] = filter_.include;
-    if (!filter_.exclude.empty()) j["exclude"] = filter_.exclude;
-    return j;
-  }
-  void set_filter(NameFilter f) { filter_ = std::move(f); }
-
- protected:
-  virtual nlohmann::json own_params() const = 0;
-
- private:
-  std::string name_;
-  NameFilter filter_;
+// One op's declaration: its name, one-line summary, parameters and factory. Each op family's file
+// defines the declarations of its ops; registry.cpp lists them once, in the order `deltaedit ops`
+// shows them.
+using OpFactory = std::unique_ptr<Op> (*)(const ParamReader&);
+struct OpDecl {
+  std::string name, summary;
+  std::vector<ParamSpec> params;
+  OpFactory factory = nullptr;
 };
-
-// Factories, one per op (each defined in its op family's file; listed once in registry.cpp).
-using OpFactory = std::unique_ptr<OpBase> (*)(ParamReader&);
-std::unique_ptr<OpBase> make_dare(ParamReader&);
-std::unique_ptr<OpBase> make_drop(ParamReader&);
-std::unique_ptr<OpBase> make_biased(ParamReader&);
-std::unique_ptr<OpBase> make_magnitude(ParamReader&);
-std::unique_ptr<OpBase> make_bitdelta(ParamReader&);
-std::unique_ptr<OpBase> make_resample(ParamReader&);
-std::unique_ptr<OpBase> make_lowrank(ParamReader&);
-std::unique_ptr<OpBase> make_scale(ParamReader&);
-std::unique_ptr<OpBase> make_permute(ParamReader&);
-std::unique_ptr<OpBase> make_signflip(ParamReader&);
+OpDecl dare_decl();
+OpDecl drop_decl();
+OpDecl biased_decl();
+OpDecl magnitude_decl();
+OpDecl bitdelta_decl();
+OpDecl resample_decl();
+OpDecl lowrank_decl();
+OpDecl scale_decl();
+OpDecl permute_decl();
+OpDecl signflip_decl();
 
 // ---- element helpers ----
 
@@ -148,6 +126,6 @@ inline util::KeyedRng rng_for(const TensorContext& ctx) {
   return util::KeyedRng(ctx.seed, ctx.name, ctx.op_index);
 }
 
-std::string format_real(double v);
+using util::format_real;
 
 }  // namespace deltaedit::edit::detail

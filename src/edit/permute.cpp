@@ -13,9 +13,9 @@
 namespace deltaedit::edit::detail {
 namespace {
 
-class PermuteOp final : public OpBase {
+class PermuteOp final : public WholeTensorOp {
  public:
-  PermuteOp() : OpBase("permute") {}
+  PermuteOp() : WholeTensorOp("permute") {}
   nlohmann::json own_params() const override { return nlohmann::json::object(); }
   uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
     return static_cast<uint64_t>(shape_elements(shape)) * sizeof(float);
@@ -39,6 +39,11 @@ class PermuteOp final : public OpBase {
 
 }  // namespace
 
-std::unique_ptr<OpBase> make_permute(ParamReader&) { return std::make_unique<PermuteOp>(); }
+OpDecl permute_decl() {
+  return {"permute",
+          "shuffle the magnitudes |Δ| within the tensor (seeded), keep signs",
+          {},
+          [](const ParamReader&) -> std::unique_ptr<Op> { return std::make_unique<PermuteOp>(); }};
+}
 
 }  // namespace deltaedit::edit::detail

@@ -37,46 +37,20 @@ bool starts_with_key(std::string_view s) {
   return i < s.size() && s[i] == '=';
 }
 
-struct Entry {
-  const char* name;
-  const char* summary;
-  const char* keys;
-  detail::OpFactory factory;
-};
-
-// One line per op.
-constexpr Entry kOps[] = {
-    {"dare", "random drop with rescale: Δ' = k·M⊙Δ + (1−k·p)/(1−p)·(1−M)⊙Δ, M~Bernoulli(p)",
-     "p=0.9 [0, 1); k=0 (any real); rescale=paper|l1", &detail::make_dare},
-    {"drop", "random drop without rescale: Δ' = (1−M)⊙Δ, M~Bernoulli(p)", "p=0.9 [0, 1]",
-     &detail::make_drop},
-    {"biased", "dare with a chosen mask: M=[Δ<0] (by=delta) or M=[Δ·G<0] (by=grad)",
-     "by=delta|grad; k=0.5 (any real)", &detail::make_biased},
-    {"magnitude", "keep the ⌊(1−p)·n⌋ largest |Δ| per scope (ties: lower index), zero the rest",
-     "p=0.9 [0, 1]; scope=tensor|row", &detail::make_magnitude},
-    {"bitdelta", "Δ' = s·stat(|Δ|)·sign(Δ); bits=b: 2^b equal-count magnitude blocks",
-     "stat=mean|median|rms; s=1 [0, inf); sign0=zero|plus; granularity=tensor|row; bits=0 [0, 8]",
-     &detail::make_bitdelta},
-    {"resample", "Δ' = m⊙sign(Δ), m ~ U(0, 2μ) or N(μ, σ²), μ = s·mean|Δ|",
-     "dist=uniform|normal; s=1 [0, inf); sigma=1 (σ/μ) [0, inf); clip=false", &detail::make_resample},
-    {"lowrank", "Δ' = U_r Σ_r V_rᵀ of the SVD of Δ (2-D tensors only)",
-     "one of rank=r [0, 2^31), ratio=0.1 [0, 1], energy=e (0, 1]; method=exact|randomized; "
-     "oversample=10 [0, 4096]; power_iters=4 [0, 64]",
-     &detail::make_lowrank},
-    {"scale", "Δ' = (1+α)·Δ (α>0 extrapolates, α=−1 gives the base)", "alpha=0 (any real)",
-     &detail::make_scale},
-    {"permute", "shuffle the magnitudes |Δ| within the tensor (seeded), keep signs", "(none)",
-     &detail::make_permute},
-    {"signflip", "flip the sign of a random fraction q of entries; rescale=mean divides by 1−2q",
-     "q (required) [0, 1]; rescale=none|mean (then q in [0, 0.5))", &detail::make_signflip},
+// The registered ops, one line each, in the order `deltaedit ops` lists them.
+constexpr detail::OpDecl (*kOps[])() = {
+    &detail::dare_decl,     &detail::drop_decl,     &detail::biased_decl,  &detail::magnitude_decl,
+    &detail::bitdelta_decl, &detail::resample_decl, &detail::lowrank_decl, &detail::scale_decl,
+    &detail::permute_decl,  &detail::signflip_decl,
 };
 
 void check_regex(const std::string& op, const char* key, const std::string& pattern) {
   if (pattern.empty()) return;
   util::RegexCompileError err;
   if (util::Regex::compile(pattern, util::RegexOptions{}, err)) return;
-  usage("op '" + op + "': key '" + key + "' = '" + pattern + "' is not a valid regular expression (" +
-        err.reason + " at offset " + std::to_string(err.offset) + ")");
+  usage("op '" + op + "': key '" + key + "' = '" + pattern +
+        "' is not a valid regular expression (" + err.reason + " at offset " +
+        std::to_string(err.offset) + ")");
 }
 
 }  // namespace
@@ -92,7 +66,8 @@ OpSpec parse_op_spec(std::string_view text) {
   const std::string_view name = trim(text.substr(0, colon));
   if (name.empty()) usage(shown + ": empty op name");
   for (char c : name) {
-    if (!ident_char(c) && c != '-') usage(shown + ": invalid character '" + std::string(1, c) + "' in op name");
+    if (!ident_char(c) && c != '-')
+      usage(shown + ": invalid character '" + std::string(1, c) + "' in op name");
   }
   spec.name = std::string(name);
   if (colon == std::string_view::npos) return spec;
@@ -111,7 +86,8 @@ OpSpec parse_op_spec(std::string_view text) {
   for (std::string_view piece : pieces) {
     const size_t eq = piece.find('=');
     if (eq == std::string_view::npos) {
-      usage(shown + ": parameter '" + std::string(trim(piece)) + "' has no '=' (expected key=value)");
+      usage(shown + ": parameter '" + std::string(trim(piece)) +
+            "' has no '=' (expected key=value)");
     }
     const std::string key(trim(piece.substr(0, eq)));
     const std::string value(trim(piece.substr(eq + 1)));
@@ -140,22 +116,27 @@ NameFilter name_filter(const OpSpec& spec) {
 // ---------------------------------------------------------------------------------------------
 // Registry
 
+std::vector<ParamSpec> common_params() {
+  return {ParamSpec::text("include", "edit only tensors whose name matches (PCRE2, unanchored)"),
+          ParamSpec::text("exclude", "leave tensors whose name matches unedited")};
+}
+
 std::unique_ptr<Op> make_op(const OpSpec& spec) {
-  const Entry* entry = nullptr;
-  for (const Entry& e : kOps) {
-    if (spec.name == e.name) entry = &e;
+  std::optional<detail::OpDecl> decl;
+  for (auto d : kOps) {
+    detail::OpDecl e = d();
+    if (spec.name == e.name) decl = std::move(e);
   }
-  if (entry == nullptr) {
+  if (!decl) {
     std::string names;
-    for (const Entry& e : kOps) names += std::string(names.empty() ? "" : ", ") + e.name;
+    for (auto d : kOps) names += (names.empty() ? "" : ", ") + d().name;
     usage("unknown op '" + spec.name + "' (known ops: " + names + ")");
   }
-  detail::ParamReader reader(spec);
-  std::unique_ptr<detail::OpBase> op = entry->factory(reader);
+  const detail::ParamReader reader(spec, decl->params);
+  std::unique_ptr<Op> op = decl->factory(reader);
   NameFilter filter;
   filter.include = reader.text("include");
   filter.exclude = reader.text("exclude");
-  reader.finish();
   check_regex(spec.name, "include", filter.include);
   check_regex(spec.name, "exclude", filter.exclude);
   op->set_filter(std::move(filter));
@@ -164,130 +145,156 @@ std::unique_ptr<Op> make_op(const OpSpec& spec) {
 
 std::vector<OpInfo> list_ops() {
   std::vector<OpInfo> out;
-  for (const Entry& e : kOps) {
-    out.push_back({e.name, e.summary, e.keys});  // include=, exclude= are common to all ops
+  for (auto d : kOps) {
+    detail::OpDecl e = d();
+    OpInfo info{e.name, e.summary, e.params, {}};
+    std::string keys, constraints;
+    for (const ParamSpec& p : e.params) {
+      keys += (keys.empty() ? "" : "; ") + util::key_text(p);
+      if (!p.constraint.empty() && constraints.find(p.constraint) == std::string::npos)
+        constraints += (constraints.empty() ? "" : "; ") + p.constraint;
+    }
+    if (!constraints.empty()) keys += " (" + constraints + ")";
+    info.keys = keys.empty() ? "(none)" : keys;
+    out.push_back(std::move(info));
   }
   return out;
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Helpers shared with the ops
 
 namespace detail {
 
-std::string format_real(double v) {
-  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-  char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, res.ptr);
-}
-
-bool Range::contains(double v) const {
-  if (std::isnan(v)) return false;
-  const bool lo_ok = lo_closed ? v >= lo : v > lo;
-  const bool hi_ok = hi_closed ? v <= hi : v < hi;
-  return lo_ok && hi_ok;
-}
-
-std::string Range::text() const {
-  return std::string(lo_closed && std::isfinite(lo) ? "[" : "(") + format_real(lo) + ", " + format_real(hi) +
-         (hi_closed && std::isfinite(hi) ? "]" : ")");
-}
-
-ParamReader::ParamReader(const OpSpec& spec) : spec_(spec) {}
-
-bool ParamReader::has(std::string_view key) const {
-  for (const auto& [k, v] : spec_.params) {
-    if (k == key) return true;
+ParamReader::ParamReader(const OpSpec& spec, std::span<const ParamSpec> schema)
+    : spec_(spec), schema_(schema.begin(), schema.end()) {
+  for (ParamSpec& p : common_params()) schema_.push_back(std::move(p));
+  for (const auto& [key, value] : spec_.params) {
+    const ParamSpec* p = nullptr;
+    for (const ParamSpec& q : schema_)
+      if (q.name == key) p = &q;
+    if (p == nullptr) {
+      std::string list;
+      for (const ParamSpec& q : schema_) list += (list.empty() ? "" : ", ") + q.name;
+      usage("op '" + spec_.name + "': unknown key '" + key + "' (valid keys: " + list + ")");
+    }
+    std::string_view v = value;
+    switch (p->kind) {
+      case ParamSpec::Kind::Number: {
+        if (!v.empty() && v.front() == '+') v.remove_prefix(1);
+        double x = 0.0;
+        const auto res = std::from_chars(v.data(), v.data() + v.size(), x);
+        if (res.ec != std::errc() || res.ptr != v.data() + v.size() || v.empty() ||
+            !std::isfinite(x))
+          fail(key, "= '" + value + "' is not a finite number (valid range " +
+                        util::range_text(*p) + ")");
+        if (!p->in_range(x)) fail(key, "= " + value + " is out of range " + util::range_text(*p));
+        numbers_[key] = x;
+        break;
+      }
+      case ParamSpec::Kind::Integer: {
+        if (!v.empty() && v.front() == '+') v.remove_prefix(1);
+        int64_t x = 0;
+        const auto res = std::from_chars(v.data(), v.data() + v.size(), x);
+        if (res.ec == std::errc::result_out_of_range)
+          fail(key, "= " + value + " is out of range " + util::range_text(*p));
+        if (res.ec != std::errc() || res.ptr != v.data() + v.size() || v.empty())
+          fail(key,
+               "= '" + value + "' is not an integer (valid range " + util::range_text(*p) + ")");
+        if (!p->in_range(static_cast<double>(x)))
+          fail(key, "= " + value + " is out of range " + util::range_text(*p));
+        numbers_[key] = static_cast<double>(x);
+        break;
+      }
+      case ParamSpec::Kind::Bool:
+        if (v == "true" || v == "yes" || v == "on" || v == "1")
+          numbers_[key] = 1.0;
+        else if (v == "false" || v == "no" || v == "off" || v == "0")
+          numbers_[key] = 0.0;
+        else
+          fail(key, "= '" + value + "' is not a boolean (true|false|yes|no|on|off|1|0)");
+        break;
+      case ParamSpec::Kind::Choice:
+        if (std::find(p->choices.begin(), p->choices.end(), value) == p->choices.end())
+          fail(key, "= '" + value + "' is not one of " + util::range_text(*p));
+        break;
+      case ParamSpec::Kind::Text:
+        break;
+    }
   }
-  return false;
+  for (const ParamSpec& p : schema_)
+    if (p.required && given(p.name) == nullptr)
+      fail(p.name, "is required (valid range " + util::range_text(p) + ")");
 }
 
-const std::string* ParamReader::find(std::string_view key) {
-  if (std::find(valid_.begin(), valid_.end(), key) == valid_.end()) valid_.emplace_back(key);
-  for (const auto& [k, v] : spec_.params) {
+bool ParamReader::has(std::string_view key) const { return given(key) != nullptr; }
+
+const std::string* ParamReader::given(std::string_view key) const {
+  for (const auto& [k, v] : spec_.params)
     if (k == key) return &v;
-  }
   return nullptr;
+}
+
+const ParamSpec& ParamReader::declared(std::string_view key) const {
+  for (const ParamSpec& p : schema_)
+    if (p.name == key) return p;
+  throw Error(ErrorKind::Internal, "op '" + spec_.name + "' reads key '" + std::string(key) +
+                                       "', which it does not declare");
 }
 
 void ParamReader::fail(std::string_view key, const std::string& why) const {
   usage("op '" + spec_.name + "': key '" + std::string(key) + "' " + why);
 }
 
-std::optional<double> ParamReader::real_opt(std::string_view key, const Range& range) {
-  const std::string* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  std::string_view s = *v;
-  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
-  double x = 0.0;
-  const auto res = std::from_chars(s.data(), s.data() + s.size(), x);
-  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || s.empty() || !std::isfinite(x)) {
-    fail(key, "= '" + *v + "' is not a finite number (valid range " + range.text() + ")");
-  }
-  if (!range.contains(x)) fail(key, "= " + *v + " is out of range " + range.text());
-  return x;
+std::optional<double> ParamReader::real_opt(std::string_view key) const {
+  const ParamSpec& p = declared(key);
+  if (p.kind != ParamSpec::Kind::Number && p.kind != ParamSpec::Kind::Integer)
+    throw Error(ErrorKind::Internal,
+                "op '" + spec_.name + "': key '" + p.name + "' is not a number");
+  const auto it = numbers_.find(key);
+  if (it != numbers_.end()) return it->second;
+  return std::nullopt;
 }
 
-double ParamReader::real(std::string_view key, double def, const Range& range) {
-  return real_opt(key, range).value_or(def);
+double ParamReader::real(std::string_view key) const {
+  if (auto v = real_opt(key)) return *v;
+  const ParamSpec& p = declared(key);
+  if (!p.default_value)
+    throw Error(ErrorKind::Internal,
+                "op '" + spec_.name + "': key '" + p.name + "' has no default");
+  return *p.default_value;
 }
 
-std::optional<int64_t> ParamReader::integer_opt(std::string_view key, int64_t lo, int64_t hi) {
-  const std::string* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  std::string_view s = *v;
-  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
-  int64_t x = 0;
-  std::string range = "[";
-  range.append(std::to_string(lo)).append(", ").append(std::to_string(hi)).append("]");
-  const auto res = std::from_chars(s.data(), s.data() + s.size(), x);
-  if (res.ec == std::errc::result_out_of_range) fail(key, "= " + *v + " is out of range " + range);
-  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || s.empty()) {
-    fail(key, "= '" + *v + "' is not an integer (valid range " + range + ")");
-  }
-  if (x < lo || x > hi) fail(key, "= " + *v + " is out of range " + range);
-  return x;
+std::optional<int64_t> ParamReader::integer_opt(std::string_view key) const {
+  const auto v = real_opt(key);
+  if (!v) return std::nullopt;
+  return static_cast<int64_t>(*v);
 }
 
-int64_t ParamReader::integer(std::string_view key, int64_t def, int64_t lo, int64_t hi) {
-  return integer_opt(key, lo, hi).value_or(def);
+int64_t ParamReader::integer(std::string_view key) const { return static_cast<int64_t>(real(key)); }
+
+std::string ParamReader::choice(std::string_view key) const {
+  const ParamSpec& p = declared(key);
+  if (p.kind != ParamSpec::Kind::Choice)
+    throw Error(ErrorKind::Internal,
+                "op '" + spec_.name + "': key '" + p.name + "' is not a choice");
+  const std::string* v = given(key);
+  return v != nullptr ? *v : p.default_choice;
 }
 
-std::string ParamReader::choice(std::string_view key, std::string_view def,
-                                std::initializer_list<std::string_view> options) {
-  const std::string* v = find(key);
-  if (v == nullptr) return std::string(def);
-  for (std::string_view o : options) {
-    if (*v == o) return *v;
-  }
-  std::string list;
-  for (std::string_view o : options) list += std::string(list.empty() ? "" : "|") + std::string(o);
-  fail(key, "= '" + *v + "' is not one of " + list);
+bool ParamReader::flag(std::string_view key) const {
+  const ParamSpec& p = declared(key);
+  if (p.kind != ParamSpec::Kind::Bool)
+    throw Error(ErrorKind::Internal,
+                "op '" + spec_.name + "': key '" + p.name + "' is not a boolean");
+  const auto it = numbers_.find(key);
+  return (it != numbers_.end() ? it->second : p.default_value.value_or(0.0)) != 0.0;
 }
 
-bool ParamReader::flag(std::string_view key, bool def) {
-  const std::string* v = find(key);
-  if (v == nullptr) return def;
-  if (*v == "true" || *v == "yes" || *v == "on" || *v == "1") return true;
-  if (*v == "false" || *v == "no" || *v == "off" || *v == "0") return false;
-  fail(key, "= '" + *v + "' is not a boolean (true|false|yes|no|on|off|1|0)");
-}
-
-std::string ParamReader::text(std::string_view key) {
-  const std::string* v = find(key);
+std::string ParamReader::text(std::string_view key) const {
+  declared(key);
+  const std::string* v = given(key);
   return v == nullptr ? std::string() : *v;
-}
-
-void ParamReader::finish() const {
-  for (const auto& [k, v] : spec_.params) {
-    if (std::find(valid_.begin(), valid_.end(), k) == valid_.end()) {
-      std::string list;
-      for (const std::string& s : valid_) list += std::string(list.empty() ? "" : ", ") + s;
-      usage("op '" + spec_.name + "': unknown key '" + k + "' (valid keys: " + list + ")");
-    }
-  }
 }
 
 int64_t shape_elements(std::span<const int64_t> shape) {
@@ -309,8 +316,8 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
     v.cols = static_cast<int64_t>(n);
     if (!shape.empty() && shape_elements(shape) != static_cast<int64_t>(n)) {
       throw Error(ErrorKind::Internal,
-                  "shape has " + std::to_string(shape_elements(shape)) + " elements but the buffer holds " +
-                      std::to_string(n),
+                  "shape has " + std::to_string(shape_elements(shape)) +
+                      " elements but the buffer holds " + std::to_string(n),
                   "", std::string(tensor));
     }
     return v;
@@ -318,8 +325,9 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
   const int64_t total = shape_elements(shape);
   if (total != static_cast<int64_t>(n)) {
     throw Error(ErrorKind::Internal,
-                "shape has " + std::to_string(total) + " elements but the buffer holds " + std::to_string(n), "",
-                std::string(tensor));
+                "shape has " + std::to_string(total) + " elements but the buffer holds " +
+                    std::to_string(n),
+                "", std::string(tensor));
   }
   v.rows = shape[0];
   v.cols = v.rows == 0 ? 0 : total / v.rows;
@@ -327,40 +335,21 @@ RowView row_view(std::span<const int64_t> shape, size_t n, std::string_view tens
 }
 
 }  // namespace detail
-OpOutcome Op::apply(std::span<float> delta, const TensorContext& ctx) const {
-  if (pointwise()) {
-    apply_block(delta, 0, ctx);
-    return {};
-  }
-  if (observes()) {
-    auto s = observe_begin(ctx);
-    do {
-      observe(*s, delta, 0);
-    } while (observe_again(*s));
-    observe_end(*s);
-    apply_observed(*s, delta, 0, ctx);
-    return {};
-  }
-  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' has no whole-tensor form", "",
-              std::string(ctx.name));
+nlohmann::json Op::params() const {
+  nlohmann::json j = own_params();
+  if (!filter_.include.empty()) j["include"] = filter_.include;
+  if (!filter_.exclude.empty()) j["exclude"] = filter_.exclude;
+  return j;
 }
 
-void Op::apply_block(std::span<float>, uint64_t, const TensorContext& ctx) const {
-  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not pointwise", "", std::string(ctx.name));
-}
-
-std::unique_ptr<Op::State> Op::observe_begin(const TensorContext& ctx) const {
-  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
-}
-void Op::observe(State&, std::span<const float>, uint64_t) const {
-  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass");
-}
-void Op::observe_end(State&) const {
-  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass");
-}
-bool Op::observe_again(State&) const { return false; }
-void Op::apply_observed(const State&, std::span<float>, uint64_t, const TensorContext& ctx) const {
-  throw Error(ErrorKind::Internal, "op '" + std::string(name()) + "' is not two-pass", "", std::string(ctx.name));
+OpOutcome ObservingOp::apply(std::span<float> delta, const TensorContext& ctx) const {
+  auto s = observe_begin(ctx);
+  do {
+    observe(*s, delta, 0);
+  } while (observe_again(*s));
+  observe_end(*s);
+  apply_observed(*s, delta, 0, ctx);
+  return {};
 }
 
 }  // namespace deltaedit::edit

@@ -15,40 +15,36 @@
 namespace deltaedit::edit::detail {
 namespace {
 
-class ResampleOp final : public OpBase {
+// Two-pass: μ needs the whole tensor's mean |Δ|, then each entry is redrawn by its index.
+struct ResampleState {
+  util::BlockedSum
+      sum_abs;  // Σ|Δ| over finite entries (0 for the others), in util::ordered_sum's order
+  uint64_t finite = 0;
+  double mu = 0.0, sigma = 0.0;
+};
+
+class ResampleOp final : public ObservingOpOf<ResampleState> {
  public:
   ResampleOp(bool normal, double s, double sigma, bool clip)
-      : OpBase("resample"), normal_(normal), s_(s), sigma_(sigma), clip_(clip) {}
+      : ObservingOpOf("resample"), normal_(normal), s_(s), sigma_(sigma), clip_(clip) {}
   nlohmann::json own_params() const override {
     return {
         {"dist", normal_ ? "normal" : "uniform"}, {"s", s_}, {"sigma", sigma_}, {"clip", clip_}};
   }
 
-  // Two-pass: μ needs the whole tensor's mean |Δ|, then each entry is redrawn by its index.
-  struct State final : Op::State {
-    util::BlockedSum
-        sum_abs;  // Σ|Δ| over finite entries (0 for the others), in util::ordered_sum's order
-    uint64_t finite = 0;
-    double mu = 0.0, sigma = 0.0;
-  };
-  bool two_pass() const override { return true; }
-  std::unique_ptr<Op::State> observe_begin(const TensorContext&) const override {
-    return std::make_unique<State>();
-  }
-  void observe(Op::State& s, std::span<const float> piece, uint64_t) const override {
-    auto& st = dynamic_cast<State&>(s);
+ protected:
+  ResampleState begin(const TensorContext&) const override { return {}; }
+  void observe_piece(ResampleState& st, std::span<const float> piece, uint64_t) const override {
     st.sum_abs.add(piece.size(), [&](size_t i) { return util::finite_abs(piece[i]); });
     for (float v : piece) st.finite += std::isfinite(v) ? 1 : 0;
   }
-  void observe_end(Op::State& s) const override {
-    auto& st = dynamic_cast<State&>(s);
+  void end(ResampleState& st) const override {
     if (st.finite == 0) return;
     st.mu = s_ * st.sum_abs.sum() / static_cast<double>(st.finite);
     st.sigma = sigma_ * st.mu;
   }
-  void apply_observed(const Op::State& s, std::span<float> piece, uint64_t first,
-                      const TensorContext& ctx) const override {
-    const auto& st = dynamic_cast<const State&>(s);
+  void apply_piece(const ResampleState& st, std::span<float> piece, uint64_t first,
+                   const TensorContext& ctx) const override {
     if (st.finite == 0) return;
     const util::KeyedRng rng = rng_for(ctx);
     if (normal_) {
@@ -90,12 +86,23 @@ class ResampleOp final : public OpBase {
 
 }  // namespace
 
-std::unique_ptr<OpBase> make_resample(ParamReader& r) {
-  const bool normal = r.choice("dist", "uniform", {"uniform", "normal"}) == "normal";
-  const double s = r.real("s", 1.0, {0.0, kInf, true, false});
-  const double sigma = r.real("sigma", 1.0, {0.0, kInf, true, false});
-  const bool clip = r.flag("clip", false);
-  return std::make_unique<ResampleOp>(normal, s, sigma, clip);
+namespace {
+std::unique_ptr<Op> make_resample(const ParamReader& r) {
+  return std::make_unique<ResampleOp>(r.choice("dist") == "normal", r.real("s"), r.real("sigma"),
+                                      r.flag("clip"));
+}
+}  // namespace
+
+OpDecl resample_decl() {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  return {"resample",
+          "Δ' = m⊙sign(Δ), m ~ U(0, 2μ) or N(μ, σ²), μ = s·mean|Δ|",
+          {ParamSpec::choice("dist", {"uniform", "normal"}, "uniform",
+                             "distribution of the new magnitudes"),
+           ParamSpec::number("s", 1.0, 0.0, kInf, "μ = s·mean|Δ|", false, true),
+           ParamSpec::number("sigma", 1.0, 0.0, kInf, "normal: σ as a multiple of μ", false, true),
+           ParamSpec::boolean("clip", false, "normal: negative magnitude draws become 0")},
+          &make_resample};
 }
 
 }  // namespace deltaedit::edit::detail

@@ -7,11 +7,10 @@
 namespace deltaedit::edit::detail {
 namespace {
 
-class ScaleOp final : public OpBase {
+class ScaleOp final : public PointwiseOp {
  public:
-  explicit ScaleOp(double alpha) : OpBase("scale"), alpha_(alpha) {}
+  explicit ScaleOp(double alpha) : PointwiseOp("scale"), alpha_(alpha) {}
   nlohmann::json own_params() const override { return {{"alpha", alpha_}}; }
-  bool pointwise() const override { return true; }
   void apply_block(std::span<float> piece, uint64_t, const TensorContext&) const override {
     if (alpha_ == 0.0) return;
     const float f = static_cast<float>(1.0 + alpha_);
@@ -24,8 +23,14 @@ class ScaleOp final : public OpBase {
 
 }  // namespace
 
-std::unique_ptr<OpBase> make_scale(ParamReader& r) {
-  return std::make_unique<ScaleOp>(r.real("alpha", 0.0, any_real()));
+OpDecl scale_decl() {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  return {"scale",
+          "Δ' = (1+α)·Δ (α>0 extrapolates, α=−1 gives the base)",
+          {ParamSpec::number("alpha", 0.0, -kInf, kInf, "α: 0 keeps Δ, > 0 extrapolates (EXPO)")},
+          [](const ParamReader& r) -> std::unique_ptr<Op> {
+            return std::make_unique<ScaleOp>(r.real("alpha"));
+          }};
 }
 
 }  // namespace deltaedit::edit::detail

@@ -9,13 +9,12 @@
 namespace deltaedit::edit::detail {
 namespace {
 
-class SignFlipOp final : public OpBase {
+class SignFlipOp final : public PointwiseOp {
  public:
-  SignFlipOp(double q, bool rescale) : OpBase("signflip"), q_(q), rescale_(rescale) {}
+  SignFlipOp(double q, bool rescale) : PointwiseOp("signflip"), q_(q), rescale_(rescale) {}
   nlohmann::json own_params() const override {
     return {{"q", q_}, {"rescale", rescale_ ? "mean" : "none"}};
   }
-  bool pointwise() const override { return true; }
   void apply_block(std::span<float> piece, uint64_t first,
                    const TensorContext& ctx) const override {
     if (q_ == 0.0) return;
@@ -38,15 +37,26 @@ class SignFlipOp final : public OpBase {
 
 }  // namespace
 
-std::unique_ptr<OpBase> make_signflip(ParamReader& r) {
-  const std::optional<double> q_given = r.real_opt("q", closed(0.0, 1.0));
-  if (!q_given) r.fail("q", "is required (a fraction in [0, 1])");
-  const double q = *q_given;
-  const bool rescale = r.choice("rescale", "none", {"none", "mean"}) == "mean";
+namespace {
+std::unique_ptr<Op> make_signflip(const ParamReader& r) {
+  const double q = r.real("q");
+  const bool rescale = r.choice("rescale") == "mean";
   if (rescale && q >= 0.5) {
     r.fail("q", "= " + format_real(q) + " is out of range [0, 0.5) (rescale=mean divides by 1−2q)");
   }
   return std::make_unique<SignFlipOp>(q, rescale);
+}
+}  // namespace
+
+OpDecl signflip_decl() {
+  return {"signflip",
+          "flip the sign of a random fraction q of entries; rescale=mean divides by 1−2q",
+          {ParamSpec::number("q", std::nullopt, 0.0, 1.0, "fraction of entries whose sign flips")
+               .make_required(),
+           ParamSpec::choice("rescale", {"none", "mean"}, "none",
+                             "mean: divide by 1−2q, keeping E[Δ'] = Δ")
+               .with_constraint("rescale=mean needs q < 0.5")},
+          &make_signflip};
 }
 
 }  // namespace deltaedit::edit::detail

@@ -1,12 +1,12 @@
 #include "engine/edit_kernel.h"
 
-#include "io/convert.h"
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "engine/delta_blocks.h"
+#include "io/convert.h"
+#include "util/error.h"
 
 namespace deltaedit::engine {
 namespace {
@@ -26,10 +26,10 @@ uint64_t compose(const float* b, const float* e, const float* q, float* w, size_
 void run_steps(const EditTensorState& st, size_t upto, float* e, size_t c, uint64_t at) {
   for (size_t s = 0; s < upto; ++s) {
     const auto& step = st.steps[s];
-    if (step.state)
-      step.op->apply_observed(*step.state, std::span<float>(e, c), at, step.ctx);
+    if (step.observing != nullptr)
+      step.observing->apply_observed(*step.state, std::span<float>(e, c), at, step.ctx);
     else
-      step.op->apply_block(std::span<float>(e, c), at, step.ctx);
+      step.pointwise->apply_block(std::span<float>(e, c), at, step.ctx);
   }
 }
 
@@ -49,7 +49,15 @@ void prepare_streamed(EditTensorState& st, const OpChain& chain, const io::Check
   const uint64_t n = pi.numel();
   for (size_t k = 0; k < chain.ops.size(); ++k) {
     if (!chain.touches(k, name, pi.shape)) continue;
-    st.steps.push_back({chain.ops[k].get(), chain.context(k, name, pi.shape), nullptr});
+    const edit::Op& op = *chain.ops[k];
+    EditTensorState::Step step{edit::as_pointwise(op), edit::as_observing(op),
+                               chain.context(k, name, pi.shape), nullptr};
+    if (step.pointwise == nullptr && step.observing == nullptr)
+      throw Error(
+          ErrorKind::Internal,
+          "op '" + std::string(op.name()) + "' was planned as streamed but needs the whole tensor",
+          "", name);
+    st.steps.push_back(std::move(step));
     st.ops.push_back(std::string(chain.ops[k]->name()));
   }
   const uint64_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
@@ -58,8 +66,8 @@ void prepare_streamed(EditTensorState& st, const OpChain& chain, const io::Check
     post.release_range(name, off * psz, m * psz);
   };
   for (size_t k = 0; k < st.steps.size(); ++k) {
-    const edit::Op& op = *st.steps[k].op;
-    if (!op.observes()) continue;
+    if (st.steps[k].observing == nullptr) continue;
+    const edit::ObservingOp& op = *st.steps[k].observing;
     auto state = op.observe_begin(st.steps[k].ctx);
     float e[kDeltaBlock];
     do {  // one pass for a two-pass op, as many as it asks for a multi-pass op
@@ -100,8 +108,9 @@ uint64_t edit_block(EditTensorState& st, std::span<const float> base, std::span<
   return bad;
 }
 
-uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base, const std::string& name,
-                            uint64_t shared, std::span<const float> post, std::span<float> out, uint64_t at) {
+uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base,
+                            const std::string& name, uint64_t shared, std::span<const float> post,
+                            std::span<float> out, uint64_t at) {
   const uint64_t edited = at < shared ? std::min<uint64_t>(shared - at, out.size()) : 0;
   uint64_t bad = 0;
   if (edited) {
@@ -111,7 +120,8 @@ uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base, con
     io::to_f32(base.data(name).subspan(at * bsz, edited * bsz), bi.dtype, b);
     bad = edit_block(st, b, post.first(edited), out.first(edited), at);
   }
-  std::copy(post.begin() + std::ptrdiff_t(edited), post.end(), out.begin() + std::ptrdiff_t(edited));
+  std::copy(post.begin() + std::ptrdiff_t(edited), post.end(),
+            out.begin() + std::ptrdiff_t(edited));
   return bad;
 }
 

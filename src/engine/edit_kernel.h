@@ -17,9 +17,12 @@ namespace deltaedit::engine {
 
 struct EditTensorState {
   struct Step {
-    const edit::Op* op;
+    // Exactly one is set: the op's streamed form.
+    const edit::PointwiseOp* pointwise = nullptr;
+    const edit::ObservingOp* observing = nullptr;
     edit::TensorContext ctx;
-    std::unique_ptr<edit::Op::State> state;  // set once a two-pass op has observed the tensor
+    std::unique_ptr<edit::ObservingOp::State>
+        state;  // set once an observing op has observed the tensor
   };
   std::optional<TensorEdit> whole;  // buffered: Δ' of the whole tensor
   std::vector<Step> steps;          // streamed: the touching ops, in chain order
@@ -44,8 +47,9 @@ uint64_t edit_block(EditTensorState& st, std::span<const float> base, std::span<
 
 // One block of a resized vocabulary's tensor (post has rows added): elements below `shared` are
 // edited as edit_block does, with base read from `base`; the others are post's added rows, copied.
-uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base, const std::string& name,
-                            uint64_t shared, std::span<const float> post, std::span<float> out, uint64_t at);
+uint64_t edit_resized_block(EditTensorState& st, const io::Checkpoint& base,
+                            const std::string& name, uint64_t shared, std::span<const float> post,
+                            std::span<float> out, uint64_t at);
 
 // One block of `apply`: out = base + Δ' with Δ' decoded from the pack. Returns the values
 // non-finite in `out` whose base and Δ' are finite.

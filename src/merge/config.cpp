@@ -160,9 +160,9 @@ struct Parser {
     if (spec.kind == ParamSpec::Kind::Bool && v != 0.0 && v != 1.0)
       fail(line,
            fmt::format("parameter '{}' is a boolean: write true or false, not {}", spec.name, v));
-    if (v < spec.min || v > spec.max)
-      fail(line, fmt::format("parameter '{}' = {} is out of range [{}, {}]", spec.name, v, spec.min,
-                             spec.max));
+    if (!spec.in_range(v))
+      fail(line, fmt::format("parameter '{}' = {} is out of range {}", spec.name, v,
+                             util::range_text(spec)));
   }
 
   Setting setting(const YAML::Node& n, const ParamSpec& spec) const {

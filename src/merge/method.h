@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "util/param_schema.h"
+
 namespace deltaedit::merge {
 
 // `mergekit` reproduces mergekit's tensors; `paper` uses the papers' formulas (MERGE.md §0, §3).
@@ -22,17 +24,9 @@ enum class Conventions { Mergekit, Paper };
 enum class WorkType { F32, BF16, F16 };
 float round_to_work(WorkType w, float x) noexcept;
 
-// One declared parameter of a method (the single schema that parsing, validation, --help and the
-// dry-run plan read).
-struct ParamSpec {
-  std::string name;
-  enum class Kind { Number, Bool, Integer } kind = Kind::Number;
-  bool per_model = false;               // weight, density, gamma, epsilon, scale
-  std::optional<double> default_value;  // nullopt + required → "Missing required parameter"
-  bool required = false;
-  double min = -1e300, max = 1e300;  // inclusive range checked at parse time
-  std::string doc;                   // one line
-};
+// A declared parameter of a method: the schema shared with the edit ops (util/param_schema.h),
+// which parsing, validation, --help and the dry-run plan read.
+using ParamSpec = util::ParamSpec;
 
 // How the executor reconciles input shapes that differ (MERGE.md §2.1, §2.3, §4.3).
 enum class ShapeRule {

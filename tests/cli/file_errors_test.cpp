@@ -203,3 +203,33 @@ TEST(FileErrors, CorruptIndexIsAFormatErrorNamingTheIndex) {
     EXPECT_FALSE(fs::exists(t / "out"));
   }
 }
+
+// A corrupt config.json (not JSON, a duplicate key, a field of the wrong type) in an input
+// checkpoint: every command that reads it exits 1 naming the file, and `edit` writes nothing.
+TEST(FileErrors, CorruptConfigIsAFormatErrorNamingTheConfig) {
+  for (int variant = 0; variant < 3; ++variant) {
+    TempDir t;
+    const fs::path post = t / "post";
+    copy_dir(kPost, post);
+    std::string text = read_file(post / "config.json");
+    if (variant == 0) text = text.substr(0, text.size() / 2);
+    if (variant == 1) text = "{\"model_type\": \"llama\", \"model_type\": \"qwen2\"}";
+    if (variant == 2) {
+      json j = json::parse(text);
+      j["num_hidden_layers"] = "two";
+      j["torch_dtype"] = 16;
+      text = j.dump();
+    }
+    std::ofstream(post / "config.json", std::ios::trunc) << text;
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"edit", "--base", kBase.string(), "--post", post.string(), "--op", "scale:alpha=0.5",
+              "--out", (t / "out").string()},
+             {"inspect", post.string()}}) {
+      auto r = run_cli(args);
+      EXPECT_EQ(r.status, 1) << args[0] << " variant " << variant << ": " << r.err;
+      expect_names(r, {"config.json"});
+      EXPECT_EQ(r.err.find("internal error"), std::string::npos) << r.err;
+    }
+    EXPECT_FALSE(fs::exists(t / "out"));
+  }
+}

@@ -1,12 +1,12 @@
 // Properties every op must have: zero stays zero, NaN does not crash, empty tensors, determinism,
 // and keyed randomness (seed, name, op index).
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "edit_test_util.h"
 #include "util/error.h"
@@ -17,14 +17,33 @@ namespace {
 using namespace edit_test;
 
 const char* const kSpecs[] = {
-    "dare",  "dare:p=0.5,k=-1",       "dare:rescale=l1",      "drop:p=0.3",
-    "biased:k=0.5", "magnitude:p=0.5", "magnitude:scope=row", "bitdelta",
-    "bitdelta:bits=3,stat=median", "bitdelta:granularity=row,sign0=zero", "resample", "resample:dist=normal",
-    "lowrank:rank=2", "lowrank:method=randomized,rank=2", "lowrank:energy=0.9", "scale:alpha=0.7",
-    "permute", "signflip:q=0.3", "signflip:q=0.2,rescale=mean",
+    "dare",
+    "dare:p=0.5,k=-1",
+    "dare:rescale=l1",
+    "drop:p=0.3",
+    "biased:k=0.5",
+    "magnitude:p=0.5",
+    "magnitude:scope=row",
+    "bitdelta",
+    "bitdelta:bits=3,stat=median",
+    "bitdelta:granularity=row,sign0=zero",
+    "resample",
+    "resample:dist=normal",
+    "lowrank:rank=2",
+    "lowrank:method=randomized,rank=2",
+    "lowrank:energy=0.9",
+    "scale:alpha=0.7",
+    "permute",
+    "signflip:q=0.3",
+    "signflip:q=0.2,rescale=mean",
 };
-const char* const kRandom[] = {"dare", "drop:p=0.3", "resample", "resample:dist=normal", "permute",
-                               "signflip:q=0.3", "lowrank:method=randomized,rank=2"};
+const char* const kRandom[] = {"dare",
+                               "drop:p=0.3",
+                               "resample",
+                               "resample:dist=normal",
+                               "permute",
+                               "signflip:q=0.3",
+                               "lowrank:method=randomized,rank=2"};
 
 TEST(AllOps, ZeroDeltaStaysZero) {
   for (const char* spec : kSpecs) {
@@ -87,17 +106,20 @@ TEST(AllOps, DeterministicBytes) {
     EXPECT_TRUE(same_bytes(again, fresh)) << spec << ": the op kept state between tensors";
     // One float past a 64-byte boundary.
     std::vector<float> shifted(d.size() + 17, 0.0f);
-    const size_t off = 1 + (16 - (reinterpret_cast<uintptr_t>(shifted.data()) / sizeof(float)) % 16) % 16;
+    const size_t off =
+        1 + (16 - (reinterpret_cast<uintptr_t>(shifted.data()) / sizeof(float)) % 16) % 16;
     std::copy(d.begin(), d.end(), shifted.begin() + off);
     apply_at(std::span<float>(shifted.data() + off, d.size()), "x");
-    EXPECT_TRUE(same_bytes(std::vector<float>(shifted.begin() + off, shifted.begin() + off + d.size()), fresh))
+    EXPECT_TRUE(same_bytes(
+        std::vector<float>(shifted.begin() + off, shifted.begin() + off + d.size()), fresh))
         << spec << ": depends on the buffer's alignment";
     // Four threads at once with the one instance.
     std::vector<std::vector<float>> outs(4, d);
     std::vector<std::thread> th;
     for (auto& v : outs) th.emplace_back([&apply_at, &v] { apply_at(v, "x"); });
     for (auto& t : th) t.join();
-    for (const auto& v : outs) EXPECT_TRUE(same_bytes(v, fresh)) << spec << ": differs under concurrency";
+    for (const auto& v : outs)
+      EXPECT_TRUE(same_bytes(v, fresh)) << spec << ": differs under concurrency";
   }
 }
 
@@ -139,7 +161,8 @@ TEST(Reduce, FixedBlockOrder) {
   std::vector<float> x(n);
   // Magnitudes over 2^±20 so that the order of the adds shows in the last bits.
   for (size_t i = 0; i < n; ++i)
-    x[i] = std::ldexp(float(1.0 / (1 + i % 1000)), int(i * 7 % 41) - 20) * (i % 3 == 0 ? -1.0f : 1.0f);
+    x[i] =
+        std::ldexp(float(1.0 / (1 + i % 1000)), int(i * 7 % 41) - 20) * (i % 3 == 0 ? -1.0f : 1.0f);
   std::vector<double> terms(x.begin(), x.end());
   const double expected = lane_order_sum(terms);
   // Not the plain left-to-right sum (so the test sees the order), and close to it.
@@ -177,11 +200,28 @@ namespace {
 using namespace edit_test;
 
 // Pointwise ops stream through apply_block in pieces; any cut of the tensor gives the bytes of
-// apply() on the whole (the random ones draw by element index). Every other op says it is not
-// pointwise and refuses apply_block.
+// apply() on the whole (the random ones draw by element index). Every other op is of another
+// kind, whose class has no apply_block at all (see the static_asserts below).
+template <class T>
+concept HasApplyBlock = requires(const T& o, std::span<float> x, const TensorContext& c) {
+  o.apply_block(x, 0, c);
+};
+template <class T>
+concept HasObserve = requires(const T& o, const TensorContext& c) {
+  o.observe_begin(c);
+};
+static_assert(HasApplyBlock<PointwiseOp> && !HasObserve<PointwiseOp>);
+static_assert(HasObserve<ObservingOp> && !HasApplyBlock<ObservingOp>);
+static_assert(!HasApplyBlock<WholeTensorOp> && !HasObserve<WholeTensorOp>);
+static_assert(!HasApplyBlock<Op> && !HasObserve<Op>);
 TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
-  const char* const pointwise[] = {"dare", "dare:p=0.5,k=-1", "drop:p=0.3", "scale:alpha=0.7", "scale:alpha=-1",
-                                   "signflip:q=0.3", "signflip:q=0.2,rescale=mean"};
+  const char* const pointwise[] = {"dare",
+                                   "dare:p=0.5,k=-1",
+                                   "drop:p=0.3",
+                                   "scale:alpha=0.7",
+                                   "scale:alpha=-1",
+                                   "signflip:q=0.3",
+                                   "signflip:q=0.2,rescale=mean"};
   std::vector<float> d = gaussian(20011, 9);
   d[5] = NAN;
   d[4099] = INFINITY;
@@ -200,7 +240,7 @@ TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
       std::vector<float> cut = d;
       for (size_t at = 0; at < cut.size(); at += piece) {
         const size_t m = std::min(piece, cut.size() - at);
-        o->apply_block(std::span<float>(cut.data() + at, m), at, ctx);
+        as_pointwise(*o)->apply_block(std::span<float>(cut.data() + at, m), at, ctx);
       }
       EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
     }
@@ -211,22 +251,21 @@ TEST(AllOps, PointwiseOpsGiveTheSameBytesInPieces) {
     for (const char* p : pointwise) listed |= std::string_view(p) == spec;
     if (listed) continue;
     EXPECT_FALSE(o->pointwise()) << spec;
-    std::vector<float> x(8, 1.0f);
-    TensorContext ctx;
-    ctx.name = "w";
-    EXPECT_THROW(o->apply_block(x, 0, ctx), Error) << spec;
+    EXPECT_EQ(as_pointwise(*o), nullptr) << spec;
   }
 }
-
 
 // Two-pass ops (bitdelta with bits=0 and a mean or rms scale, resample, biased by=delta) observe
 // the tensor in pieces, then edit it in pieces: any cut gives the bytes of apply() on the whole,
 // per tensor and per row.
 // Runs a two-pass op on x cut into pieces of `piece` elements (observe all, then apply all);
 // expects the bytes of apply() on the whole.
-void expect_same_in_pieces(const char* spec, const std::vector<float>& x, const std::vector<int64_t>& shape,
+void expect_same_in_pieces(const char* spec, const std::vector<float>& x,
+                           const std::vector<int64_t>& shape,
                            std::initializer_list<size_t> pieces) {
-  const auto o = op(spec);
+  const auto owned = op(spec);
+  const ObservingOp* o = as_observing(*owned);
+  ASSERT_NE(o, nullptr) << spec;
   TensorContext ctx;
   ctx.name = "layers.1.w";
   ctx.shape = shape;
@@ -243,34 +282,43 @@ void expect_same_in_pieces(const char* spec, const std::vector<float>& x, const 
     o->observe_end(*st);
     std::vector<float> cut = x;
     for (size_t at = 0; at < cut.size(); at += piece)
-      o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)), at, ctx);
+      o->apply_observed(*st, std::span<float>(cut.data() + at, std::min(piece, cut.size() - at)),
+                        at, ctx);
     EXPECT_TRUE(same_bytes(cut, whole)) << spec << " piece " << piece;
   }
 }
 
 TEST(AllOps, TwoPassOpsGiveTheSameBytesInPieces) {
-  const char* const two_pass[] = {"bitdelta", "bitdelta:stat=rms", "bitdelta:granularity=row,sign0=plus",
-                                  "bitdelta:s=2,granularity=row,stat=rms", "resample", "resample:dist=normal,clip=true",
-                                  "biased:k=0.5", "biased:k=2", "dare:rescale=l1", "dare:rescale=l1,k=-1,p=0.3"};
+  const char* const two_pass[] = {"bitdelta",
+                                  "bitdelta:stat=rms",
+                                  "bitdelta:granularity=row,sign0=plus",
+                                  "bitdelta:s=2,granularity=row,stat=rms",
+                                  "resample",
+                                  "resample:dist=normal,clip=true",
+                                  "biased:k=0.5",
+                                  "biased:k=2",
+                                  "dare:rescale=l1",
+                                  "dare:rescale=l1,k=-1,p=0.3"};
   std::vector<float> d = gaussian(37 * 541, 10);
   d[5] = NAN;
   d[600] = -INFINITY;
   for (size_t i = 1100; i < 1100 + 541; ++i) d[i] = 0.0f;  // a row of zeros (scale 0)
   for (const char* spec : two_pass) {
-    ASSERT_TRUE(op(spec)->two_pass()) << spec;
+    ASSERT_TRUE(op(spec)->observes()) << spec;
+    EXPECT_FALSE(as_observing(*op(spec))->multi_pass()) << spec;
     EXPECT_FALSE(op(spec)->pointwise()) << spec;
     expect_same_in_pieces(spec, d, {37, 541}, {1, 100, 541, 4096});
   }
-  for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare", "lowrank:rank=2",
-                           "biased:by=grad", "permute"}) {
-    EXPECT_FALSE(op(spec)->two_pass()) << spec;
+  for (const char* spec : {"bitdelta:stat=median", "bitdelta:bits=2", "magnitude", "dare",
+                           "lowrank:rank=2", "biased:by=grad", "permute"}) {
+    EXPECT_FALSE(op(spec)->observes() && !as_observing(*op(spec))->multi_pass()) << spec;
   }
   // Multi-pass: magnitude (scope=tensor) on the same tensor and on a tied one.
   std::vector<float> tied = d;
   for (float& v : tied) v = std::round(v * 3000.0f);
   for (const char* spec : {"magnitude", "magnitude:p=0.5", "magnitude:p=0.999"}) {
-    ASSERT_TRUE(op(spec)->multi_pass()) << spec;
-    EXPECT_FALSE(op(spec)->two_pass()) << spec;
+    ASSERT_TRUE(op(spec)->observes()) << spec;
+    EXPECT_TRUE(as_observing(*op(spec))->multi_pass()) << spec;
     expect_same_in_pieces(spec, d, {37, 541}, {1, 100, 541, 4096});
     expect_same_in_pieces(spec, tied, {37, 541}, {1, 100, 4096});
   }

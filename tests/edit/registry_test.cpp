@@ -26,7 +26,9 @@ std::string usage_message(std::string_view spec) {
   return {};
 }
 
-bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, std::string_view part) {
+  return s.find(part) != std::string::npos;
+}
 
 TEST(ParseSpec, Forms) {
   OpSpec s = parse_op_spec("dare");
@@ -47,7 +49,8 @@ TEST(ParseSpec, Forms) {
 }
 
 TEST(ParseSpec, SyntaxErrors) {
-  for (const char* bad : {"", ":p=1", "dare:p", "dare:p=1,p=2", "dare:p=", "da re:p=1", "dare:=1", "dare:1x=2"}) {
+  for (const char* bad :
+       {"", ":p=1", "dare:p", "dare:p=1,p=2", "dare:p=", "da re:p=1", "dare:=1", "dare:1x=2"}) {
     try {
       parse_op_spec(bad);
       ADD_FAILURE() << "accepted '" << bad << "'";
@@ -60,7 +63,8 @@ TEST(ParseSpec, SyntaxErrors) {
 TEST(MakeOp, MessagesNameOpKeyAndRange) {
   EXPECT_EQ(usage_message("dare:p=1.5"), "op 'dare': key 'p' = 1.5 is out of range [0, 1)");
   EXPECT_EQ(usage_message("dare:p=1"), "op 'dare': key 'p' = 1 is out of range [0, 1)");
-  EXPECT_TRUE(contains(usage_message("dare:p=abc"), "op 'dare': key 'p' = 'abc' is not a finite number"));
+  EXPECT_TRUE(
+      contains(usage_message("dare:p=abc"), "op 'dare': key 'p' = 'abc' is not a finite number"));
   EXPECT_TRUE(contains(usage_message("dare:p=nan"), "key 'p'"));
   EXPECT_TRUE(contains(usage_message("dare:k=inf"), "key 'k'"));
   EXPECT_TRUE(contains(usage_message("dare:p=0.5x"), "key 'p'"));
@@ -68,10 +72,12 @@ TEST(MakeOp, MessagesNameOpKeyAndRange) {
   EXPECT_TRUE(contains(unknown, "op 'dare': unknown key 'q'")) << unknown;
   EXPECT_TRUE(contains(unknown, "p, k, rescale")) << unknown;
   EXPECT_TRUE(contains(usage_message("nosuchop"), "unknown op 'nosuchop'"));
-  EXPECT_EQ(usage_message("bitdelta:bits=9"), "op 'bitdelta': key 'bits' = 9 is out of range [0, 8]");
+  EXPECT_EQ(usage_message("bitdelta:bits=9"),
+            "op 'bitdelta': key 'bits' = 9 is out of range [0, 8]");
   EXPECT_TRUE(contains(usage_message("bitdelta:bits=1.5"), "key 'bits' = '1.5' is not an integer"));
   EXPECT_TRUE(contains(usage_message("bitdelta:bits=99999999999999999999999"), "key 'bits'"));
-  EXPECT_TRUE(contains(usage_message("bitdelta:stat=max"), "key 'stat' = 'max' is not one of mean|median|rms"));
+  EXPECT_TRUE(contains(usage_message("bitdelta:stat=max"),
+                       "key 'stat' = 'max' is not one of mean|median|rms"));
   EXPECT_TRUE(contains(usage_message("bitdelta:s=-1"), "key 's' = -1 is out of range [0, inf)"));
   EXPECT_TRUE(contains(usage_message("magnitude:p=-0.1"), "op 'magnitude': key 'p'"));
   EXPECT_TRUE(contains(usage_message("magnitude:scope=col"), "key 'scope'"));
@@ -93,11 +99,15 @@ TEST(MakeOp, CanonicalParams) {
   EXPECT_EQ(op("dare:p=+0.5,k=-1")->params()["k"], -1.0);
   EXPECT_EQ(op("biased")->params(), (nlohmann::json{{"by", "delta"}, {"k", 0.5}}));
   EXPECT_EQ(op("magnitude")->params(), (nlohmann::json{{"p", 0.9}, {"scope", "tensor"}}));
-  EXPECT_EQ(op("bitdelta")->params(), (nlohmann::json{{"stat", "mean"}, {"s", 1.0}, {"sign0", "zero"},
-                                                      {"granularity", "tensor"}, {"bits", 0}}));
+  EXPECT_EQ(op("bitdelta")->params(), (nlohmann::json{{"stat", "mean"},
+                                                      {"s", 1.0},
+                                                      {"sign0", "zero"},
+                                                      {"granularity", "tensor"},
+                                                      {"bits", 0}}));
   EXPECT_EQ(op("lowrank")->params(), (nlohmann::json{{"ratio", 0.1}, {"method", "exact"}}));
   EXPECT_EQ(op("lowrank:rank=8,method=randomized")->params(),
-            (nlohmann::json{{"rank", 8}, {"method", "randomized"}, {"oversample", 10}, {"power_iters", 4}}));
+            (nlohmann::json{
+                {"rank", 8}, {"method", "randomized"}, {"oversample", 10}, {"power_iters", 4}}));
   EXPECT_EQ(op("scale:alpha=0.3")->params(), (nlohmann::json{{"alpha", 0.3}}));
   EXPECT_EQ(op("resample")->params(),
             (nlohmann::json{{"dist", "uniform"}, {"s", 1.0}, {"sigma", 1.0}, {"clip", false}}));
@@ -111,12 +121,12 @@ TEST(MakeOp, CanonicalParams) {
 // gradient, and exactly the keyed-random ops change with the seed.
 TEST(MakeOp, Flags) {
   const std::vector<float> d = gaussian(600, 4), g1 = gaussian(600, 5), g2 = gaussian(600, 6);
-  const std::set<std::string> random{"dare", "drop", "resample", "permute", "signflip:q=0.1",
-                                     "lowrank:rank=2,method=randomized"};
+  const std::set<std::string> random{
+      "dare", "drop", "resample", "permute", "signflip:q=0.1", "lowrank:rank=2,method=randomized"};
   size_t grad_ops = 0;
-  for (const char* spec : {"dare", "drop", "biased", "biased:by=grad", "magnitude", "bitdelta", "resample",
-                           "lowrank:rank=2", "lowrank:rank=2,method=randomized", "scale:alpha=0.5", "permute",
-                           "signflip:q=0.1"}) {
+  for (const char* spec : {"dare", "drop", "biased", "biased:by=grad", "magnitude", "bitdelta",
+                           "resample", "lowrank:rank=2", "lowrank:rank=2,method=randomized",
+                           "scale:alpha=0.5", "permute", "signflip:q=0.1"}) {
     const auto o = op(spec);
     const auto a = run(*o, d, {20, 30}, 1, "t", 0, g1).out;
     const auto b = run(*o, d, {20, 30}, 1, "t", 0, g2).out;
@@ -128,46 +138,11 @@ TEST(MakeOp, Flags) {
   EXPECT_EQ(grad_ops, 1u);
 }
 
-// What `deltaedit ops` and --help print for each op's keys is what the parser does: every listed
-// key is accepted, every listed choice builds and an unlisted one is refused, every listed
-// default is the value the op takes without the key, and every listed range's ends are accepted
-// or refused as its brackets say (values past the ends always refused).
-struct ListedKey {
-  std::string name, default_text, choices_text;
-  bool required = false;
-  std::optional<std::pair<std::string, std::string>> range;  // the bracketed text, e.g. "[0", "1)"
-};
-
-std::vector<ListedKey> parse_keys(std::string text) {
-  std::vector<ListedKey> keys;
-  if (text == "(none)") return keys;
-  if (text.rfind("one of ", 0) == 0) text = text.substr(7);
-  // Entries are separated by "; " and, inside "one of", by ", " before a new key=.
-  const std::regex entry(R"(([a-z_]+)(=([^ ;,]+))?( \(required\))?( \([^)]*\))?( ([\[(])([^,]+), ([^\])]+)([\])]))?)");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), entry); it != std::sregex_iterator(); ++it) {
-    const auto& m = *it;
-    if (m.position(0) > 0 && text[size_t(m.position(0)) - 1] != ' ') continue;  // inside a word
-    if (m.position(0) > 1 && text.substr(size_t(m.position(0)) - 2, 2) != "; " &&
-        text.substr(size_t(m.position(0)) - 2, 2) != ", " && m.position(0) != 0)
-      continue;  // e.g. "then q in [0, 0.5)": prose, not an entry
-    ListedKey k;
-    k.name = m[1];
-    const std::string v = m[3];
-    if (v.find('|') != std::string::npos) k.choices_text = v;
-    else k.default_text = v;
-    k.required = m[4].matched;
-    if (m[6].matched) k.range = std::make_pair(m[7].str() + m[8].str(), m[9].str() + m[10].str());
-    keys.push_back(k);
-  }
-  return keys;
-}
-
-double number(const std::string& t) {
-  if (t == "inf") return INFINITY;
-  if (t == "2^31") return 2147483648.0;
-  return std::stod(t);
-}
-
+// What `deltaedit ops`, `edit --help` and README print for each op is its declared schema, and
+// the schema is what the parser does: every declared key is accepted, every declared choice builds
+// and an undeclared one is refused, every declared default is the value the op takes without the
+// key, every range's ends are accepted or refused as its brackets say (values past the ends
+// always refused), and a required key is required. The one-line listing holds every key.
 bool builds(const std::string& spec) {
   try {
     op(spec);
@@ -178,81 +153,118 @@ bool builds(const std::string& spec) {
   }
 }
 
+std::string text(double v) {
+  std::ostringstream o;
+  o.precision(17);
+  o << v;
+  return o.str();
+}
+
 TEST(ListOps, EveryListedOpBuilds) {
   const std::vector<OpInfo> ops = list_ops();
   EXPECT_EQ(ops.size(), 10u);
-  size_t checked_defaults = 0, checked_ranges = 0, checked_choices = 0;
+  size_t checked_defaults = 0, checked_ranges = 0, checked_choices = 0, checked_required = 0;
   for (const OpInfo& info : ops) {
     SCOPED_TRACE(info.name + " keys: " + info.keys);
     EXPECT_FALSE(info.summary.empty());
     EXPECT_FALSE(info.keys.empty());
-    const auto keys = parse_keys(info.keys);
     std::string required;  // what a spec must hold to build at all
-    for (const auto& k : keys)
-      if (k.required) required += k.name + "=0.1,";
+    for (const ParamSpec& k : info.params) {
+      EXPECT_NE(info.keys.find(util::key_text(k)), std::string::npos) << k.name << " is not listed";
+      EXPECT_FALSE(k.doc.empty()) << k.name;
+      if (k.required)
+        required += k.name + "=" + text(k.min_open ? (k.min + k.max) / 2 : k.min) + ",";
+    }
     auto spec = [&](const std::string& extra) {
-      std::string body = required;
-      // A key given explicitly replaces its required placeholder.
+      std::string body;
       const std::string key = extra.substr(0, extra.find('='));
-      if (!key.empty()) body = std::regex_replace(body, std::regex("(^|,)" + key + "=0\\.1,"), "$1");
+      for (const ParamSpec& k : info.params)  // a key given explicitly replaces its placeholder
+        if (k.required && k.name != key)
+          body += k.name + "=" + text(k.min_open ? (k.min + k.max) / 2 : k.min) + ",";
       body += extra;
       if (!body.empty() && body.back() == ',') body.pop_back();
       return body.empty() ? info.name : info.name + ":" + body;
     };
     EXPECT_EQ(op(spec(""))->name(), info.name);
-    EXPECT_FALSE(builds(spec("no_such_key=1"))) << "an unlisted key is accepted";
-    if (info.keys == "(none)") continue;
-    EXPECT_FALSE(keys.empty()) << "no key could be read from the listing";
+    EXPECT_FALSE(builds(spec("no_such_key=1"))) << "an undeclared key is accepted";
     const nlohmann::json plain = op(spec(""))->params();
-    for (const auto& k : keys) {
-      if (!k.choices_text.empty()) {
-        std::stringstream ss(k.choices_text);
-        std::string c;
-        while (std::getline(ss, c, '|')) {
+    for (const ParamSpec& k : info.params) {
+      using K = ParamSpec::Kind;
+      if (k.required) {
+        std::string without = required;
+        without = std::regex_replace(without, std::regex("(^|,)" + k.name + "=[^,]*,"), "$1");
+        if (!without.empty() && without.back() == ',') without.pop_back();
+        EXPECT_FALSE(builds(without.empty() ? info.name : info.name + ":" + without))
+            << k.name << " is required";
+        ++checked_required;
+      }
+      if (k.kind == K::Choice) {
+        for (const std::string& c : k.choices) {
           EXPECT_TRUE(builds(spec(k.name + "=" + c))) << k.name << "=" << c;
           ++checked_choices;
         }
         EXPECT_FALSE(builds(spec(k.name + "=zzz"))) << k.name << "=zzz accepted";
-      }
-      if (!k.default_text.empty() && k.default_text != "r" && k.default_text != "e" && k.default_text != "false" &&
-          k.default_text != "true") {
-        const double d = number(k.default_text);
-        // Given explicitly, the listed default builds the op the listing says it is without the key.
-        const nlohmann::json given = op(spec(k.name + "=" + k.default_text))->params();
-        EXPECT_EQ(given, plain) << k.name << "=" << k.default_text << " is not the default";
-        if (plain.contains(k.name)) EXPECT_EQ(plain[k.name].get<double>(), d) << k.name;
+        // The default is the op without the key.
+        EXPECT_EQ(op(spec(k.name + "=" + k.default_choice))->params(), plain) << k.name;
         ++checked_defaults;
       }
-      if (k.default_text == "false" || k.default_text == "true") {
-        EXPECT_EQ(op(spec(k.name + "=" + k.default_text))->params(), plain) << k.name;
+      if (k.kind == K::Bool) {
+        EXPECT_EQ(op(spec(k.name + "=" + util::default_text(k)))->params(), plain) << k.name;
+        EXPECT_FALSE(builds(spec(k.name + "=maybe")));
         ++checked_defaults;
       }
-      if (k.range) {
-        const bool lo_closed = k.range->first[0] == '[', hi_closed = k.range->second.back() == ']';
-        const double lo = number(k.range->first.substr(1));
-        const double hi = number(k.range->second.substr(0, k.range->second.size() - 1));
-        auto text = [](double v) {
-          std::ostringstream o;
-          o.precision(17);
-          o << v;
-          return o.str();
-        };
-        if (std::isfinite(lo)) {
-          EXPECT_EQ(builds(spec(k.name + "=" + text(lo))), lo_closed) << k.name << " at " << lo;
-          EXPECT_FALSE(builds(spec(k.name + "=" + text(lo - 1)))) << k.name << " below the range";
+      if ((k.kind == K::Number || k.kind == K::Integer) && k.default_value) {
+        // Given explicitly, the declared default builds the op it is without the key.
+        const nlohmann::json given = op(spec(k.name + "=" + text(*k.default_value)))->params();
+        EXPECT_EQ(given, plain) << k.name << "=" << *k.default_value << " is not the default";
+        if (plain.contains(k.name)) {
+          EXPECT_EQ(plain[k.name].get<double>(), *k.default_value) << k.name;
         }
-        if (std::isfinite(hi)) {
-          EXPECT_EQ(builds(spec(k.name + "=" + text(hi))), hi_closed) << k.name << " at " << hi;
-          EXPECT_FALSE(builds(spec(k.name + "=" + text(hi + 1)))) << k.name << " above the range";
+        ++checked_defaults;
+      }
+      if (k.kind == K::Number || k.kind == K::Integer) {
+        if (k.kind == K::Integer) {
+          EXPECT_FALSE(builds(spec(k.name + "=1.5"))) << k.name;
+        }
+        EXPECT_FALSE(builds(spec(k.name + "=abc"))) << k.name;
+        if (k.bounded_below()) {
+          EXPECT_EQ(builds(spec(k.name + "=" + text(k.min))), !k.min_open)
+              << k.name << " at " << k.min;
+          EXPECT_FALSE(builds(spec(k.name + "=" + text(k.min - 1))))
+              << k.name << " below the range";
+        }
+        if (k.bounded_above()) {
+          EXPECT_EQ(builds(spec(k.name + "=" + text(k.max))), !k.max_open)
+              << k.name << " at " << k.max;
+          EXPECT_FALSE(builds(spec(k.name + "=" + text(k.max + 1))))
+              << k.name << " above the range";
+        }
+        if (!k.bounded_below() && !k.bounded_above()) {
+          EXPECT_TRUE(builds(spec(k.name + "=-12345.5"))) << k.name;
         }
         ++checked_ranges;
       }
     }
   }
-  // The listing was read (not silently skipped): the counts of what the ops list today.
-  EXPECT_GE(checked_defaults, 12u);
-  EXPECT_GE(checked_ranges, 12u);
-  EXPECT_GE(checked_choices, 15u);
+  // The schema was read (not silently empty): the counts of what the ops declare today.
+  EXPECT_GE(checked_defaults, 20u);
+  EXPECT_GE(checked_ranges, 15u);
+  EXPECT_GE(checked_choices, 19u);
+  EXPECT_EQ(checked_required, 1u);  // signflip's q
+}
+
+// include= and exclude= are declared once for every op.
+TEST(ListOps, CommonKeys) {
+  const auto common = common_params();
+  ASSERT_EQ(common.size(), 2u);
+  EXPECT_EQ(common[0].name, "include");
+  EXPECT_EQ(common[1].name, "exclude");
+  for (const OpInfo& info : list_ops()) {
+    EXPECT_TRUE(builds(info.name + (info.name == "signflip" ? ":q=0.1," : ":") +
+                       "include=mlp,exclude=bias"))
+        << info.name;
+    for (const ParamSpec& k : info.params) EXPECT_NE(k.name, "include");
+  }
 }
 
 }  // namespace
