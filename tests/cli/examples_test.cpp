@@ -138,7 +138,8 @@ struct Placeholders {
     }
     write_safetensors(dir / "G.safetensors", g);
     std::ofstream(dir / "merge.yaml") << "merge_method: task_arithmetic\nbase_model: " << base
-                                      << "\nmodels:\n  - model: " << post << "\n    parameters: {weight: 0.5}\n";
+                                      << "\nmodels:\n  - model: " << post << "\n    parameters: {weight: 0.5}\n"
+                                      << "  - model: " << base << "\n    parameters: {weight: 0.5}\n";
     {
       // Data files: the first 16 held-out problems (the whole 200 take minutes to decode here).
       std::ifstream in(kZoo / "data/eval.jsonl");
@@ -177,7 +178,10 @@ struct Placeholders {
              {"test.jsonl", (dir / "data.jsonl").string()},
              {"train.jsonl", (dir / "data.jsonl").string()},
              {"gsm8k.jsonl", (dir / "data.jsonl").string()},
-             {"docs/sweep-example.json", (dir / "sweep.json").string()}};
+             {"docs/sweep-example.json", (dir / "sweep.json").string()},
+             // approx --merge merge.yaml: the two models of the placeholder merge.yaml.
+             {"./Llama-3-8B-math=math.jsonl", post + "=" + (dir / "data.jsonl").string()},
+             {"./Llama-3-8B-code=code.jsonl", base + "=" + (dir / "data.jsonl").string()}};
   }
 };
 
