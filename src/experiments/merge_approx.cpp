@@ -19,6 +19,15 @@ void read_f32(const io::TensorSource& src, const std::string& name, std::span<fl
   src.release(name);
 }
 
+// The true ΔL_i at W_merge itself: the path's end W_i + fl(W_merge − W_i) can differ from W_merge
+// by one rounding per weight, which moves the loss by about 1e-7 relative.
+model::ApproxResult& ending_at_the_merge(model::ApproxResult& r, double loss_merge) {
+  r.loss_edit = loss_merge;
+  r.true_delta_loss = r.loss_edit - r.loss_post;
+  r.gap = r.true_delta_loss - r.approximation_term;
+  return r;
+}
+
 }  // namespace
 
 std::vector<std::string> merge_increment_names(const MergeSources& s) {
@@ -86,7 +95,18 @@ model::ApproxResult merge_expert_approx(model::Model& expert_model, const MergeS
     d[n] = merge_increment(s, n, dss);
     delta_sumsq += dss;
   }
-  return model::approximation_term(expert_model, set, d, delta_sumsq, o.steps, o.rule, o.fisher);
+  auto r = model::approximation_term(expert_model, set, d, delta_sumsq, o.steps, o.rule, o.fisher);
+  const auto saved = expert_model.state();
+  std::vector<float> w;
+  for (const auto& [n, unused] : d) {
+    if (!expert_model.has_param(n)) continue;  // a tied lm_head
+    w.resize(s.merged.info(n).numel());
+    read_f32(s.merged, n, w);
+    expert_model.set_(n, std::span<const float>(w));
+  }
+  const double loss_merge = model::dataset_loss(expert_model, set);
+  expert_model.load_state(saved);
+  return ending_at_the_merge(r, loss_merge);
 }
 
 model::ApproxResult merge_expert_approx_streamed(const MergeSources& s, const model::EvalSet& set,
@@ -104,7 +124,8 @@ model::ApproxResult merge_expert_approx_streamed(const MergeSources& s, const mo
     merge_increment(s, n, dss);
     return dss;
   };
-  return sm.approximation_term(set, se, o.steps, o.rule, o.fisher);
+  auto r = sm.approximation_term(set, se, o.steps, o.rule, o.fisher);
+  return ending_at_the_merge(r, model::StreamedModel(s.merged, load).loss(set));
 }
 
 std::vector<MergeModel> merge_models(const merge::MergePlan& plan) {

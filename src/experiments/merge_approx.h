@@ -1,6 +1,7 @@
 // A merge explained one expert at a time (MERGE.md §0 "Explaining a merge"): W_merge = W_i + D_i
 // with D_i = W_merge − W_i, so on expert i's data ΔL_i = L_i(W_merge) − L_i(W_i) is compared with
 // the approximation term (1/C) Σ_c ⟨∇L_i(W_i + t_c·D_i), D_i⟩ and its per-tensor contributions.
+// The true ΔL_i is measured at W_merge itself (as `eval` of the merged checkpoint would).
 // Shared by `approx --merge` and the M1 merge sweep; in memory or streamed (layer by layer), with
 // the same numbers. D_i is formed from the stored tensors of both checkpoints, in f32.
 #pragma once
