@@ -2,15 +2,19 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "cli/common.h"
 #include "cli/torch_names.h"
 #include "engine/edit_engine.h"
+#include "engine/merge_run.h"
 #include "experiments/family_report.h"
+#include "experiments/merge_approx.h"
 #include "experiments/merge_sweep.h"
 #include "experiments/sweep.h"
 #include "zoo/train.h"
@@ -18,6 +22,8 @@
 #include "io/peft.h"
 #include "io/convert.h"
 #include "io/writer.h"
+#include "merge/config.h"
+#include "merge/plan.h"
 #include "model/evaluate.h"
 #include "model/streamed.h"
 #include "engine/increment_source.h"
@@ -37,9 +43,14 @@ struct DataFlags {
   size_t batch_size = 8, max_length = 0, limit = 0;
   double beta = 0.1;
   unsigned threads = 2;
-  void add(CLI::App* sub) {
-    sub->add_option("--data", data, "JSONL records: {text} | {prompt,response} | {input_ids} | {prompt,chosen,rejected}")
-        ->required();
+  std::vector<std::string> per_model_data;  // approx: --data FILE, or --data MODEL=FILE per expert
+  void add(CLI::App* sub, bool per_model = false) {
+    constexpr const char* kRecords = "JSONL records: {text} | {prompt,response} | {input_ids} | {prompt,chosen,rejected}";
+    if (per_model)
+      sub->add_option("--data", per_model_data,
+                      std::string(kRecords) + "; with --merge MODEL=FILE, once per expert of the config");
+    else
+      sub->add_option("--data", data, kRecords)->required();
     sub->add_option("--loss", loss, "ce (causal LM, default) or dpo")->check(CLI::IsMember({"ce", "dpo"}));
     sub->add_option("--ref", ref, "reference model of the DPO loss");
     sub->add_option("--beta", beta, "DPO β (default 0.1)");
@@ -286,7 +297,146 @@ Command add_grad(CLI::App& app) {
           }};
 }
 
-int print_approx(const model::ApproxResult& r, const std::string& rule, int steps, bool as_json);
+void print_approx_text(const model::ApproxResult& r, const std::string& rule, int steps, const char* edited,
+                       const char* start, const std::string& indent) {
+  std::cout << fmt::format("{}approximation term ({} rule, C={}): {:+.6e}\n", indent, rule, steps, r.approximation_term);
+  std::cout << fmt::format("{}true ΔL = L({}) − L({}) = {:.6f} − {:.6f} = {:+.6e}\n", indent, edited, start,
+                           r.loss_edit, r.loss_post, r.true_delta_loss);
+  std::cout << fmt::format("{}gap (ΔL − term): {:+.3e}; intensity ‖D‖²/‖Δ‖² = {:.6g}\n", indent, r.gap, r.intensity);
+  if (r.fisher_term) std::cout << fmt::format("{}second-order Fisher term: {:+.6e}\n", indent, *r.fisher_term);
+  auto pt = r.per_tensor;
+  std::sort(pt.begin(), pt.end(), [](auto& a, auto& b) { return std::fabs(a.second) > std::fabs(b.second); });
+  std::cout << indent << "largest per-tensor contributions:\n";
+  for (size_t i = 0; i < std::min<size_t>(10, pt.size()); ++i)
+    std::cout << fmt::format("{}  {:<56} {:+.6e}\n", indent, pt[i].first, pt[i].second);
+}
+
+int print_approx(const model::ApproxResult& r, const std::string& rule, int steps, bool as_json) {
+  if (as_json) {
+    std::cout << r.to_json().dump(2) << "\n";
+    return int(kOk);
+  }
+  print_approx_text(r, rule, steps, "W_edit", "W_post", "");
+  return int(kOk);
+}
+
+// A directory under the system's temporary folder, removed with everything in it at scope exit.
+struct ScratchDir {
+  fs::path path;
+  ScratchDir() {
+    std::string t = (fs::temp_directory_path() / "deltaedit-approx-merge-XXXXXX").string();
+    if (!::mkdtemp(t.data())) throw Error(ErrorKind::Io, "cannot create a temporary directory for the merge", t);
+    path = t;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+};
+
+struct ApproxMergeArgs {
+  std::string config, save_merge, rule;
+  std::optional<uint64_t> seed;
+  int steps = 5;
+  bool fisher = false, streamed = false, as_json = false;
+};
+
+// approx --merge: per expert i of the config, the term of D_i = W_merge − W_i on expert i's data
+// against the true ΔL_i = L_i(W_merge) − L_i(W_i) (MERGE.md §0 "Explaining a merge").
+int run_approx_merge(const ApproxMergeArgs& a, const DataFlags& f) {
+  std::vector<std::pair<std::string, std::string>> given;
+  for (const auto& d : f.per_model_data) {
+    const auto eq = d.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == d.size())
+      throw Error(ErrorKind::Usage,
+                  fmt::format("--merge: --data takes MODEL=FILE (the model as the config names it), got '{}'", d));
+    given.emplace_back(d.substr(0, eq), d.substr(eq + 1));
+  }
+  if (!a.save_merge.empty() && fs::exists(a.save_merge))
+    throw Error(ErrorKind::Usage, "--save-merge: output already exists; choose a new directory or remove it first",
+                a.save_merge);
+  std::string text;
+  try {
+    text = util::read_file(a.config);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::Io, std::string("cannot read the merge config: ") + e.what(), a.config);
+  }
+  auto plan = merge::build_plan(merge::parse_merge_config(text, a.config), {a.seed});
+  const auto experts = experiments::merge_models(plan);
+  std::vector<std::string> data(experts.size());
+  for (const auto& [model_ref, file] : given) {
+    const size_t i = experiments::find_merge_model(plan, experts, model_ref);
+    if (!data[i].empty())
+      throw Error(ErrorKind::Usage, fmt::format("--data names the model '{}' twice", experts[i].written));
+    data[i] = file;
+  }
+  std::vector<std::string> missing;
+  for (size_t i = 0; i < experts.size(); ++i)
+    if (data[i].empty()) missing.push_back("'" + experts[i].written + "'");
+  if (!missing.empty())
+    throw Error(ErrorKind::Usage,
+                fmt::format("approx --merge needs --data MODEL=FILE for every model of the config; missing: {}",
+                            fmt::join(missing, ", ")),
+                a.config);
+  for (size_t i = 0; i < experts.size(); ++i) {
+    std::error_code ec;
+    if (!fs::is_regular_file(data[i], ec))
+      throw Error(ErrorKind::Io, fmt::format("data file of '{}' not found", experts[i].written), data[i]);
+    experiments::check_merge_shapes(plan, *plan.models[experts[i].model].checkpoint);
+  }
+  for (const auto& w : plan.warnings) std::cerr << "warning: " << w << "\n";
+
+  std::optional<ScratchDir> scratch;
+  if (a.save_merge.empty()) scratch.emplace();
+  engine::RunOptions ro;
+  ro.out = a.save_merge.empty() ? scratch->path / "merge" : fs::path(a.save_merge);
+  ro.config_path = a.config;
+  ro.threads = f.threads;
+  engine::run_merge(plan, ro);
+  const auto merged = io::Checkpoint::open(ro.out);
+  const io::TensorSource* base = plan.base ? plan.models[*plan.base].checkpoint.get() : nullptr;
+  const experiments::MergeApproxOptions opt{a.steps, model::parse_rule(a.rule), a.fisher};
+
+  json out = json::array();
+  if (!a.as_json)
+    std::cout << fmt::format("merge {} ({}, {} models): D_i = W_merge − W_i on each model's data\n", a.config,
+                             plan.config.method_name, experts.size());
+  for (size_t i = 0; i < experts.size(); ++i) {
+    const auto& pm = plan.models[experts[i].model];
+    const experiments::MergeSources src{*pm.checkpoint, merged, base};
+    DataFlags fi = f;
+    fi.data = data[i];
+    model::ApproxResult r;
+    if (a.streamed) {
+      const auto set = load_data(pm.dir, fi);
+      r = experiments::merge_expert_approx_streamed(src, set, f.load_options(), opt);
+    } else {
+      auto L = load_all(pm.dir, fi, pm.checkpoint.get());
+      r = experiments::merge_expert_approx(L.model, src, L.set, opt);
+    }
+    if (a.as_json) {
+      json j = r.to_json();
+      j["model"] = experts[i].written;
+      j["data"] = data[i];
+      out.push_back(std::move(j));
+    } else {
+      std::cout << fmt::format("model '{}' on {}:\n", experts[i].written, data[i]);
+      print_approx_text(r, a.rule, a.steps, "W_merge", "W_i", "  ");
+    }
+  }
+  if (a.as_json)
+    std::cout << json{{"merge", a.config},
+                      {"method", plan.config.method_name},
+                      {"saved", a.save_merge.empty() ? json(nullptr) : json(a.save_merge)},
+                      {"experts", out}}
+                     .dump(2)
+              << "\n";
+  else if (!a.save_merge.empty())
+    std::cout << fmt::format("merged model kept in {}\n", a.save_merge);
+  return int(kOk);
+}
 
 Command add_approx(CLI::App& app) {
   auto* sub = app.add_subcommand("approx", torch_summary("approx"));
@@ -295,7 +445,13 @@ Command add_approx(CLI::App& app) {
       "(1/C) Σ ⟨∇L(W_post + t_c·D), D⟩, per-tensor contributions (they sum to it), the true\n"
       "ΔL = L(W_edit) − L(W_post) on the same data, the gap, and the intensity ‖D‖²/‖Δ‖².\n"
       "Weights are f32 (W_edit is not rounded to the checkpoint dtype).\n"
-      "Example:\n  deltaedit approx --base B --post P --op dare:p=0.9 --data gsm8k.jsonl --steps 5 --json");
+      "With --merge CONFIG.yaml (a `deltaedit merge` config) instead of --base/--post/--op: the merge is\n"
+      "run (into a temporary directory, or kept with --save-merge DIR) and explained per model i of the\n"
+      "config: D_i = W_merge − W_i on model i's data (--data MODEL=FILE, the model as the config names\n"
+      "it, once for every model), the true ΔL_i = L(W_merge) − L(W_i), the gap and the contributions.\n"
+      "Examples:\n  deltaedit approx --base B --post P --op dare:p=0.9 --data gsm8k.jsonl --steps 5 --json\n"
+      "  deltaedit approx --merge merge.yaml --data ./Llama-3-8B-math=math.jsonl --data "
+      "./Llama-3-8B-code=code.jsonl --steps 5");
   auto f = std::make_shared<DataFlags>();
   auto base = std::make_shared<std::string>();
   auto post = std::make_shared<std::string>();
@@ -308,12 +464,17 @@ Command add_approx(CLI::App& app) {
   auto grad = std::make_shared<std::string>();
   auto include = std::make_shared<std::string>();
   auto exclude = std::make_shared<std::string>();
-  sub->add_option("--base", *base, "pre-trained checkpoint")->required();
-  sub->add_option("--post", *post, "post-trained checkpoint, or a PEFT LoRA adapter directory over --base")->required();
-  sub->add_option("--op", *ops, "operation spec, repeatable (see `deltaedit ops`)")->required();
+  auto merge_config = std::make_shared<std::string>();
+  auto save_merge = std::make_shared<std::string>();
+  sub->add_option("--base", *base, "pre-trained checkpoint");
+  sub->add_option("--post", *post, "post-trained checkpoint, or a PEFT LoRA adapter directory over --base");
+  sub->add_option("--op", *ops, "operation spec, repeatable (see `deltaedit ops`)");
+  sub->add_option("--merge", *merge_config,
+                  "explain a merge (mergekit YAML, as `deltaedit merge`) per model: instead of --base/--post/--op");
+  sub->add_option("--save-merge", *save_merge, "with --merge: keep the merged model in this directory (must not exist)");
   sub->add_option("--steps", *steps, "Riemann nodes C (default 5)")->check(CLI::Range(1, 1000));
   sub->add_option("--rule", *rule, "left (default), mid or trapezoid")->check(CLI::IsMember({"left", "mid", "trapezoid"}));
-  sub->add_option("--seed", *seed, "seed of the edit (as in `edit`)");
+  sub->add_option("--seed", *seed, "seed of the edit (as in `edit`); with --merge, of the merge (as in `merge`)");
   sub->add_option("--grad", *grad, "gradient file for biased:by=grad");
   sub->add_option("--include", *include, "edit only tensors matching this regex");
   sub->add_option("--exclude", *exclude, "do not edit tensors matching this regex");
@@ -327,8 +488,26 @@ Command add_approx(CLI::App& app) {
   sub->add_option("--max-memory", *max_memory,
                   "stream (as --streamed) when the in-memory path would hold more than this (e.g. 16GB)");
   sub->add_flag("--dry-run", *dry_run, "print the planned memory and passes, run nothing");
-  f->add(sub);
+  f->add(sub, true);
   return {sub, [=] {
+            if (!merge_config->empty()) {
+              for (const char* flag : {"--base", "--post", "--op", "--grad", "--include", "--exclude", "--dry-run",
+                                       "--max-memory"})
+                if (sub->count(flag) > 0)
+                  throw Error(ErrorKind::Usage,
+                              fmt::format("--merge and {} cannot be combined: approx --merge takes its models "
+                                          "from the merge config",
+                                          flag));
+              ApproxMergeArgs a{*merge_config, *save_merge, *rule, std::nullopt, *steps, *fisher, *streamed, *as_json};
+              if (sub->count("--seed") > 0) a.seed = *seed;
+              return run_approx_merge(a, *f);
+            }
+            if (!save_merge->empty()) throw Error(ErrorKind::Usage, "--save-merge needs --merge CONFIG.yaml");
+            if (base->empty() || post->empty() || ops->empty())
+              throw Error(ErrorKind::Usage, "approx needs --base, --post and --op (or --merge CONFIG.yaml)");
+            if (f->per_model_data.size() != 1)
+              throw Error(ErrorKind::Usage, "approx needs one --data FILE (several --data MODEL=FILE go with --merge)");
+            f->data = f->per_model_data.front();
             auto chain = engine::OpChain::build(*ops, *seed, *include, *exclude);
             if (chain.needs_grad() && grad->empty()) throw Error(ErrorKind::Usage, "an op needs --grad G.safetensors");
             auto bck = io::Checkpoint::open(*base);
@@ -388,24 +567,6 @@ Command add_approx(CLI::App& app) {
             auto r = model::approximation_term(L.model, L.set, inc.d, inc.delta_sumsq, *steps, model::parse_rule(*rule), *fisher);
             return print_approx(r, *rule, *steps, *as_json);
           }};
-}
-
-int print_approx(const model::ApproxResult& r, const std::string& rule, int steps, bool as_json) {
-  if (as_json) {
-    std::cout << r.to_json().dump(2) << "\n";
-    return int(kOk);
-  }
-  std::cout << fmt::format("approximation term ({} rule, C={}): {:+.6e}\n", rule, steps, r.approximation_term);
-  std::cout << fmt::format("true ΔL = L(W_edit) − L(W_post) = {:.6f} − {:.6f} = {:+.6e}\n", r.loss_edit,
-                           r.loss_post, r.true_delta_loss);
-  std::cout << fmt::format("gap (ΔL − term): {:+.3e}; intensity ‖D‖²/‖Δ‖² = {:.6g}\n", r.gap, r.intensity);
-  if (r.fisher_term) std::cout << fmt::format("second-order Fisher term: {:+.6e}\n", *r.fisher_term);
-  auto pt = r.per_tensor;
-  std::sort(pt.begin(), pt.end(), [](auto& a, auto& b) { return std::fabs(a.second) > std::fabs(b.second); });
-  std::cout << "largest per-tensor contributions:\n";
-  for (size_t i = 0; i < std::min<size_t>(10, pt.size()); ++i)
-    std::cout << fmt::format("  {:<56} {:+.6e}\n", pt[i].first, pt[i].second);
-  return int(kOk);
 }
 
 Command add_zoo(CLI::App& app) {

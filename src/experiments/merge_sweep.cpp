@@ -9,6 +9,7 @@
 
 #include "engine/merge_run.h"
 #include "experiments/grid.h"
+#include "experiments/merge_approx.h"
 #include "experiments/resumable.h"
 #include "io/checkpoint.h"
 #include "io/convert.h"
@@ -210,21 +211,19 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
     const MergeExpert* e;
     std::vector<text::Record> eval;
     model::EvalSet set;
+    io::Checkpoint ck;
     model::Model m;
-    double delta_sumsq = 0;
   };
-  auto base_model = model::Model::load(io::Checkpoint::open(cfg.base));
+  const auto base_ck = io::Checkpoint::open(cfg.base);
+  auto base_model = model::Model::load(base_ck);
   std::vector<Task> tasks;
   for (const auto& e : cfg.experts) {
     auto recs = text::load_jsonl(e.loss_data, &tok, {0, cfg.loss_examples});
-    Task t{&e, text::load_jsonl(e.eval_data, &tok, {0, cfg.eval_examples}),
-           model::make_eval_set(recs, cfg.batch_size, model::LossKind::CausalLM),
-           model::Model::load(io::Checkpoint::open(e.model))};
-    for (const auto& n : t.m.param_names()) {
-      const auto d = (t.m.param(n).to(torch::kFloat64) - base_model.param(n).to(torch::kFloat64));
-      t.delta_sumsq += d.pow(2).sum().item<double>();
-    }
-    tasks.push_back(std::move(t));
+    auto ck = io::Checkpoint::open(e.model);
+    auto m = model::Model::load(ck);
+    tasks.push_back({&e, text::load_jsonl(e.eval_data, &tok, {0, cfg.eval_examples}),
+                     model::make_eval_set(recs, cfg.batch_size, model::LossKind::CausalLM), std::move(ck),
+                     std::move(m)});
   }
   // Every model on every task: the base, each expert, then the merges.
   auto measure_all = [&](model::Model& m) {
@@ -257,16 +256,13 @@ json run_merge_sweep(const MergeSweepConfig& cfg, const fs::path& out, const Mer
       ro.out = mdir;
       ro.threads = unsigned(std::max(1, cfg.threads));
       const auto run = engine::run_merge(plan, ro);
-      auto merged = model::Model::load(io::Checkpoint::open(mdir));
+      const auto merged_ck = io::Checkpoint::open(mdir);
+      auto merged = model::Model::load(merged_ck);
       json per_task = json::object();
       for (auto& t : tasks) {
-        // D_i = W_merge − W_i, in f32 per parameter.
-        std::map<std::string, std::vector<float>> d;
-        for (const auto& n : t.m.param_names()) {
-          auto diff = (merged.param(n).to(torch::kFloat32) - t.m.param(n).to(torch::kFloat32)).contiguous();
-          d[n].assign(diff.data_ptr<float>(), diff.data_ptr<float>() + diff.numel());
-        }
-        auto a = model::approximation_term(t.m, t.set, d, t.delta_sumsq, cfg.steps, model::Rule::Left, false);
+        // D_i = W_merge − W_i, on task i's loss data.
+        const auto a = merge_expert_approx(t.m, {t.ck, merged_ck, &base_ck}, t.set,
+                                           {cfg.steps, model::Rule::Left, false});
         json pt = json::array();
         for (const auto& [n, c] : a.per_tensor) pt.push_back({{"name", n}, {"contribution", c}});
         per_task[t.e->name] = {

@@ -17,6 +17,16 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace deltaedit::merge {
+
+std::string model_key(const ModelRef& r) {
+  const auto canonical = [](const std::string& path) {
+    std::error_code ec;
+    auto p = fs::weakly_canonical(fs::absolute(path), ec);
+    return ec ? path : p.string();
+  };
+  return r.lora.empty() ? canonical(r.path) : canonical(r.path) + "+" + canonical(r.lora);
+}
+
 namespace {
 
 // "model.layers.12.mlp.up_proj.weight" → {"model.layers.", 12, ".mlp.up_proj.weight"}: the first
@@ -80,19 +90,9 @@ struct Builder {
     throw Error(ErrorKind::Usage, line > 0 ? fmt::format("line {}: {}", line, msg) : msg, c.file);
   }
 
-  std::string key_of(const std::string& path) const {
-    std::error_code ec;
-    auto p = fs::weakly_canonical(fs::absolute(path), ec);
-    return ec ? path : p.string();
-  }
-
-  std::string key_of(const ModelRef& r) const {
-    return r.lora.empty() ? key_of(r.path) : key_of(r.path) + "+" + key_of(r.lora);
-  }
-
-  std::map<std::string, size_t> index;  // canonical path (+ canonical adapter) → model
+  std::map<std::string, size_t> index;  // model_key → model
   size_t model(const ModelRef& r) {
-    const std::string k = key_of(r);
+    const std::string k = model_key(r);
     auto it = index.find(k);
     if (it != index.end()) return it->second;
     index[k] = plan.models.size();
@@ -207,7 +207,7 @@ struct Builder {
         slices[i].base = plan.base;
     }
     if (c.tokenizer_source && !c.tokenizer_is_base) {
-      const std::string k = key_of(*c.tokenizer_source);
+      const std::string k = model_key(*c.tokenizer_source);
       if (!index.count(k))
         fail(c.tokenizer_source->line, fmt::format("tokenizer_source '{}' is not one of the merged "
                                                    "models; use `base` or one of their paths",
@@ -219,7 +219,7 @@ struct Builder {
     plan.donor = plan.base ? *plan.base : slices[0].sources[0].model;
     plan.tokenizer_model = plan.donor;
     if (c.tokenizer_source && !c.tokenizer_is_base)
-      plan.tokenizer_model = index.at(key_of(*c.tokenizer_source));
+      plan.tokenizer_model = index.at(model_key(*c.tokenizer_source));
     if (c.tokenizer_source && c.tokenizer_is_base && !plan.base)
       fail(c.tokenizer_source->line, "tokenizer_source: base needs a base_model");
     const auto& d = cfg(plan.donor);

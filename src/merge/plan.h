@@ -73,6 +73,10 @@ struct PlanOptions {
   std::optional<uint64_t> seed;  // --seed: wins over the config's
 };
 
+// The identity of a model reference: its canonical directory (and canonical adapter directory), so
+// that two spellings of one model are one model of the plan.
+std::string model_key(const ModelRef& r);
+
 // Throws Error(Usage) (exit 2) for config problems — wrong model counts, mismatched architectures,
 // layer counts, tensor names or shapes, missing required parameters — naming the YAML line, and
 // Error(Io/Format) (exit 1) for missing directories and unreadable files.

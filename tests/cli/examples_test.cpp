@@ -139,9 +139,9 @@ struct Placeholders {
       g.push_back({n, io::DType::F32, ti.shape, random_values(ti.numel(), seed++, 1e-3f)});
     }
     write_safetensors(dir / "G.safetensors", g);
-    std::ofstream(dir / "merge.yaml")
-        << "merge_method: task_arithmetic\nbase_model: " << base << "\nmodels:\n  - model: " << post
-        << "\n    parameters: {weight: 0.5}\n";
+    std::ofstream(dir / "merge.yaml") << "merge_method: task_arithmetic\nbase_model: " << base
+                                      << "\nmodels:\n  - model: " << post << "\n    parameters: {weight: 0.5}\n"
+                                      << "  - model: " << base << "\n    parameters: {weight: 0.5}\n";
     {
       // Data files: the first 16 held-out problems (the whole 200 take minutes to decode here).
       std::ifstream in(kZoo / "data/eval.jsonl");
@@ -183,7 +183,10 @@ struct Placeholders {
              {"test.jsonl", (dir / "data.jsonl").string()},
              {"train.jsonl", (dir / "data.jsonl").string()},
              {"gsm8k.jsonl", (dir / "data.jsonl").string()},
-             {"docs/sweep-example.json", (dir / "sweep.json").string()}};
+             {"docs/sweep-example.json", (dir / "sweep.json").string()},
+             // approx --merge merge.yaml: the two models of the placeholder merge.yaml.
+             {"./Llama-3-8B-math=math.jsonl", post + "=" + (dir / "data.jsonl").string()},
+             {"./Llama-3-8B-code=code.jsonl", base + "=" + (dir / "data.jsonl").string()}};
   }
 };
 
