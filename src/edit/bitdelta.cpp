@@ -232,60 +232,19 @@ class BitDelta {
   int bits_;
 };
 
-// bits=b > 0 or the median: whole scopes at once (a sort or a selection).
-class BitDeltaWholeOp final : public WholeTensorOp {
- public:
-  explicit BitDeltaWholeOp(BitDelta b) : WholeTensorOp("bitdelta"), b_(std::move(b)) {}
-  nlohmann::json own_params() const override { return b_.own_params(); }
-  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
-    return b_.workspace_bytes(shape);
-  }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    return b_.apply(delta, ctx);
-  }
-
- private:
-  BitDelta b_;
-};
-
-// bits=0 with a mean or rms scale: one observe pass sums per scope, then signs are set.
-class BitDeltaScaleOp final : public ObservingOpOf<BitDelta::ScaleState> {
- public:
-  explicit BitDeltaScaleOp(BitDelta b) : ObservingOpOf("bitdelta"), b_(std::move(b)) {}
-  nlohmann::json own_params() const override { return b_.own_params(); }
-  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
-    return b_.workspace_bytes(shape);
-  }
-  // The whole-tensor path computes the same sums in one go.
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    return b_.apply(delta, ctx);
-  }
-
- protected:
-  BitDelta::ScaleState begin(const TensorContext& ctx) const override {
-    return b_.observe_begin(ctx);
-  }
-  void observe_piece(BitDelta::ScaleState& st, std::span<const float> piece,
-                     uint64_t first) const override {
-    b_.observe(st, piece, first);
-  }
-  void end(BitDelta::ScaleState& st) const override { b_.observe_end(st); }
-  void apply_piece(const BitDelta::ScaleState& st, std::span<float> piece, uint64_t first,
-                   const TensorContext&) const override {
-    b_.apply_observed(st, piece, first);
-  }
-
- private:
-  BitDelta b_;
-};
+// bits=b > 0 or the median: whole scopes at once (a sort or a selection). bits=0 with a mean or
+// rms scale: one observe pass sums per scope, then signs are set (its whole-tensor form computes
+// the same sums in one go).
+using BitDeltaWholeOp = CoreOp<WholeTensorOp, BitDelta>;
+using BitDeltaScaleOp = ObservingCoreOp<BitDelta, BitDelta::ScaleState>;
 
 std::unique_ptr<Op> make_bitdelta(const ParamReader& r) {
   const std::string st = r.choice("stat");
   const Stat stat = st == "mean" ? Stat::Mean : st == "median" ? Stat::Median : Stat::Rms;
   BitDelta b(stat, r.real("s"), r.choice("sign0") == "plus", r.choice("granularity") == "row",
              static_cast<int>(r.integer("bits")));
-  if (b.streams()) return std::make_unique<BitDeltaScaleOp>(std::move(b));
-  return std::make_unique<BitDeltaWholeOp>(std::move(b));
+  if (b.streams()) return std::make_unique<BitDeltaScaleOp>("bitdelta", std::move(b));
+  return std::make_unique<BitDeltaWholeOp>("bitdelta", std::move(b));
 }
 
 }  // namespace

@@ -288,56 +288,16 @@ class Magnitude {
   bool rows_;
 };
 
-// scope=row: each row selects on its own, whole.
-class MagnitudeRowsOp final : public WholeTensorOp {
- public:
-  explicit MagnitudeRowsOp(Magnitude m) : WholeTensorOp("magnitude"), m_(std::move(m)) {}
-  nlohmann::json own_params() const override { return m_.own_params(); }
-  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
-    return m_.workspace_bytes(shape);
-  }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    return m_.apply(delta, ctx);
-  }
-
- private:
-  Magnitude m_;
-};
-
-// scope=tensor: streamed by histogram passes (Magnitude::Stream); on a whole tensor the in-place
-// radix select gives the same threshold in one go.
-class MagnitudeTensorOp final : public ObservingOpOf<Magnitude::Stream> {
- public:
-  explicit MagnitudeTensorOp(Magnitude m) : ObservingOpOf("magnitude"), m_(std::move(m)) {}
-  nlohmann::json own_params() const override { return m_.own_params(); }
-  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
-    return m_.workspace_bytes(shape);
-  }
-  bool multi_pass() const override { return true; }
-  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
-    return m_.apply(delta, ctx);
-  }
-
- protected:
-  Magnitude::Stream begin(const TensorContext& ctx) const override { return m_.observe_begin(ctx); }
-  void observe_piece(Magnitude::Stream& st, std::span<const float> piece,
-                     uint64_t first) const override {
-    m_.observe(st, piece, first);
-  }
-  bool again(Magnitude::Stream& st) const override { return m_.observe_again(st); }
-  void apply_piece(const Magnitude::Stream& st, std::span<float> piece, uint64_t first,
-                   const TensorContext&) const override {
-    m_.apply_observed(st, piece, first);
-  }
-
- private:
-  Magnitude m_;
-};
+// scope=row: each row selects on its own, whole. scope=tensor: streamed by histogram passes
+// (Magnitude::Stream); on a whole tensor the in-place radix select gives the same threshold in one
+// go.
+using MagnitudeRowsOp = CoreOp<WholeTensorOp, Magnitude>;
+using MagnitudeTensorOp = ObservingCoreOp<Magnitude, Magnitude::Stream>;
 
 std::unique_ptr<Op> make_magnitude(const ParamReader& r) {
   Magnitude m(r.real("p"), r.choice("scope") == "row");
-  if (m.rows()) return std::make_unique<MagnitudeRowsOp>(std::move(m));
-  return std::make_unique<MagnitudeTensorOp>(std::move(m));
+  if (m.rows()) return std::make_unique<MagnitudeRowsOp>("magnitude", std::move(m));
+  return std::make_unique<MagnitudeTensorOp>("magnitude", std::move(m));
 }
 
 }  // namespace

@@ -53,6 +53,55 @@ class ParamReader {
   std::map<std::string, double, std::less<>> numbers_;  // parsed Number, Integer and Bool values
 };
 
+// An op whose arithmetic lives in a plain Core class shared by the op's execution kinds: its
+// parameters, workspace and whole-tensor form are the Core's.
+template <class Base, class Core>
+class CoreOp : public Base {
+ public:
+  CoreOp(std::string name, Core core) : Base(std::move(name)), core_(std::move(core)) {}
+  nlohmann::json own_params() const override { return core_.own_params(); }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    return core_.workspace_bytes(shape);
+  }
+  OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const override {
+    return core_.apply(delta, ctx);
+  }
+
+ protected:
+  Core core_;
+};
+
+// The observing form of such an op: the hooks are the Core's observe_begin(ctx) → State,
+// observe(State&, piece, first), apply_observed(const State&, piece, first), and optionally
+// observe_again(State&) (then the op is multi-pass) and observe_end(State&). Its whole-tensor
+// form stays the Core's apply, which must give the same bytes (tests check both).
+template <class Core, class State>
+class ObservingCoreOp final : public CoreOp<ObservingOpOf<State>, Core> {
+  static constexpr bool kMultiPass = requires(const Core& c, State& s) { c.observe_again(s); };
+
+ public:
+  using CoreOp<ObservingOpOf<State>, Core>::CoreOp;
+  bool multi_pass() const override { return kMultiPass; }
+
+ protected:
+  State begin(const TensorContext& ctx) const override { return this->core_.observe_begin(ctx); }
+  void observe_piece(State& st, std::span<const float> piece, uint64_t first) const override {
+    this->core_.observe(st, piece, first);
+  }
+  bool again(State& st) const override {
+    if constexpr (kMultiPass) return this->core_.observe_again(st);
+    return false;
+  }
+  void end(State& st) const override {
+    if constexpr (requires(const Core& c, State& s) { c.observe_end(s); })
+      this->core_.observe_end(st);
+  }
+  void apply_piece(const State& st, std::span<float> piece, uint64_t first,
+                   const TensorContext&) const override {
+    this->core_.apply_observed(st, piece, first);
+  }
+};
+
 // One op's declaration: its name, one-line summary, parameters and factory. Each op family's file
 // defines the declarations of its ops; registry.cpp lists them once, in the order `deltaedit ops`
 // shows them.
