@@ -31,10 +31,14 @@ class BasicRankSelect {
   static constexpr size_t kBins = size_t{1} << 16;
   static constexpr uint64_t kMaxKeys = Count(~Count{0});
 
-  // Every rank must be below n (n ≤ kMaxKeys).
-  BasicRankSelect(uint64_t n, std::vector<uint64_t> ranks) : n_(n), ranks_(std::move(ranks)) {
+  // Every rank must be below n (n ≤ kMaxKeys). With per_bin, pass 1 also keeps the OR and the
+  // AND of the low bits in every high bin, so that a rank whose bin holds a single key value (f32
+  // zeros, say) is known after pass 1 too (two more stores per key).
+  BasicRankSelect(uint64_t n, std::vector<uint64_t> ranks, bool per_bin = false)
+      : n_(n), ranks_(std::move(ranks)), per_bin_(per_bin) {
     cuts_.resize(ranks_.size());
     bin_of_.resize(ranks_.size());
+    known_.assign(ranks_.size(), false);
   }
 
   // Call before each pass; false once every cut is known (then cut() is valid).
@@ -42,6 +46,10 @@ class BasicRankSelect {
     switch (phase_) {
       case Phase::Start:
         high_.assign(kBins, 0);
+        if (per_bin_) {
+          bin_or_.assign(kBins, 0);
+          bin_and_.assign(kBins, 0xFFFF);
+        }
         phase_ = Phase::High;
         return true;
       case Phase::High:
@@ -60,7 +68,14 @@ class BasicRankSelect {
   // Adds key(j) for j < count to the pass in progress.
   template <class Key>
   void add(size_t count, Key&& key) {
-    if (phase_ == Phase::High) {
+    if (phase_ == Phase::High && per_bin_) {
+      for (size_t j = 0; j < count; ++j) {
+        const uint32_t k = key(j), b = k >> 16;
+        ++high_[b];
+        bin_or_[b] = static_cast<uint16_t>(bin_or_[b] | k);
+        bin_and_[b] = static_cast<uint16_t>(bin_and_[b] & k);
+      }
+    } else if (phase_ == Phase::High) {
       uint32_t o = low_or_, a = low_and_;
       Count* h = high_.data();
       for (size_t j = 0; j < count; ++j) {
@@ -90,10 +105,14 @@ class BasicRankSelect {
   }
 
   const RankCut& cut(size_t j) const { return cuts_[j]; }
+  // After pass 1: the high bin (key >> 16) holding rank j.
+  uint32_t bin(size_t j) const { return cuts_[j].value >> 16; }
   uint64_t size() const { return n_; }
 
   // Bytes held at most (the histograms).
-  static uint64_t bytes(size_t ranks) { return uint64_t(kBins) * sizeof(Count) * (1 + ranks); }
+  static uint64_t bytes(size_t ranks, bool per_bin = false) {
+    return uint64_t(kBins) * (sizeof(Count) * (1 + ranks) + (per_bin ? 4 : 0));
+  }
 
  private:
   enum class Phase { Start, High, Low, Done };
@@ -106,10 +125,14 @@ class BasicRankSelect {
       uint64_t below = 0;
       while (below + high_[h] <= r) below += high_[h++];
       cuts_[j].below = below;
-      if ((low_or_ & 0xFFFFu) == (low_and_ & 0xFFFFu)) {
-        // Every key has these low bits: the bin holds one key value.
-        cuts_[j].value = (h << 16) | (low_or_ & 0xFFFFu);
+      cuts_[j].value = h << 16;
+      // The bin holds one key value when every key has the same low bits, or every key in it.
+      const bool one =
+          per_bin_ ? bin_or_[h] == bin_and_[h] : (low_or_ & 0xFFFFu) == (low_and_ & 0xFFFFu);
+      if (one) {
+        cuts_[j].value |= per_bin_ ? bin_or_[h] : (low_or_ & 0xFFFFu);
         cuts_[j].equal = high_[h];
+        known_[j] = true;
         continue;
       }
       need_low = true;
@@ -118,6 +141,8 @@ class BasicRankSelect {
       if (it == bins_.end()) bins_.push_back(h);
     }
     std::vector<Count>().swap(high_);
+    std::vector<uint16_t>().swap(bin_or_);
+    std::vector<uint16_t>().swap(bin_and_);
     if (!need_low) {
       phase_ = Phase::Done;
       return false;
@@ -130,7 +155,7 @@ class BasicRankSelect {
   void end_low() {
     if (!low_.empty()) {
       for (size_t j = 0; j < ranks_.size(); ++j) {
-        if ((low_or_ & 0xFFFFu) == (low_and_ & 0xFFFFu)) continue;  // known after pass 1
+        if (known_[j]) continue;  // known after pass 1
         const std::vector<Count>& l = low_[bin_of_[j]];
         const uint64_t r = ranks_[j];
         uint64_t below = cuts_[j].below;
@@ -150,9 +175,12 @@ class BasicRankSelect {
   std::vector<RankCut> cuts_;
   Phase phase_ = Phase::Start;
   std::vector<Count> high_;
+  bool per_bin_ = false;
+  std::vector<bool> known_;
   uint32_t low_or_ = 0, low_and_ = 0xFFFFFFFFu;
-  std::vector<uint32_t> bins_;  // distinct high bins of the ranks needing pass 2
-  std::vector<size_t> bin_of_;  // rank j → index into bins_
+  std::vector<uint16_t> bin_or_, bin_and_;  // per_bin: OR and AND of the low bits per bin
+  std::vector<uint32_t> bins_;              // distinct high bins of the ranks needing pass 2
+  std::vector<size_t> bin_of_;              // rank j → index into bins_
   std::vector<std::vector<Count>> low_;
 };
 
