@@ -168,15 +168,16 @@ void della_ranks(const float* tau, const Rows& rows, uint64_t groups, uint32_t* 
   }
 }
 
-// keep[j] = uniform(first + j, DellaKeep lane) < q(rank_of[j]), drawn kPhiloxBatch counters at a
-// time (each counter's draw is its own: any cut gives the same keeps).
+// keep[j] = uniform(first + j, DellaKeep lane) < q(rank_of[j]) (each counter's draw is its own:
+// any cut gives the same keeps).
 void della_keep(util::PhiloxKey key, uint64_t first, uint64_t n, const uint32_t* rank_of,
                 const DellaTable& t, uint8_t* keep) {
   const uint32_t lane = purpose_lane(RandomPurpose::DellaKeep);
-  for (uint64_t i = 0; i < n; i += util::kPhiloxBatch) {
-    uint32_t w0[util::kPhiloxBatch], w1[util::kPhiloxBatch];
-    util::philox4x32_10_w01(key, first + i, lane, w0, w1);
-    const uint64_t take = std::min<uint64_t>(util::kPhiloxBatch, n - i);
+  constexpr uint64_t kChunk = 1024;  // batched generator (AVX2 where the CPU has it)
+  uint32_t w0[kChunk], w1[kChunk];
+  for (uint64_t i = 0; i < n; i += kChunk) {
+    const uint64_t take = std::min<uint64_t>(kChunk, n - i);
+    util::philox_blocks(key, first + i, lane, size_t(take), w0, w1, nullptr, nullptr);
     for (uint64_t j = 0; j < take; ++j) {
       keep[i + j] =
           util::KeyedRng::uniform_bits(w0[j], w1[j]) < t.threshold[rank_of[i + j]] ? 1 : 0;
@@ -404,16 +405,26 @@ struct SparsifyStream::State {
           std::fill(keep.begin(), keep.end(), uint8_t{0});
           return;
         }
-        // for_rank_range's rule, with its counters carried from block to block.
+        // for_rank_range's rule, with its counters carried from block to block (held in locals:
+        // the byte stores to keep[] could alias the members).
+        const uint32_t flip = descending ? ~0u : 0u, av = a_cut.value, bv = b_cut.value;
+        const uint64_t a_need = lo - std::min(lo, a_cut.below),
+                       b_room = hi - std::min(hi, b_cut.below);
+        const bool no_lo = !cut_lo, no_hi = !cut_hi;
+        uint64_t el = eq_lo, eh = eq_hi;
+        uint8_t* kp = keep.data();
         for (size_t j = 0; j < c; ++j) {
-          const uint32_t k = key(tau[j]);
-          const bool eq_a = k == a_cut.value, eq_b = k == b_cut.value;
-          const bool ok_lo = !cut_lo || (k > a_cut.value || (eq_a && a_cut.below + eq_lo >= lo));
-          const bool ok_hi = !cut_hi || (k < b_cut.value || (eq_b && b_cut.below + eq_hi < hi));
-          eq_lo += eq_a ? 1 : 0;
-          eq_hi += eq_b ? 1 : 0;
-          keep[j] = ok_lo && ok_hi ? 1 : 0;
+          const uint32_t k = abs_key(tau[j]) ^ flip;
+          const bool eq_a = k == av, eq_b = k == bv;
+          // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi likewise).
+          const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
+          const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
+          el += eq_a;
+          eh += eq_b;
+          kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
         }
+        eq_lo = el;
+        eq_hi = eh;
         return;
       }
       case StreamMode::Random:
