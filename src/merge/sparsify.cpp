@@ -370,6 +370,10 @@ struct SparsifyStream::State {
 
   uint64_t next = 0;  // the next element expected (blocks come in index order)
   std::vector<uint8_t> keep;
+  // Random draws and della's ranks are costly: the L1 pass keeps its mask, one bit an element,
+  // for the output pass.
+  bool store = false;
+  std::vector<uint64_t> bits;
 
   uint32_t key(float x) const { return descending ? ~abs_key(x) : abs_key(x); }
 
@@ -474,16 +478,25 @@ uint64_t SparsifyStream::quantum(const SparsifyArgs& a) {
   return std::max<uint64_t>(1, rows.len * rows.stride);
 }
 
+// The mask bits the L1 pass keeps (stored_mask) for random and della keeps.
+static bool stored_mask(StreamMode mode, const SparsifyArgs& a) {
+  const bool sums = a.rescale && a.conventions == Conventions::Mergekit;
+  return sums && (mode == StreamMode::Random || mode == StreamMode::Della);
+}
+
 uint64_t SparsifyStream::state_bytes(const SparsifyArgs& a) {
-  switch (stream_mode(a)) {
+  const StreamMode mode = stream_mode(a);
+  const uint64_t n = numel(a.shape);
+  const uint64_t mask = stored_mask(mode, a) ? (n + 63) / 64 * 8 : 0;
+  switch (mode) {
     case StreamMode::Rank:
       return util::RankSelect::bytes(2);
     case StreamMode::Della: {
-      const Rows rows = della_rows(a.shape, numel(a.shape));
-      return rows.len * (8 + 4 + 16);  // table + scratch (the ranks of a block: with the block)
+      const Rows rows = della_rows(a.shape, n);
+      return mask + rows.len * (8 + 4 + 16);  // table + scratch (a block's ranks: with the block)
     }
     default:
-      return 0;
+      return mask;
   }
 }
 
@@ -568,6 +581,8 @@ SparsifyStream::SparsifyStream(const SparsifyArgs& args, std::vector<std::string
       s.sums = a.rescale && !paper;
       break;
   }
+  s.store = s.sums && stored_mask(s.mode, a);
+  if (s.store) s.bits.assign((n + 63) / 64, 0);
   if (s.stage != State::Stage::Select) s.stage = s.sums ? State::Stage::Sum : State::Stage::Output;
   if (s.stage == State::Stage::Output) s.begin_output();
 }
@@ -624,6 +639,10 @@ void SparsifyStream::observe(std::span<const float> tau, uint64_t first) {
     return;
   }
   s.keep_block(tau, first);
+  if (s.store) {
+    for (size_t j = 0; j < tau.size(); ++j)
+      s.bits[(first + j) >> 6] |= uint64_t{s.keep[j]} << ((first + j) & 63);
+  }
   s.b_sum.add(tau.size(), [&](size_t j) { return std::fabs(static_cast<double>(tau[j])); });
   s.a_sum.add(tau.size(),
               [&](size_t j) { return s.keep[j] ? std::fabs(static_cast<double>(tau[j])) : 0.0; });
@@ -641,9 +660,15 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
     std::fill(tau.begin(), tau.end(), 0.0f);
     return;
   }
-  s.keep_block(tau, first);
-  const uint8_t* keep = s.keep.data();
   const size_t c = tau.size();
+  if (s.store) {
+    s.keep.resize(c);
+    for (size_t j = 0; j < c; ++j)
+      s.keep[j] = static_cast<uint8_t>((s.bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
+  } else {
+    s.keep_block(tau, first);
+  }
+  const uint8_t* keep = s.keep.data();
   if (s.sums) {
     // l1_rescale's last step (and dare's f16 rounding after it).
     const Round r{s.l1_work};
