@@ -2,8 +2,9 @@
 // Δ'=0 elsewhere, no rescale.
 //
 // Selection is linear time and needs no copy of the tensor: the threshold key T of the keep-th
-// largest entry is found by a two-pass radix select (a histogram of the high 16 key bits, then of
-// the low 16 bits inside the bin that holds the keep-th largest); short scopes use
+// largest entry is found by a two-pass radix select (util::RankSelect, shared with the merge
+// methods: a histogram of the high 16 key bits, then of the low 16 bits inside the bin that holds
+// the keep-th largest); short scopes use
 // std::nth_element on a small key buffer instead (same T). Every entry above T is kept, and of the
 // entries equal to T the lowest indices fill the remaining places. This is exactly the top-keep of
 // the order (|Δ| descending, index ascending) without sorting. Keys are the bit patterns of |Δ|
@@ -13,10 +14,12 @@
 // streamed Δ (two or three reads of the inputs, no whole-tensor buffer; see Stream).
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "edit/op_impl.h"
+#include "util/rank_select.h"
 
 namespace deltaedit::edit::detail {
 namespace {
@@ -27,19 +30,17 @@ class Magnitude {
   // Scopes shorter than this select with nth_element on a key copy (cheaper than clearing the
   // histograms); longer ones by radix select, which needs no copy.
   static constexpr int64_t kRadixMin = int64_t{1} << 16;
-  static constexpr size_t kHighBins = size_t{1} << 15;  // keys are 31-bit: high part is 15 bits
-  static constexpr size_t kLowBins = size_t{1} << 16;
 
   // Positions of the keys in the threshold's high bin kept during the low-bits pass (8 bytes
   // each); beyond this many a third pass finds the cut among the ties.
   static constexpr size_t kCandidates = size_t{1} << 19;
 
-  // Streaming threshold select (scope=tensor), one pass of the streamed Δ each:
-  //  High: histogram of the high 15 key bits, with the OR and AND of the low 16 bits in each
-  //        bin — gives the bin h of the keep-th largest key and the count above h; when every key
-  //        in h is the same (OR == AND) that key is the threshold T;
-  //  Low:  (when h holds several keys) histogram of the low 16 bits inside h, and the positions
-  //        of the keys in h while at most kCandidates — gives T;
+  // Streaming threshold select (scope=tensor), one pass of the streamed Δ each; the key at
+  // ascending rank n − keep is found by util::RankSelect (per-bin low-bit OR/AND kept):
+  //  High: histogram of the high 16 key bits — gives the bin h of the keep-th largest key and,
+  //        when every key in h is the same, that key, the threshold T;
+  //  Low:  (when h holds several keys) histogram of the low 16 bits inside h — gives T — and
+  //        the positions of the keys in h while at most kCandidates;
   //  Ties: (only when some keys equal to T must go and their positions are not known) the index
   //        of the (keep − above)-th key equal to T, in index order.
   // Then Δ'_i = Δ_i iff key_i > T, or key_i = T at an index ≤ that last tie kept.
@@ -47,12 +48,11 @@ class Magnitude {
   struct Stream {
     int64_t n = 0, keep = 0;
     Phase phase = Phase::High;
-    std::vector<uint64_t> high, low;
-    std::vector<uint16_t> low_or, low_and;
+    std::optional<util::RankSelect64> select;
     std::vector<uint64_t> cand;  // (index << 16) | low key bits, in index order
     bool cand_complete = true;
     uint32_t h = 0, t = 0;
-    int64_t above = 0;                       // keys above T (above bin h after the first pass)
+    int64_t above = 0;                       // keys above T
     int64_t ties_needed = 0, ties_seen = 0;  // keys equal to T to keep; seen so far
     uint64_t last_tie = 0;
     bool all_ties = false;  // every key equal to T is kept
@@ -64,7 +64,7 @@ class Magnitude {
     const int64_t n = shape_elements(shape);
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
     if (per < kRadixMin) return static_cast<uint64_t>(per) * sizeof(uint32_t);
-    return (kHighBins + kLowBins) * sizeof(uint64_t);
+    return util::RankSelect64::bytes(1, true);
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const {
@@ -87,27 +87,24 @@ class Magnitude {
     if (st.keep >= st.n || st.keep == 0) {
       st.phase = Phase::Done;
     } else {
-      st.high.assign(kHighBins, 0);
-      st.low_or.assign(kHighBins, 0);
-      st.low_and.assign(kHighBins, 0xFFFF);
+      // The keep-th largest key is the key at ascending rank n − keep.
+      st.select.emplace(static_cast<uint64_t>(st.n),
+                        std::vector<uint64_t>{uint64_t(st.n - st.keep)},
+                        /*per_bin=*/true);
+      st.select->next_pass();
     }
     return st;
   }
   void observe(Stream& st, std::span<const float> piece, uint64_t first) const {
     switch (st.phase) {
       case Phase::High:
-        for (float v : piece) {
-          const uint32_t b = abs_bits(v), bin = b >> 16;
-          ++st.high[bin];
-          st.low_or[bin] = static_cast<uint16_t>(st.low_or[bin] | b);
-          st.low_and[bin] = static_cast<uint16_t>(st.low_and[bin] & b);
-        }
+        st.select->add(piece.size(), [&](size_t i) { return abs_bits(piece[i]); });
         break;
       case Phase::Low:
+        st.select->add(piece.size(), [&](size_t i) { return abs_bits(piece[i]); });
         for (size_t i = 0; i < piece.size(); ++i) {
           const uint32_t b = abs_bits(piece[i]);
           if ((b >> 16) != st.h) continue;
-          ++st.low[b & 0xFFFFu];
           if (st.cand.size() < kCandidates)
             st.cand.push_back(((first + i) << 16) | (b & 0xFFFFu));
           else
@@ -127,45 +124,27 @@ class Magnitude {
   bool observe_again(Stream& st) const {
     switch (st.phase) {
       case Phase::High: {
-        // The high bin holding the keep-th largest key, and how many keys lie in higher bins.
-        size_t h = kHighBins;
-        while (h-- > 0) {
-          const int64_t c = static_cast<int64_t>(st.high[h]);
-          if (st.above + c >= st.keep) break;
-          st.above += c;
+        if (st.select->next_pass()) {  // the bin of the keep-th largest key holds several keys
+          st.h = st.select->bin(0);
+          st.phase = Phase::Low;
+          return true;
         }
-        st.h = static_cast<uint32_t>(h);
-        if (st.low_or[h] == st.low_and[h]) {  // one key in the bin: it is the threshold
-          st.t = (st.h << 16) | st.low_or[h];
-          return settle_ties(st, static_cast<int64_t>(st.high[h]));
-        }
-        const int64_t in_bin = static_cast<int64_t>(st.high[h]);
-        release(st.high);
-        release(st.low_or);
-        release(st.low_and);
-        st.low.assign(kLowBins, 0);
-        st.cand.reserve(static_cast<size_t>(std::min<int64_t>(in_bin, kCandidates)));
-        st.phase = Phase::Low;
-        return true;
+        const util::RankCut c = take_cut(st);
+        return settle_ties(st, static_cast<int64_t>(c.equal));
       }
       case Phase::Low: {
-        size_t l = kLowBins;
-        while (l-- > 0) {
-          const int64_t c = static_cast<int64_t>(st.low[l]);
-          if (st.above + c >= st.keep) break;
-          st.above += c;
-        }
-        st.t = (st.h << 16) | static_cast<uint32_t>(l);
-        const int64_t count = static_cast<int64_t>(st.low[l]);
-        release(st.low);
+        st.select->next_pass();
+        const util::RankCut c = take_cut(st);
+        const int64_t count = static_cast<int64_t>(c.equal);
         if (!st.cand_complete) return settle_ties(st, count);
         // The positions of the keys in bin h are known: find the last tie kept among them.
+        const uint32_t l = st.t & 0xFFFFu;
         st.ties_needed = st.keep - st.above;
         if (count > st.ties_needed) {
-          for (const uint64_t c : st.cand) {
-            if ((c & 0xFFFFu) != l) continue;
+          for (const uint64_t cand : st.cand) {
+            if ((cand & 0xFFFFu) != l) continue;
             if (++st.ties_seen == st.ties_needed) {
-              st.last_tie = c >> 16;
+              st.last_tie = cand >> 16;
               break;
             }
           }
@@ -198,6 +177,14 @@ class Magnitude {
     }
   }
 
+  // T and the count of keys above it, from the finished select (released).
+  static util::RankCut take_cut(Stream& st) {
+    const util::RankCut c = st.select->cut(0);
+    st.select.reset();
+    st.t = c.value;
+    st.above = st.n - static_cast<int64_t>(c.below + c.equal);
+    return c;
+  }
   template <class V>
   static void release(V& v) {
     V().swap(v);
@@ -205,10 +192,6 @@ class Magnitude {
   // T is known and `count` keys equal it: keep them all, or find the cut in one more pass.
   static bool settle_ties(Stream& st, int64_t count) {
     st.ties_needed = st.keep - st.above;  // ≥ 1 by construction
-    release(st.high);
-    release(st.low_or);
-    release(st.low_and);
-    release(st.low);
     release(st.cand);
     if (count == st.ties_needed) {
       st.all_ties = true;
@@ -221,7 +204,6 @@ class Magnitude {
 
   struct Workspace {
     std::vector<uint32_t> keys;
-    std::vector<uint64_t> high, low;
   };
 
   // The keep-th largest key (1 ≤ keep ≤ n) and the number of keys strictly above it.
@@ -239,28 +221,11 @@ class Magnitude {
       for (float v : x) above += abs_bits(v) > t ? 1 : 0;
       return {t, above};
     }
-    ws.high.assign(kHighBins, 0);
-    for (float v : x) ++ws.high[abs_bits(v) >> 16];
-    // The high bin holding the keep-th largest key, and how many keys lie in higher bins.
-    int64_t above = 0;
-    size_t h = kHighBins;
-    while (h-- > 0) {
-      const int64_t c = static_cast<int64_t>(ws.high[h]);
-      if (above + c >= keep) break;
-      above += c;
-    }
-    ws.low.assign(kLowBins, 0);
-    for (float v : x) {
-      const uint32_t b = abs_bits(v);
-      if ((b >> 16) == h) ++ws.low[b & 0xFFFFu];
-    }
-    size_t l = kLowBins;
-    while (l-- > 0) {
-      const int64_t c = static_cast<int64_t>(ws.low[l]);
-      if (above + c >= keep) break;
-      above += c;
-    }
-    return {static_cast<uint32_t>((h << 16) | l), above};
+    // Radix select: the key at ascending rank n − keep.
+    util::RankSelect64 select(static_cast<uint64_t>(n), {static_cast<uint64_t>(n - keep)});
+    while (select.next_pass()) select.add(x.size(), [&](size_t i) { return abs_bits(x[i]); });
+    const util::RankCut c = select.cut(0);
+    return {c.value, n - static_cast<int64_t>(c.below + c.equal)};
   }
 
   void keep_top(std::span<float> x, Workspace& ws) const {

@@ -227,7 +227,7 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
   std::atomic<uint64_t> bytes_done{0};
   std::mutex progress_mu;
   const uint64_t blk = std::max<size_t>(1, opt.block);
-  const uint64_t chunk = (kOutChunk + blk - 1) / blk * blk;  // whole blocks
+  const uint64_t chunk1 = (kOutChunk + blk - 1) / blk * blk;  // whole blocks
 
   util::parallel_for(tensors.size(), std::max(1u, opt.threads), [&](size_t i) {
     const ExecTensor& t = tensors[i];
@@ -250,11 +250,37 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
       sink.done(i);
       if (opt.after) opt.after(i);
     } else if (stream) {
-      const uint64_t b = std::min(blk, std::max<uint64_t>(n, 1));
+      // Blocks of a multiple of the quantum, chunks of whole blocks.
+      const uint64_t q = std::max<uint64_t>(1, t.quantum);
+      const uint64_t bq = (blk + q - 1) / q * q;
+      const uint64_t chunk = q == 1 ? chunk1 : (kOutChunk + bq - 1) / bq * bq;
+      const uint64_t b = std::min(bq, std::max<uint64_t>(n, 1));
       const uint64_t c0 = std::min(chunk, std::max<uint64_t>(n, 1));
       util::MemoryBudget::Hold hold(budget, (N + 1) * b * 4 + c0 * osz + t.hold);
       if (t.prepare && opt.prepare) opt.prepare(i);
       std::vector<std::vector<float>> in(N, std::vector<float>(b));
+      const auto release_chunk = [&](uint64_t off, uint64_t m) {
+        for (const auto& s : t.inputs) {
+          const uint64_t esz = io::dtype_bits(s.checkpoint->info(s.tensor).dtype) / 8;
+          s.checkpoint->release_range(s.tensor, off * esz, m * esz);
+        }
+      };
+      // Read passes: every block of the inputs, in index order, to observe.
+      while (t.passes && opt.next_pass && opt.next_pass(i)) {
+        for (uint64_t off = 0; off < n; off += chunk) {
+          io::check_interrupted();
+          const uint64_t m = std::min(chunk, n - off);
+          for (uint64_t k = 0; k < m; k += b) {
+            const size_t c = size_t(std::min(b, m - k));
+            for (size_t q2 = 0; q2 < N; ++q2) {
+              decode(t.inputs[q2], t, off + k, std::span(in[q2].data(), c));
+              views[q2] = std::span<const float>(in[q2].data(), c);
+            }
+            opt.observe(i, views, off + k);
+          }
+          release_chunk(off, m);
+        }
+      }
       std::vector<float> out(b);
       std::vector<std::byte> o(c0 * osz);
       for (uint64_t off = 0; off < n; off += chunk) {
@@ -273,10 +299,7 @@ ExecReport execute(const std::vector<ExecTensor>& tensors, const TensorKernel& k
                                   .overflow;
         }
         sink.write(i, std::span<const std::byte>(o.data(), m * osz), off * osz);
-        for (const auto& s : t.inputs) {
-          const uint64_t esz = io::dtype_bits(s.checkpoint->info(s.tensor).dtype) / 8;
-          s.checkpoint->release_range(s.tensor, off * esz, m * esz);
-        }
+        release_chunk(off, m);
       }
       sink.done(i);
       if (opt.after) opt.after(i);

@@ -44,7 +44,11 @@ struct ExecTensor {
   bool pointwise = false;           // the kernel may be called on blocks (ExecMode::Auto)
   ExecMode mode = ExecMode::Auto;
   bool prepare = false;  // ExecOptions::prepare(i) runs before the tensor's blocks
-  uint64_t hold = 0;     // bytes the kernel or sink holds for it besides the executor's buffers
+  // Streamed tensors only: read passes over the inputs before the output pass (ExecOptions::
+  // next_pass and observe), and the quantum its blocks are a multiple of (except the last).
+  bool passes = false;
+  uint64_t quantum = 1;
+  uint64_t hold = 0;  // bytes the kernel or sink holds for it besides the executor's buffers
   uint64_t numel() const;
   uint64_t nbytes() const;
 };
@@ -113,7 +117,13 @@ struct ExecOptions {
   // Per-tensor hooks, on the tensor's worker, inside its memory hold: before its first block
   // (tensors with `prepare`), and after the sink's done(i).
   std::function<void(size_t index)> prepare, after;
-  size_t block = size_t(1) << 16;  // elements per streamed block (fixed: bytes never depend on it)
+  // Streamed tensors with `passes`, after prepare: while next_pass(i), one more read pass hands
+  // every block of the inputs, in index order, to observe(i, inputs, first); then the output pass.
+  std::function<bool(size_t index)> next_pass;
+  std::function<void(size_t index, std::span<const std::span<const float>> inputs, uint64_t first)>
+      observe;
+  size_t block = size_t(1) << 16;  // elements per streamed block (rounded up to a multiple of a
+                                   // tensor's quantum; bytes never depend on it)
 };
 
 // Runs every tensor into `sink` (the checkpoint sink of opt.shards, or of the greedy plan, when

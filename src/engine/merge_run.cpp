@@ -167,22 +167,48 @@ RunResult run_merge(const MergePlan& plan, const RunOptions& opt) {
     }
     return job;
   };
+  // Jobs that need per-tensor statistics (ties' magnitude cuts, L1 rescales, della's row ranks)
+  // stream as MethodStreams when the method offers it: read passes, then the output pass, block
+  // by block (tensors of one block are cheaper whole).
+  ExecOptions eo;
+  std::vector<std::unique_ptr<MethodStream>> streams(ts.size());
   for (size_t i = 0; i < ts.size(); ++i) {
     // Ops run on whole task vectors, so a model with ops makes its tensors buffered.
     const std::vector<std::span<const float>> none(ts[i].inputs.size());
-    ts[i].pointwise = chains.empty() && plan.method->pointwise(make_job(plan.tensors[i], none, 0));
+    const TensorJob job = make_job(plan.tensors[i], none, 0);
+    ts[i].pointwise = chains.empty() && plan.method->pointwise(job);
+    if (ts[i].pointwise || !chains.empty() || ts[i].numel() <= eo.block) continue;
+    if (auto sp = plan.method->stream_plan(job)) {
+      ts[i].mode = ExecMode::Stream;
+      ts[i].passes = true;
+      ts[i].prepare = true;
+      ts[i].quantum = sp->quantum;
+      ts[i].hold += sp->state_bytes;
+    }
   }
+  const auto no_values = [&](size_t i) {
+    const std::vector<std::span<const float>> none(ts[i].inputs.size());
+    return make_job(plan.tensors[i], none, 0);
+  };
+  eo.prepare = [&](size_t i) { streams[i] = plan.method->stream(no_values(i)); };
+  eo.after = [&](size_t i) { streams[i].reset(); };
+  eo.next_pass = [&](size_t i) { return streams[i]->next_pass(); };
+  eo.observe = [&](size_t i, std::span<const std::span<const float>> in, uint64_t first) {
+    streams[i]->observe(make_job(plan.tensors[i], in, first));
+  };
   auto kernel = [&](size_t i, std::span<const std::span<const float>> in, std::span<float> out,
                     uint64_t first, std::vector<std::string>& warnings) {
     const TensorJob job = make_job(plan.tensors[i], in, first);
-    plan.method->merge(job, out, warnings);
+    if (streams[i])
+      streams[i]->merge(job, out, warnings);
+    else
+      plan.method->merge(job, out, warnings);
     return count_nonfinite(out);
   };
 
   // Output files (MERGE.md §4.2).
   const auto& donor = *plan.models[plan.donor].checkpoint;
   const auto& tok = *plan.models[plan.tokenizer_model].checkpoint;
-  ExecOptions eo;
   eo.out = opt.out;
   eo.threads = opt.threads;
   eo.max_memory = opt.max_memory;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -83,6 +84,31 @@ struct TensorJob {
   bool model_values_writable = false;
 };
 
+// A streamed job (Method::stream): a method whose output at element i depends on statistics of the
+// whole tensor (magnitude rank cuts, L1 sums) or of its row (della's ranks) gathers them in read
+// passes over the inputs, then writes the output block by block, holding O(block) values and the
+// statistics instead of whole tensors. Blocks are TensorJobs over elements [first, first + size)
+// (TensorJob::first), in index order, covering the tensor, each a multiple of quantum elements
+// long except the last. For every such cut,
+//   s = method.stream(job);                       // job: value spans empty
+//   while (s->next_pass()) for each block k: s->observe(block_k);
+//   for each block k: s->merge(block_k, out_k, warnings);
+// writes the values and the warnings that merge() writes on the whole tensor (usage errors are
+// thrown by stream(), or by merge() for the errors merge() throws on the whole tensor).
+struct StreamPlan {
+  uint64_t quantum = 1;      // blocks are multiples of this (della: whole rows)
+  uint64_t state_bytes = 0;  // what the stream holds besides the blocks (histograms, row buffers)
+};
+class MethodStream {
+ public:
+  virtual ~MethodStream() = default;
+  // Called before each read pass; false once the output pass may begin.
+  virtual bool next_pass() = 0;
+  virtual void observe(const TensorJob& block) = 0;
+  virtual void merge(const TensorJob& block, std::span<float> out,
+                     std::vector<std::string>& warnings) = 0;
+};
+
 class Method {
  public:
   virtual ~Method() = default;
@@ -96,6 +122,11 @@ class Method {
   // tensor. Deterministic: depends only on the job. Throws deltaedit::Error for invalid inputs.
   virtual void merge(const TensorJob& job, std::span<float> out,
                      std::vector<std::string>& warnings) const = 0;
+  // Whether this job (value spans may be empty) may run as a MethodStream, and its quantum and
+  // state; nullopt when it needs the whole tensor.
+  virtual std::optional<StreamPlan> stream_plan(const TensorJob& job) const { return std::nullopt; }
+  // The stream of this job (value spans empty); only when stream_plan(job) is set.
+  virtual std::unique_ptr<MethodStream> stream(const TensorJob& job) const { return nullptr; }
 };
 
 // Randomness (dare_*, della*): the draws for model i of output tensor N are the Philox stream

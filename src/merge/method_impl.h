@@ -21,6 +21,7 @@
 #include "merge/method.h"
 #include "util/error.h"
 #include "util/philox.h"
+#include "util/rank_select.h"
 #include "util/reduce.h"
 
 namespace deltaedit::merge::detail {
@@ -89,27 +90,18 @@ inline uint32_t abs_key(float x) noexcept {
   return b & 0x7FFFFFFFu;
 }
 
-// The key at ascending rank r (0-based) of key(i), i < n, and how many keys are below it: radix
-// selection by two 16-bit histogram passes, without copying or reordering the keys.
-struct RankCut {
-  uint32_t value = 0;
-  uint64_t below = 0;
-};
+// The key at ascending rank r (0-based) of key(i), i < n, and how many keys are below it (and
+// equal to it): radix selection by 16-bit histogram passes (util::RankSelect, the selection the
+// streamed methods run block by block), without copying or reordering the keys.
+using util::RankCut;
 template <class Key>
 RankCut key_at_rank(uint64_t n, uint64_t r, const Key& key) {
-  std::vector<uint64_t> h(size_t{1} << 16);
-  for (uint64_t i = 0; i < n; ++i) ++h[key(i) >> 16];
-  uint32_t hi = 0;
-  uint64_t below = 0;
-  while (below + h[hi] <= r) below += h[hi++];
-  std::fill(h.begin(), h.end(), uint64_t{0});
-  for (uint64_t i = 0; i < n; ++i) {
-    const uint32_t k = key(i);
-    if ((k >> 16) == hi) ++h[k & 0xFFFFu];
-  }
-  uint32_t lo = 0;
-  while (below + h[lo] <= r) below += h[lo++];
-  return {(hi << 16) | lo, below};
+  const auto run = [&](auto select) {
+    while (select.next_pass()) select.add(n, key);
+    return select.cut(0);
+  };
+  if (n <= util::RankSelect::kMaxKeys) return run(util::RankSelect(n, {r}));
+  return run(util::RankSelect64(n, {r}));
 }
 
 // Calls keep(i, kept) for i = 0..n−1 in order, kept = whether element i's rank in the stable

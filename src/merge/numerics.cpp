@@ -93,10 +93,12 @@ void draw_keep(util::PhiloxKey key, RandomPurpose purpose, uint64_t first, size_
                uint8_t* keep) {
   const uint64_t threshold = util::KeyedRng::uniform_threshold(std::clamp(p, 0.0, 1.0));
   const uint32_t lane = purpose_lane(purpose);
-  for (size_t i = 0; i < n; i += util::kPhiloxBatch) {
-    uint32_t w0[util::kPhiloxBatch], w1[util::kPhiloxBatch];
-    util::philox4x32_10_w01(key, first + i, lane, w0, w1);
-    const size_t take = std::min(util::kPhiloxBatch, n - i);
+  // The batched generator (AVX2 where the CPU has it): the scalar generator's words.
+  constexpr size_t kChunk = 1024;
+  uint32_t w0[kChunk], w1[kChunk];
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t take = std::min(kChunk, n - i);
+    util::philox_blocks(key, first + i, lane, take, w0, w1, nullptr, nullptr);
     for (size_t j = 0; j < take; ++j)
       keep[i + j] = util::KeyedRng::uniform_bits(w0[j], w1[j]) < threshold ? 1 : 0;
   }

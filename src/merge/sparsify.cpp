@@ -69,8 +69,16 @@ Rows della_rows(std::span<const int64_t> shape, uint64_t n) {
   return r;
 }
 
-void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>& warnings) {
-  const uint64_t n = tau.size();
+// Keep probabilities of della's ranks (the same in every row): the Philox threshold of rank k and
+// the paper's survivor scale 1/q.
+struct DellaTable {
+  std::vector<uint64_t> threshold;
+  std::vector<float> inv_q;
+};
+
+// Checks density ± epsilon (a usage error in mergekit, a warning in paper) and the row length;
+// returns the rows.
+Rows della_check(const SparsifyArgs& a, uint64_t n, std::vector<std::string>& warnings) {
   const double d = a.density, eps = a.epsilon;
   if (!(d - eps > 0.0) || !(d + eps < 1.0)) {
     const std::string msg = "della needs density ± epsilon inside (0, 1); density " +
@@ -79,32 +87,58 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
     if (a.conventions == Conventions::Mergekit) usage(a, msg + "; lower epsilon or move density");
     warnings.push_back(warn_prefix(a) + msg + " (paper convention: probabilities are clamped)");
   }
-  const bool paper = a.conventions == Conventions::Paper;
-  const Round r{a.work};
   const Rows rows = della_rows(a.shape, n);
   if (rows.len > 0xFFFFFFFFull) {
     throw Error(ErrorKind::Unsupported, warn_prefix(a) + "della ranks rows of at most 2^32 entries",
                 "", std::string(a.tensor));
   }
-  // Keep probability and survivor scale of each rank (the same in every row).
+  return rows;
+}
+
+void della_short_rows_warning(const SparsifyArgs& a, const Rows& rows, uint64_t n,
+                              std::vector<std::string>& warnings) {
+  if (rows.len == 1 && n > 0) {
+    warnings.push_back(
+        warn_prefix(a) +
+        "della ranks rows of length 1 (mergekit gives NaN there); they are kept with "
+        "probability density " +
+        format_number(a.density));
+  }
+}
+
+DellaTable della_table(const SparsifyArgs& a, const Rows& rows) {
+  const double d = a.density, eps = a.epsilon;
+  const bool paper = a.conventions == Conventions::Paper;
+  const Round r{a.work};
   const double m = paper ? static_cast<double>(rows.len) : r(static_cast<float>(rows.len));
-  std::vector<uint64_t> threshold(rows.len);
-  std::vector<float> inv_q(rows.len);
+  DellaTable t;
+  t.threshold.resize(rows.len);
+  t.inv_q.resize(rows.len);
   for (uint64_t k = 0; k < rows.len; ++k) {
     const double rank = paper ? static_cast<double>(k + 1) : r(static_cast<float>(k + 1));
     const double norm = rows.len == 1 ? 0.5 : std::clamp((rank - 1.0) / (m - 1.0), 0.0, 1.0);
     double q = std::clamp((d - eps) + 2.0 * eps * norm, 0.0, 1.0);
     if (!paper) q = r(static_cast<float>(q));
-    threshold[k] = util::KeyedRng::uniform_threshold(q);
-    inv_q[k] = static_cast<float>(q > 0.0 ? 1.0 / q : 0.0);
+    t.threshold[k] = util::KeyedRng::uniform_threshold(q);
+    t.inv_q[k] = static_cast<float>(q > 0.0 ? 1.0 / q : 0.0);
   }
-  const bool short_rows = rows.len == 1 && n > 0;
-  // Rank of every element in its row, stable by |τ| (equal keys by position): an LSD radix sort
-  // of the row's keys by bytes, skipping the bytes all keys share (the low half in bf16).
-  std::vector<uint32_t, util::BigBufferAllocator<uint32_t>> rank_of;
-  rank_of.resize(n);
-  std::vector<uint32_t> key(rows.len), idx(rows.len), key2(rows.len), idx2(rows.len);
-  for (uint64_t o = 0; o < rows.outer; ++o) {
+  return t;
+}
+
+// Rank of every element of `groups` whole row groups (len × stride values each, from tau[0]) in
+// its row, stable by |τ| (equal keys by position): an LSD radix sort of the row's keys by bytes,
+// skipping the bytes all keys share (the low half in bf16).
+struct DellaScratch {
+  std::vector<uint32_t> key, idx, key2, idx2;
+};
+void della_ranks(const float* tau, const Rows& rows, uint64_t groups, uint32_t* rank_of,
+                 DellaScratch& sc) {
+  std::vector<uint32_t>&key = sc.key, &idx = sc.idx, &key2 = sc.key2, &idx2 = sc.idx2;
+  key.resize(rows.len);
+  idx.resize(rows.len);
+  key2.resize(rows.len);
+  idx2.resize(rows.len);
+  for (uint64_t o = 0; o < groups; ++o) {
     for (uint64_t s = 0; s < rows.stride; ++s) {
       const uint64_t base = o * rows.len * rows.stride + s;
       uint32_t any = 0, all = ~0u;
@@ -132,29 +166,49 @@ void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>
       }
     }
   }
-  // keep[i] = uniform(i, DellaKeep lane) < q(rank of i), drawn kPhiloxBatch counters at a time.
-  std::vector<uint8_t> keep(n);
+}
+
+// keep[j] = uniform(first + j, DellaKeep lane) < q(rank_of[j]) (each counter's draw is its own:
+// any cut gives the same keeps).
+void della_keep(util::PhiloxKey key, uint64_t first, uint64_t n, const uint32_t* rank_of,
+                const DellaTable& t, uint8_t* keep) {
   const uint32_t lane = purpose_lane(RandomPurpose::DellaKeep);
-  for (uint64_t i = 0; i < n; i += util::kPhiloxBatch) {
-    uint32_t w0[util::kPhiloxBatch], w1[util::kPhiloxBatch];
-    util::philox4x32_10_w01(a.key, i, lane, w0, w1);
-    const uint64_t take = std::min<uint64_t>(util::kPhiloxBatch, n - i);
+  constexpr uint64_t kChunk = 1024;  // batched generator (AVX2 where the CPU has it)
+  uint32_t w0[kChunk], w1[kChunk];
+  for (uint64_t i = 0; i < n; i += kChunk) {
+    const uint64_t take = std::min<uint64_t>(kChunk, n - i);
+    util::philox_blocks(key, first + i, lane, size_t(take), w0, w1, nullptr, nullptr);
     for (uint64_t j = 0; j < take; ++j) {
-      keep[i + j] = util::KeyedRng::uniform_bits(w0[j], w1[j]) < threshold[rank_of[i + j]] ? 1 : 0;
+      keep[i + j] =
+          util::KeyedRng::uniform_bits(w0[j], w1[j]) < t.threshold[rank_of[i + j]] ? 1 : 0;
     }
   }
-  if (short_rows) {
-    warnings.push_back(
-        warn_prefix(a) +
-        "della ranks rows of length 1 (mergekit gives NaN there); they are kept with "
-        "probability density " +
-        format_number(d));
-  }
+}
+
+// The paper's della survivors: τ/q in f64, rounded once to W.
+void della_paper_scale(std::span<float> tau, const uint8_t* keep, const uint32_t* rank_of,
+                       const DellaTable& t, WorkType w) {
+  const Round r{w};
+  for (uint64_t i = 0; i < tau.size(); ++i)
+    tau[i] =
+        keep[i] ? r(static_cast<float>(static_cast<double>(tau[i]) * t.inv_q[rank_of[i]])) : 0.0f;
+}
+
+void della(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>& warnings) {
+  const uint64_t n = tau.size();
+  const bool paper = a.conventions == Conventions::Paper;
+  const Rows rows = della_check(a, n, warnings);
+  const DellaTable table = della_table(a, rows);
+  std::vector<uint32_t, util::BigBufferAllocator<uint32_t>> rank_of;
+  rank_of.resize(n);
+  DellaScratch sc;
+  della_ranks(tau.data(), rows, rows.outer, rank_of.data(), sc);
+  std::vector<uint8_t> keep(n);
+  della_keep(a.key, 0, n, rank_of.data(), table, keep.data());
+  della_short_rows_warning(a, rows, n, warnings);
   if (!a.rescale) return apply_mask(tau, keep);
   if (!paper) return l1_rescale(tau, keep, a.work);
-  for (uint64_t i = 0; i < n; ++i)
-    tau[i] =
-        keep[i] ? r(static_cast<float>(static_cast<double>(tau[i]) * inv_q[rank_of[i]])) : 0.0f;
+  della_paper_scale(tau, keep.data(), rank_of.data(), table, a.work);
 }
 
 }  // namespace
@@ -253,6 +307,390 @@ void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::stri
       }
       return della(tau, a, warnings);
   }
+}
+
+// ---- Streamed sparsification ----------------------------------------------------------------
+
+namespace {
+
+enum class StreamMode { Identity, Zero, Threshold, Rank, Random, Della };
+
+// The mode sparsify() takes for `a` (before its usage checks).
+StreamMode stream_mode(const SparsifyArgs& a) {
+  if (a.kind == Sparsifier::None) return StreamMode::Identity;
+  if (a.kind == Sparsifier::Magnitude && a.threshold) return StreamMode::Threshold;
+  if (a.density >= 1.0) return StreamMode::Identity;
+  switch (a.kind) {
+    case Sparsifier::Magnitude:
+    case Sparsifier::MagnitudeOutliers:
+      return StreamMode::Rank;
+    case Sparsifier::Random:
+      return StreamMode::Random;
+    case Sparsifier::DellaMagprune:
+      return a.density <= 0.0 ? StreamMode::Zero : StreamMode::Della;
+    case Sparsifier::None:
+      break;
+  }
+  return StreamMode::Identity;
+}
+
+}  // namespace
+
+struct SparsifyStream::State {
+  SparsifyArgs a;
+  std::vector<int64_t> shape;
+  std::string tensor;
+  uint64_t n = 0;
+  StreamMode mode = StreamMode::Identity;
+  WorkType l1_work = WorkType::F32;  // the rounding of the L1 rescale
+  bool sums = false;                 // the survivors are rescaled by the L1 ratio
+  bool f16_after = false;            // dare on f16: the rescaled values are rounded to f16
+  double p = 0.0;                    // random: keep probability
+
+  // Rank: keep the stable ascending ranks [lo, hi) of key (|τ| descending for magnitude).
+  bool descending = false;
+  uint64_t lo = 0, hi = 0;
+  bool cut_lo = false, cut_hi = false, none = false;
+  std::optional<util::RankSelect> select;
+  util::RankCut a_cut, b_cut;
+  uint64_t eq_lo = 0, eq_hi = 0;
+
+  // Della.
+  Rows rows;
+  DellaTable table;
+  DellaScratch scratch;
+  std::vector<uint32_t> rank_of;
+
+  // L1 sums: B = Σ|τ|, A = Σ keep·|τ|.
+  enum class Stage { Select, Sum, Output } stage = Stage::Output;
+  bool started = false;
+  util::BlockedSum b_sum, a_sum;
+  float ratio = 1.0f;
+  bool scale = false;
+
+  uint64_t next = 0;  // the next element expected (blocks come in index order)
+  std::vector<uint8_t> keep;
+  // Random draws and della's ranks are costly: the L1 pass keeps its mask, one bit an element,
+  // for the output pass.
+  bool store = false;
+  std::vector<uint64_t> bits;
+
+  uint32_t key(float x) const { return descending ? ~abs_key(x) : abs_key(x); }
+
+  void expect(uint64_t first, size_t count) {
+    if (first != next) {
+      throw Error(ErrorKind::Internal,
+                  "streamed sparsify: block at " + std::to_string(first) + ", expected " +
+                      std::to_string(next),
+                  "", tensor);
+    }
+    next += count;
+  }
+
+  // keep[j] for the block at `first` (in index order: the rank counters advance).
+  void keep_block(std::span<const float> tau, uint64_t first) {
+    const size_t c = tau.size();
+    keep.resize(c);
+    switch (mode) {
+      case StreamMode::Identity:
+        std::fill(keep.begin(), keep.end(), uint8_t{1});
+        return;
+      case StreamMode::Zero:
+        std::fill(keep.begin(), keep.end(), uint8_t{0});
+        return;
+      case StreamMode::Threshold: {
+        const uint32_t t = abs_key(*a.threshold);
+        for (size_t j = 0; j < c; ++j)
+          keep[j] = abs_key(tau[j]) >= t && !std::isnan(tau[j]) ? 1 : 0;
+        return;
+      }
+      case StreamMode::Rank: {
+        if (none) {
+          std::fill(keep.begin(), keep.end(), uint8_t{0});
+          return;
+        }
+        // for_rank_range's rule, with its counters carried from block to block (held in locals:
+        // the byte stores to keep[] could alias the members).
+        const uint32_t flip = descending ? ~0u : 0u, av = a_cut.value, bv = b_cut.value;
+        const uint64_t a_need = lo - std::min(lo, a_cut.below),
+                       b_room = hi - std::min(hi, b_cut.below);
+        const bool no_lo = !cut_lo, no_hi = !cut_hi;
+        uint64_t el = eq_lo, eh = eq_hi;
+        uint8_t* kp = keep.data();
+        for (size_t j = 0; j < c; ++j) {
+          const uint32_t k = abs_key(tau[j]) ^ flip;
+          const bool eq_a = k == av, eq_b = k == bv;
+          // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi likewise).
+          const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
+          const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
+          el += eq_a;
+          eh += eq_b;
+          kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
+        }
+        eq_lo = el;
+        eq_hi = eh;
+        return;
+      }
+      case StreamMode::Random:
+        draw_keep(a.key, RandomPurpose::DareKeep, first, c, p, keep.data());
+        return;
+      case StreamMode::Della:
+        if (c % (rows.len * rows.stride) != 0) {
+          throw Error(ErrorKind::Internal, "streamed della: a block of partial rows", "", tensor);
+        }
+        rank_of.resize(c);
+        della_ranks(tau.data(), rows, c / (rows.len * rows.stride), rank_of.data(), scratch);
+        della_keep(a.key, first, c, rank_of.data(), table, keep.data());
+        return;
+    }
+  }
+
+  void begin_output() {
+    stage = Stage::Output;
+    next = 0;
+    eq_lo = eq_hi = 0;
+    if (sums) {
+      const float b = Round{l1_work}(static_cast<float>(b_sum.sum()));
+      const float a = Round{l1_work}(static_cast<float>(a_sum.sum()));
+      scale = !(b < 1e-7f) && !(a < 1e-7f);
+      ratio = scale ? Round{l1_work}(b / a) : 1.0f;
+    }
+  }
+};
+
+bool SparsifyStream::supported(const SparsifyArgs& a) {
+  const uint64_t n = numel(a.shape);
+  switch (stream_mode(a)) {
+    case StreamMode::Rank:
+      return n <= util::RankSelect::kMaxKeys;
+    case StreamMode::Della: {
+      const Rows rows = della_rows(a.shape, n);
+      return rows.len <= 0xFFFFFFFFull && rows.len * rows.stride > 0;
+    }
+    default:
+      return true;
+  }
+}
+
+uint64_t SparsifyStream::quantum(const SparsifyArgs& a) {
+  if (stream_mode(a) != StreamMode::Della) return 1;
+  const Rows rows = della_rows(a.shape, numel(a.shape));
+  return std::max<uint64_t>(1, rows.len * rows.stride);
+}
+
+// The mask bits the L1 pass keeps (stored_mask) for random and della keeps.
+static bool stored_mask(StreamMode mode, const SparsifyArgs& a) {
+  const bool sums = a.rescale && a.conventions == Conventions::Mergekit;
+  return sums && (mode == StreamMode::Random || mode == StreamMode::Della);
+}
+
+uint64_t SparsifyStream::state_bytes(const SparsifyArgs& a) {
+  const StreamMode mode = stream_mode(a);
+  const uint64_t n = numel(a.shape);
+  const uint64_t mask = stored_mask(mode, a) ? (n + 63) / 64 * 8 : 0;
+  switch (mode) {
+    case StreamMode::Rank:
+      return util::RankSelect::bytes(2);
+    case StreamMode::Della: {
+      const Rows rows = della_rows(a.shape, n);
+      return mask + rows.len * (8 + 4 + 16);  // table + scratch (a block's ranks: with the block)
+    }
+    default:
+      return mask;
+  }
+}
+
+SparsifyStream::SparsifyStream(const SparsifyArgs& args, std::vector<std::string>& warnings)
+    : s_(std::make_unique<State>()) {
+  State& s = *s_;
+  s.shape.assign(args.shape.begin(), args.shape.end());
+  s.tensor = std::string(args.tensor);
+  s.a = args;
+  s.a.shape = s.shape;
+  s.a.tensor = s.tensor;
+  const SparsifyArgs& a = s.a;
+  const uint64_t n = s.n = numel(s.shape);
+  const bool paper = a.conventions == Conventions::Paper;
+  const double d = a.density;
+  s.mode = stream_mode(a);
+  s.l1_work = a.work;
+  switch (s.mode) {
+    case StreamMode::Identity:
+    case StreamMode::Zero:
+      break;
+    case StreamMode::Threshold:
+      s.sums = a.rescale;
+      break;
+    case StreamMode::Rank: {
+      s.sums = a.rescale;
+      if (a.kind == Sparsifier::Magnitude) {
+        const uint64_t k = static_cast<uint64_t>(std::max(0.0, d * static_cast<double>(n)));
+        if (k == 0) {
+          const std::string msg = "density " + format_number(d) +
+                                  " keeps int(density·n) = 0 of the " + std::to_string(n) +
+                                  " entries";
+          if (!paper)
+            usage(a, msg + " (mergekit fails here); raise density to at least " +
+                         format_number(1.0 / static_cast<double>(std::max<uint64_t>(n, 1))));
+          warnings.push_back(warn_prefix(a) + msg + "; its task vector is zeroed");
+          s.mode = StreamMode::Zero;
+          s.sums = false;
+          break;
+        }
+        s.descending = true;
+        s.lo = 0;
+        s.hi = k;
+      } else {
+        const auto dn = static_cast<double>(n);
+        const int64_t kept = static_cast<int64_t>(d * dn);
+        int64_t top = static_cast<int64_t>(a.gamma * dn);
+        int64_t bot = static_cast<int64_t>(n) - kept - top;
+        if (bot < 0) {
+          top += bot;
+          bot = 0;
+        }
+        s.lo = static_cast<uint64_t>(bot);
+        s.hi = n - static_cast<uint64_t>(std::max<int64_t>(top, 0));
+      }
+      s.hi = std::min(s.hi, n);
+      s.none = s.lo >= s.hi;
+      if (s.none) s.sums = false;  // nothing survives: no ratio to find
+      s.cut_lo = !s.none && s.lo > 0;
+      s.cut_hi = !s.none && s.hi < n;
+      std::vector<uint64_t> ranks;
+      if (s.cut_lo) ranks.push_back(s.lo);
+      if (s.cut_hi) ranks.push_back(s.hi - 1);
+      if (!ranks.empty()) {
+        s.select.emplace(n, ranks);
+        s.stage = State::Stage::Select;
+      }
+      break;
+    }
+    case StreamMode::Random:
+      s.p = paper ? d
+                  : (a.work == WorkType::BF16 ? round_to_work(WorkType::BF16, static_cast<float>(d))
+                                              : static_cast<float>(d));
+      s.sums = a.rescale && !paper;
+      s.l1_work = a.work == WorkType::F16 ? WorkType::F32 : a.work;
+      s.f16_after = s.sums && a.work == WorkType::F16;
+      break;
+    case StreamMode::Della:
+      s.rows = della_check(a, n, warnings);
+      s.table = della_table(a, s.rows);
+      della_short_rows_warning(a, s.rows, n, warnings);
+      s.sums = a.rescale && !paper;
+      break;
+  }
+  s.store = s.sums && stored_mask(s.mode, a);
+  if (s.store) s.bits.assign((n + 63) / 64, 0);
+  if (s.stage != State::Stage::Select) s.stage = s.sums ? State::Stage::Sum : State::Stage::Output;
+  if (s.stage == State::Stage::Output) s.begin_output();
+}
+
+SparsifyStream::~SparsifyStream() = default;
+
+bool SparsifyStream::next_pass() {
+  State& s = *s_;
+  if (s.stage == State::Stage::Select) {
+    if (s.started && s.next != s.n) {
+      throw Error(ErrorKind::Internal, "streamed sparsify: a pass did not cover the tensor", "",
+                  s.tensor);
+    }
+    s.started = true;
+    s.next = 0;
+    if (s.select->next_pass()) return true;
+    size_t j = 0;
+    if (s.cut_lo) s.a_cut = s.select->cut(j++);
+    if (s.cut_hi) s.b_cut = s.select->cut(j++);
+    s.select.reset();
+    if (!s.sums) {
+      s.begin_output();
+      return false;
+    }
+    s.stage = State::Stage::Sum;
+    s.started = false;
+  }
+  if (s.stage == State::Stage::Sum) {
+    if (!s.started) {
+      s.started = true;
+      s.next = 0;
+      s.eq_lo = s.eq_hi = 0;
+      return true;
+    }
+    if (s.next != s.n) {
+      throw Error(ErrorKind::Internal, "streamed sparsify: a pass did not cover the tensor", "",
+                  s.tensor);
+    }
+    s.begin_output();
+  }
+  return false;
+}
+
+bool SparsifyStream::observing() const {
+  return s_->stage == State::Stage::Select || s_->stage == State::Stage::Sum;
+}
+
+void SparsifyStream::observe(std::span<const float> tau, uint64_t first) {
+  State& s = *s_;
+  if (!observing()) return;
+  s.expect(first, tau.size());
+  if (s.stage == State::Stage::Select) {
+    s.select->add(tau.size(), [&](size_t j) { return s.key(tau[j]); });
+    return;
+  }
+  s.keep_block(tau, first);
+  if (s.store) {
+    for (size_t j = 0; j < tau.size(); ++j)
+      s.bits[(first + j) >> 6] |= uint64_t{s.keep[j]} << ((first + j) & 63);
+  }
+  s.b_sum.add(tau.size(), [&](size_t j) { return std::fabs(static_cast<double>(tau[j])); });
+  s.a_sum.add(tau.size(),
+              [&](size_t j) { return s.keep[j] ? std::fabs(static_cast<double>(tau[j])) : 0.0; });
+}
+
+void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
+  State& s = *s_;
+  if (s.stage != State::Stage::Output) {
+    throw Error(ErrorKind::Internal, "streamed sparsify: output before the read passes", "",
+                s.tensor);
+  }
+  s.expect(first, tau.size());
+  if (s.mode == StreamMode::Identity) return;
+  if (s.mode == StreamMode::Zero) {
+    std::fill(tau.begin(), tau.end(), 0.0f);
+    return;
+  }
+  const size_t c = tau.size();
+  if (s.store) {
+    s.keep.resize(c);
+    for (size_t j = 0; j < c; ++j)
+      s.keep[j] = static_cast<uint8_t>((s.bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
+  } else {
+    s.keep_block(tau, first);
+  }
+  const uint8_t* keep = s.keep.data();
+  if (s.sums) {
+    // l1_rescale's last step (and dare's f16 rounding after it).
+    const Round r{s.l1_work};
+    for (size_t j = 0; j < c; ++j)
+      tau[j] = keep[j] ? (s.scale ? r(tau[j] * s.ratio) : tau[j]) : 0.0f;
+    if (s.f16_after) {
+      for (float& x : tau) x = round_to_work(WorkType::F16, x);
+    }
+    return;
+  }
+  const bool paper = s.a.conventions == Conventions::Paper;
+  if (s.mode == StreamMode::Random && s.a.rescale && paper) {
+    const Round r{s.a.work};
+    const double inv = s.a.density > 0.0 ? 1.0 / s.a.density : 0.0;
+    for (size_t j = 0; j < c; ++j) tau[j] = keep[j] ? r(static_cast<float>(tau[j] * inv)) : 0.0f;
+    return;
+  }
+  if (s.mode == StreamMode::Della && s.a.rescale && paper) {
+    della_paper_scale(tau, keep, s.rank_of.data(), s.table, s.a.work);
+    return;
+  }
+  for (size_t j = 0; j < c; ++j) tau[j] = keep[j] ? tau[j] : 0.0f;
 }
 
 }  // namespace deltaedit::merge::detail

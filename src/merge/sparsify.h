@@ -2,6 +2,7 @@
 // task vector τ of one tensor, in place.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -46,5 +47,35 @@ bool sparsify_pointwise(const SparsifyArgs& a);
 // below 1e-7). Paper convention: random divides survivors by d, della by their q (both in f64,
 // rounded once to W); magnitude sparsifiers use the L1 ratio.
 void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::string>& warnings);
+
+// sparsify() on a streamed τ (MethodStream): read passes gather what the sparsifier needs of the
+// whole tensor — the rank cuts of magnitude and magnitude_outliers (RankSelect), the L1 sums of
+// the rescale in util::ordered_sum's order — and apply() then sparsifies each block exactly as
+// sparsify() does the whole τ. Della ranks whole rows, so its blocks are multiples of the row
+// group (quantum). Protocol: while (next_pass()) observe(block) for the blocks in index order (or
+// none when !observing()); then apply(block) for the blocks in index order.
+class SparsifyStream {
+ public:
+  // Whether `a` (on a tensor of n = numel(a.shape) elements) streams; the quantum and the bytes
+  // held (besides the blocks).
+  static bool supported(const SparsifyArgs& a);
+  static uint64_t quantum(const SparsifyArgs& a);
+  static uint64_t state_bytes(const SparsifyArgs& a);
+
+  // Throws the usage errors sparsify() throws for `a`; appends the warnings it appends.
+  SparsifyStream(const SparsifyArgs& a, std::vector<std::string>& warnings);
+  ~SparsifyStream();
+  SparsifyStream(const SparsifyStream&) = delete;
+  SparsifyStream& operator=(const SparsifyStream&) = delete;
+
+  bool next_pass();
+  bool observing() const;  // whether the pass in progress reads τ
+  void observe(std::span<const float> tau, uint64_t first);
+  void apply(std::span<float> tau, uint64_t first);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
 
 }  // namespace deltaedit::merge::detail

@@ -12,6 +12,7 @@
 //   no consensus: M = ⟦Σu_i⟧, D = ⟦Σw̃_i⟧ (|D| < 1e-8 → 1).
 //   normalize: M ← ⟦M/D⟧; λ ≠ 1: M ← ⟦λ·M⟧; output ⟦b + M⟧.
 // Model sums run in config order in f32 (see method_impl.h).
+#include <algorithm>
 #include <cmath>
 
 #include "merge/method_impl.h"
@@ -98,9 +99,7 @@ class TaskArithmetic final : public MethodBase {
       return;
     }
     const bool paper = job.conventions == Conventions::Paper;
-    const bool normalize = global(job, "normalize") != 0.0;
     const bool rescale = global(job, "rescale") != 0.0;
-    const double lambda = global(job, "lambda");
     const size_t count = job.models.size();
 
     // τ̂_i and w̃_i.
@@ -125,12 +124,7 @@ class TaskArithmetic final : public MethodBase {
       sparsify(t, args(job, in, rescale), warnings);
       w[m] = r(static_cast<float>(per_model(job, in, "weight")));
     }
-    float weight_sum = 0.0f;
-    for (float x : w) weight_sum += x;
-    weight_sum = r(weight_sum);
-    if (std::fabs(weight_sum) < 1e-8f) weight_sum = 1.0f;
-
-    const float lambda_f = static_cast<float>(lambda);
+    const float weight_sum = sum_of_weights(job.work, w);
     // The mergekit convention votes with u_i: hold u_i in place of τ̂_i. The paper convention votes
     // with τ̂_i and forms u_i per element.
     if (!paper) {
@@ -140,9 +134,46 @@ class TaskArithmetic final : public MethodBase {
     }
     std::vector<const float*> tp(count);
     for (size_t m = 0; m < count; ++m) tp[m] = tau[m].data();
+    combine(job, tp, w, weight_sum, b.data(), out.data(), n);
+  }
+
+  std::optional<StreamPlan> stream_plan(const TensorJob& job) const override {
+    if (!job.base || job.models.empty() || job.edit_task_vector) return std::nullopt;
+    const bool rescale = global(job, "rescale") != 0.0;
+    StreamPlan plan;
+    for (const TensorInput& in : job.models) {
+      const SparsifyArgs a = args(job, in, rescale);
+      if (!SparsifyStream::supported(a)) return std::nullopt;
+      plan.quantum = std::max(plan.quantum, SparsifyStream::quantum(a));
+      plan.state_bytes += SparsifyStream::state_bytes(a);
+    }
+    return plan;
+  }
+
+  std::unique_ptr<MethodStream> stream(const TensorJob& job) const override;
+
+  // ⟦Σ w̃_i⟧ in config order, with |·| < 1e-8 → 1 (the divisor without consensus).
+  static float sum_of_weights(WorkType work, std::span<const float> w) {
+    float weight_sum = 0.0f;
+    for (float x : w) weight_sum += x;
+    weight_sum = Round{work}(weight_sum);
+    if (std::fabs(weight_sum) < 1e-8f) weight_sum = 1.0f;
+    return weight_sum;
+  }
+
+  // The element loop over i < n: out[i] = ⟦b[i] + M⟧ from tp[m][i] (u_i in the mergekit
+  // convention, τ̂_i in the paper one), compiled once per rounding rule (the same arithmetic as
+  // Round{job.work}).
+  void combine(const TensorJob& job, std::span<const float* const> tp, std::span<const float> w,
+               float weight_sum, const float* b, float* out, size_t n) const {
+    const Round r{job.work};
+    const bool paper = job.conventions == Conventions::Paper;
+    const bool normalize = global(job, "normalize") != 0.0;
+    const double lambda = global(job, "lambda");
+    const size_t count = tp.size();
+    const float lambda_f = static_cast<float>(lambda);
     const bool consensus = f_.consensus == Consensus::Sum;
-    // The element loop, compiled once per rounding rule (the same arithmetic as Round{job.work}).
-    const auto combine = [&](auto rr) {
+    const auto run = [&](auto rr) {
       const auto u_of = [&](size_t m, size_t i) { return paper ? rr(w[m] * tp[m][i]) : tp[m][i]; };
       for (size_t i = 0; i < n; ++i) {
         float mixed = 0.0f, divisor = 0.0f;
@@ -176,14 +207,16 @@ class TaskArithmetic final : public MethodBase {
       }
     };
     if (job.work == WorkType::BF16)
-      combine([](float x) { return io::bf16_to_f32(io::f32_to_bf16(x)); });
+      run([](float x) { return io::bf16_to_f32(io::f32_to_bf16(x)); });
     else if (job.work == WorkType::F32)
-      combine([](float x) { return x; });
+      run([](float x) { return x; });
     else
-      combine(r);
+      run(r);
   }
 
- private:
+ public:
+  using MethodBase::global;
+  using MethodBase::per_model;
   SparsifyArgs args(const TensorJob& job, const TensorInput& in, bool rescale) const {
     SparsifyArgs a;
     a.kind = f_.sparsifier;
@@ -202,8 +235,114 @@ class TaskArithmetic final : public MethodBase {
     return a;
   }
 
+ private:
   Family f_;
 };
+
+// The streamed job (MethodStream): one SparsifyStream per model; read passes form τ_i = ⟦x_i − b⟧
+// of each block for the models still observing; the output pass forms τ̂_i and u_i of each block
+// and runs the element loop of the whole-tensor merge on it.
+class TaskArithmeticStream final : public MethodStream {
+ public:
+  TaskArithmeticStream(const TaskArithmetic& method, const TensorJob& job) : method_(method) {
+    name_ = std::string(job.name);
+    shape_.assign(job.shape.begin(), job.shape.end());
+    job_.name = name_;
+    job_.shape = shape_;
+    job_.work = job.work;
+    job_.is_embed = job.is_embed;
+    job_.global = job.global;
+    job_.conventions = job.conventions;
+    job_.seed = job.seed;
+    const Round r{job.work};
+    const bool rescale = method.global(job, "rescale") != 0.0;
+    for (const TensorInput& in : job.models) {
+      SparsifyArgs a = method.args(job, in, rescale);
+      a.first = 0;
+      sparsify_.push_back(std::make_unique<SparsifyStream>(a, warnings_));
+      w_.push_back(r(static_cast<float>(method.per_model(job, in, "weight"))));
+    }
+    weight_sum_ = TaskArithmetic::sum_of_weights(job.work, w_);
+    tp_.resize(w_.size());
+  }
+
+  bool next_pass() override {
+    bool more = false;
+    for (auto& s : sparsify_) more |= s->next_pass();
+    return more;
+  }
+
+  void observe(const TensorJob& block) override {
+    const size_t c = block.base->values.size();
+    check(block, c);
+    for (size_t m = 0; m < sparsify_.size(); ++m) {
+      if (!sparsify_[m]->observing()) continue;
+      std::span<float> t = tau(block, m, c);
+      sparsify_[m]->observe(t, block.first);
+    }
+  }
+
+  void merge(const TensorJob& block, std::span<float> out,
+             std::vector<std::string>& warnings) override {
+    const size_t c = out.size();
+    check(block, c);
+    if (block.first == 0) {
+      warnings.insert(warnings.end(), warnings_.begin(), warnings_.end());
+    }
+    const Round r{job_.work};
+    const bool paper = job_.conventions == Conventions::Paper;
+    for (size_t m = 0; m < sparsify_.size(); ++m) {
+      std::span<float> t = tau(block, m, c);
+      sparsify_[m]->apply(t, block.first);
+      if (!paper) {
+        for (float& x : t) x = r(w_[m] * x);
+      }
+      tp_[m] = t.data();
+    }
+    method_.combine(job_, tp_, w_, weight_sum_, block.base->values.data(), out.data(), c);
+  }
+
+ private:
+  void check(const TensorJob& block, size_t c) const {
+    const auto bad = [&](const TensorInput& in) { return in.values.size() != c; };
+    if (!block.base || block.models.size() != sparsify_.size() || bad(*block.base) ||
+        std::any_of(block.models.begin(), block.models.end(), bad)) {
+      throw Error(ErrorKind::Internal, "streamed merge: a block does not match the job", "", name_);
+    }
+  }
+  // τ_m = ⟦x_m − b⟧ of the block, in the model's writable span or in a buffer of the stream.
+  std::span<float> tau(const TensorJob& block, size_t m, size_t c) {
+    const Round r{job_.work};
+    std::span<float> t;
+    if (block.model_values_writable) {
+      t = std::span<float>(const_cast<float*>(block.models[m].values.data()), c);
+    } else {
+      own_.resize(sparsify_.size());
+      own_[m].resize(c);
+      t = own_[m];
+    }
+    const float* x = block.models[m].values.data();
+    const float* b = block.base->values.data();
+    for (size_t i = 0; i < c; ++i) t[i] = r(x[i] - b[i]);
+    return t;
+  }
+
+  const TaskArithmetic& method_;
+  std::string name_;
+  std::vector<int64_t> shape_;
+  TensorJob job_;  // the job's parameters (no values)
+  std::vector<std::unique_ptr<SparsifyStream>> sparsify_;
+  std::vector<float> w_;
+  float weight_sum_ = 1.0f;
+  std::vector<const float*> tp_;
+  std::vector<std::vector<float>> own_;
+  std::vector<std::string> warnings_;  // from the sparsifiers, written with the first block
+};
+
+std::unique_ptr<MethodStream> TaskArithmetic::stream(const TensorJob& job) const {
+  if (!stream_plan(job)) return nullptr;
+  return std::make_unique<TaskArithmeticStream>(*this, job);
+}
 
 constexpr Family kFamily[] = {
     {"task_arithmetic", "base + λ·Σ w_i·τ_i (task vectors τ_i = model − base)", Consensus::None,
