@@ -78,6 +78,21 @@ struct DellaTable {
 
 // Checks density ± epsilon (a usage error in mergekit, a warning in paper) and the row length;
 // returns the rows.
+// The magnitude sparsifier's keep count int(density·n). Zero is refused in the mergekit
+// convention (mergekit fails there) and zeroes the task vector, with a warning, in the paper's.
+uint64_t magnitude_keep(const SparsifyArgs& a, double d, uint64_t n, bool paper,
+                        std::vector<std::string>& warnings) {
+  const uint64_t k = static_cast<uint64_t>(std::max(0.0, d * static_cast<double>(n)));
+  if (k != 0) return k;
+  const std::string msg = "density " + format_number(d) + " keeps int(density·n) = 0 of the " +
+                          std::to_string(n) + " entries";
+  if (!paper)
+    usage(a, msg + " (mergekit fails here); raise density to at least " +
+                 format_number(1.0 / static_cast<double>(std::max<uint64_t>(n, 1))));
+  warnings.push_back(warn_prefix(a) + msg + "; its task vector is zeroed");
+  return 0;
+}
+
 Rows della_check(const SparsifyArgs& a, uint64_t n, std::vector<std::string>& warnings) {
   const double d = a.density, eps = a.epsilon;
   if (!(d - eps > 0.0) || !(d + eps < 1.0)) {
@@ -246,15 +261,8 @@ void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::stri
     case Sparsifier::None:
       return;
     case Sparsifier::Magnitude: {
-      const uint64_t k = static_cast<uint64_t>(std::max(0.0, d * static_cast<double>(n)));
+      const uint64_t k = magnitude_keep(a, d, n, paper, warnings);
       if (k == 0) {
-        const std::string msg = "density " + format_number(d) +
-                                " keeps int(density·n) = 0 of the " + std::to_string(n) +
-                                " entries";
-        if (!paper)
-          usage(a, msg + " (mergekit fails here); raise density to at least " +
-                       format_number(1.0 / static_cast<double>(std::max<uint64_t>(n, 1))));
-        warnings.push_back(warn_prefix(a) + msg + "; its task vector is zeroed");
         std::fill(tau.begin(), tau.end(), 0.0f);
         return;
       }
@@ -524,15 +532,8 @@ SparsifyStream::SparsifyStream(const SparsifyArgs& args, std::vector<std::string
     case StreamMode::Rank: {
       s.sums = a.rescale;
       if (a.kind == Sparsifier::Magnitude) {
-        const uint64_t k = static_cast<uint64_t>(std::max(0.0, d * static_cast<double>(n)));
+        const uint64_t k = magnitude_keep(a, d, n, paper, warnings);
         if (k == 0) {
-          const std::string msg = "density " + format_number(d) +
-                                  " keeps int(density·n) = 0 of the " + std::to_string(n) +
-                                  " entries";
-          if (!paper)
-            usage(a, msg + " (mergekit fails here); raise density to at least " +
-                         format_number(1.0 / static_cast<double>(std::max<uint64_t>(n, 1))));
-          warnings.push_back(warn_prefix(a) + msg + "; its task vector is zeroed");
           s.mode = StreamMode::Zero;
           s.sums = false;
           break;
