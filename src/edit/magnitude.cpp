@@ -64,7 +64,8 @@ class Magnitude {
     const int64_t n = shape_elements(shape);
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
     if (per < kRadixMin) return static_cast<uint64_t>(per) * sizeof(uint32_t);
-    return util::RankSelect64::bytes(1, true);
+    // The histograms, and in the streamed form the candidate positions of the threshold's bin.
+    return util::RankSelect64::bytes(1, true) + (rows_ ? 0 : kCandidates * sizeof(uint64_t));
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const {

@@ -76,8 +76,6 @@ struct DellaTable {
   std::vector<float> inv_q;
 };
 
-// Checks density ± epsilon (a usage error in mergekit, a warning in paper) and the row length;
-// returns the rows.
 // The magnitude sparsifier's keep count int(density·n). Zero is refused in the mergekit
 // convention (mergekit fails there) and zeroes the task vector, with a warning, in the paper's.
 uint64_t magnitude_keep(const SparsifyArgs& a, double d, uint64_t n, bool paper,
@@ -93,6 +91,8 @@ uint64_t magnitude_keep(const SparsifyArgs& a, double d, uint64_t n, bool paper,
   return 0;
 }
 
+// Checks density ± epsilon (a usage error in mergekit, a warning in paper) and the row length;
+// returns the rows.
 Rows della_check(const SparsifyArgs& a, uint64_t n, std::vector<std::string>& warnings) {
   const double d = a.density, eps = a.epsilon;
   if (!(d - eps > 0.0) || !(d + eps < 1.0)) {

@@ -273,6 +273,7 @@ class TaskArithmeticStream final : public MethodStream {
   }
 
   void observe(const TensorJob& block) override {
+    if (!block.base) check(block, 0);  // throws: a task-vector block needs its base
     const size_t c = block.base->values.size();
     check(block, c);
     for (size_t m = 0; m < sparsify_.size(); ++m) {

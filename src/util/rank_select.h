@@ -123,7 +123,8 @@ class BasicRankSelect {
       const uint64_t r = ranks_[j];
       uint32_t h = 0;
       uint64_t below = 0;
-      while (below + high_[h] <= r) below += high_[h++];
+      while (h + 1 < kBins && below + high_[h] <= r)
+        below += high_[h++];  // stays in range if fewer keys came
       cuts_[j].below = below;
       cuts_[j].value = h << 16;
       // The bin holds one key value when every key has the same low bits, or every key in it.
@@ -160,7 +161,7 @@ class BasicRankSelect {
         const uint64_t r = ranks_[j];
         uint64_t below = cuts_[j].below;
         uint32_t lo = 0;
-        while (below + l[lo] <= r) below += l[lo++];
+        while (lo + 1 < kBins && below + l[lo] <= r) below += l[lo++];
         cuts_[j].value = (bins_[bin_of_[j]] << 16) | lo;
         cuts_[j].below = below;
         cuts_[j].equal = l[lo];
