@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <tuple>
 
 #include "merge/method_impl.h"
 #include "util/big_buffer.h"
@@ -75,6 +76,22 @@ struct DellaTable {
   std::vector<uint64_t> threshold;
   std::vector<float> inv_q;
 };
+
+// breadcrumbs: the ascending |τ| ranks [bot, n − top) kept once int(gamma·n) outliers are cut from
+// the top and what density does not keep from the bottom. int(gamma·n) = 0 keeps the top `kept`
+// entries: mergekit 0.1.5 takes these ranks (0.1.4 took an empty range when top = 0, zeroing the
+// tensor).
+std::pair<uint64_t, uint64_t> outlier_ranks(const SparsifyArgs& a, double d, uint64_t n) {
+  const auto dn = static_cast<double>(n);
+  const int64_t kept = static_cast<int64_t>(d * dn);
+  int64_t top = static_cast<int64_t>(a.gamma * dn);
+  int64_t bot = static_cast<int64_t>(n) - kept - top;
+  if (bot < 0) {
+    top += bot;
+    bot = 0;
+  }
+  return {static_cast<uint64_t>(bot), n - static_cast<uint64_t>(std::max<int64_t>(top, 0))};
+}
 
 // The magnitude sparsifier's keep count int(density·n). Zero is refused in the mergekit
 // convention (mergekit fails there) and zeroes the task vector, with a warning, in the paper's.
@@ -294,19 +311,9 @@ void sparsify(std::span<float> tau, const SparsifyArgs& a, std::vector<std::stri
       return;
     }
     case Sparsifier::MagnitudeOutliers: {
-      const auto dn = static_cast<double>(n);
-      const int64_t kept = static_cast<int64_t>(d * dn);
-      int64_t top = static_cast<int64_t>(a.gamma * dn);
-      int64_t bot = static_cast<int64_t>(n) - kept - top;
-      if (bot < 0) {
-        top += bot;
-        bot = 0;
-      }
-      // int(gamma·n) = 0 keeps the top `kept` entries: mergekit 0.1.5 takes the ascending ranks
-      // [bot, n − top) (0.1.4 took an empty range when top = 0, zeroing the tensor).
+      const auto [lo, hi] = outlier_ranks(a, d, n);
       const auto key = [&](uint64_t i) { return abs_key(tau[i]); };
-      return mask_rank_range(tau, static_cast<uint64_t>(bot),
-                             n - static_cast<uint64_t>(std::max<int64_t>(top, 0)), key, a);
+      return mask_rank_range(tau, lo, hi, key, a);
     }
     case Sparsifier::DellaMagprune:
       if (d <= 0.0) {
@@ -542,16 +549,7 @@ SparsifyStream::SparsifyStream(const SparsifyArgs& args, std::vector<std::string
         s.lo = 0;
         s.hi = k;
       } else {
-        const auto dn = static_cast<double>(n);
-        const int64_t kept = static_cast<int64_t>(d * dn);
-        int64_t top = static_cast<int64_t>(a.gamma * dn);
-        int64_t bot = static_cast<int64_t>(n) - kept - top;
-        if (bot < 0) {
-          top += bot;
-          bot = 0;
-        }
-        s.lo = static_cast<uint64_t>(bot);
-        s.hi = n - static_cast<uint64_t>(std::max<int64_t>(top, 0));
+        std::tie(s.lo, s.hi) = outlier_ranks(a, d, n);
       }
       s.hi = std::min(s.hi, n);
       s.none = s.lo >= s.hi;
