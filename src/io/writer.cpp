@@ -306,10 +306,17 @@ void Staging::write_text(const std::string& name, const std::string& text) {
 
 fs::path Staging::materialize() {
   check_interrupted();
+  // Every file's data is made durable while the files are still anonymous, before the staging
+  // directory exists: the fsyncs are the slow part, and a process killed (SIGKILL, which no
+  // handler sees) during them leaves nothing on disk. The window in which a kill leaves a named
+  // staging directory is only the mkdir, the links and the directory's fsync below; a later run
+  // for the same target removes such a directory (remove_stale_staging).
+  for (auto& f : files_)
+    if (f.fd >= 0 && ::fsync(f.fd) != 0) io_fail("fsync failed", dir_ / f.name, errno);
+  check_interrupted();
   ensure_dir();
   for (auto& f : files_) {
     if (f.fd < 0) continue;  // already named and closed by an earlier call
-    if (::fsync(f.fd) != 0) io_fail("fsync failed", dir_ / f.name, errno);
     if (f.anonymous) {
       const std::string proc = "/proc/self/fd/" + std::to_string(f.fd);
       const fs::path dst = dir_ / f.name;
