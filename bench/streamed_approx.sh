@@ -9,7 +9,10 @@
 #   big   a synthetic Llama pair (default the Llama-3-8B shape: 32 layers, hidden 4096, GQA 32/8,
 #         intermediate 14336, vocab 128256; BF16; bench/make_llama_pair.py) and
 #         `approx --streamed --op dare:p=0.9 --steps 5` on one sequence of T (64) random tokens,
-#         timed with peak RSS (/usr/bin/time -v); `approx --dry-run` first prints the plan.
+#         timed with peak RSS (/usr/bin/time -v), its forward and backward walks timed from
+#         --progress; `approx --dry-run` first prints the plan. Then one loss pass (`eval
+#         --streamed`) and one gradient pass written tensor by tensor (`grad --streamed`, f32:
+#         4 bytes per parameter under the work dir, deleted after) on the same data.
 #   zoo   the shipped zoo pair (models/zoo/retrain): approx with and without --streamed on the same data,
 #         tokens/s of each (the same run) and their ratio.
 #
@@ -49,9 +52,10 @@ mkdir -p "$WORK" "$HERE/results"
 RESULT=$HERE/results/streamed.json
 echo "{}" > "$WORK/result.json"
 
-# peak RSS (kB) and wall seconds of a command, its stdout to $WORK/out.txt
+# peak RSS (kB) and wall seconds of a command, its stdout to $WORK/out.txt, its stderr (the
+# --progress lines) to $WORK/err.txt
 measure() {
-  /usr/bin/time -v -o "$WORK/time.txt" "$@" > "$WORK/out.txt"
+  /usr/bin/time -v -o "$WORK/time.txt" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt"
   RSS_KB=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
   WALL=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$WORK/time.txt" |
          awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
@@ -72,13 +76,38 @@ print(json.dumps({'input_ids': [random.randrange($VOCAB) for _ in range($TOKENS)
   ARGS=(approx --base "$PAIR/base" --post "$PAIR/post" --op dare:p=0.9 --steps 5 --data "$WORK/data.jsonl" --threads "$(nproc)")
   "$DE" "${ARGS[@]}" --dry-run
   PLAN=$("$DE" "${ARGS[@]}" --dry-run --json)
-  measure "$DE" "${ARGS[@]}" --streamed --json
+  measure "$DE" "${ARGS[@]}" --streamed --json --progress
   cat "$WORK/out.txt" | python3 -c "import json,sys; r=json.load(sys.stdin); print('term', r['approximation_term'], 'true dL', r['true_delta_loss'])"
+  # Seconds of the forward walk (all path points) and of the backward walk, from --progress.
+  PHASES=$(python3 - "$WORK/err.txt" <<'PYEOF'
+import json, re, sys
+fwd = bwd = 0.0
+for line in open(sys.argv[1]):
+    m = re.match(r"approx: (forward|backward) unit (\d+)/(\d+) done, ([\d.]+) s", line)
+    if m and m.group(1) == "forward": fwd = float(m.group(4))
+    if m and m.group(1) == "backward": bwd = float(m.group(4))
+print(json.dumps({"forward_walk_s": fwd, "backward_walk_s": bwd - fwd if bwd else None}))
+PYEOF
+)
+  cp "$WORK/err.txt" "$WORK/approx-progress.txt"
+  A_RSS=$RSS_KB; A_WALL=$WALL; A_OUT=$(cat "$WORK/out.txt")
+  # One loss pass (eval --streamed) and one gradient pass written tensor by tensor (grad --streamed).
+  DARGS=(--data "$WORK/data.jsonl" --threads "$(nproc)")
+  measure "$DE" eval --model "$PAIR/post" "${DARGS[@]}" --streamed --json
+  E_RSS=$RSS_KB; E_WALL=$WALL; E_OUT=$(cat "$WORK/out.txt")
+  measure "$DE" grad --model "$PAIR/post" "${DARGS[@]}" --streamed --out "$WORK/grad.safetensors"
+  G_RSS=$RSS_KB; G_WALL=$WALL; G_BYTES=$(stat -c %s "$WORK/grad.safetensors")
+  rm -f "$WORK/grad.safetensors"
+  RSS_KB=$A_RSS; WALL=$A_WALL
+  put big_passes "{\"eval_streamed\": {\"wall_s\": $E_WALL, \"peak_rss_gb\": $(python3 -c "print($E_RSS/1e6)"), \"result\": $E_OUT},
+                   \"grad_streamed\": {\"wall_s\": $G_WALL, \"peak_rss_gb\": $(python3 -c "print($G_RSS/1e6)"), \"bytes_written\": $G_BYTES},
+                   \"approx_phases\": $PHASES}"
+  echo "big: eval --streamed $E_WALL s, $(python3 -c "print(f'{$E_RSS/1e6:.2f}')") GB; grad --streamed $G_WALL s, $(python3 -c "print(f'{$G_RSS/1e6:.2f}')") GB"
   put big "{\"layers\": $LAYERS, \"hidden\": $HIDDEN, \"heads\": $HEADS, \"kv_heads\": $KV, \"intermediate\": $INTER,
             \"vocab\": $VOCAB, \"tokens\": $TOKENS, \"steps\": 5, \"op\": \"dare:p=0.9\",
             \"parameters\": $(python3 -c "import json; print(json.load(open('$PAIR/pair.json'))['parameters'])"),
             \"peak_rss_gb\": $(python3 -c "print($RSS_KB/1e6)"), \"wall_s\": $WALL, \"plan\": $PLAN,
-            \"result\": $(cat "$WORK/out.txt")}"
+            \"result\": $A_OUT}"
   echo "big: peak RSS $(python3 -c "print(f'{$RSS_KB/1e6:.2f}')") GB, $WALL s"
   [[ $KEEP == 1 ]] || rm -rf "$PAIR"
 fi

@@ -1,10 +1,10 @@
 #include "model/evaluate.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
-
-#include <fmt/format.h>
 
 #include "io/writer.h"
 #include "text/gsm8k.h"
@@ -47,35 +47,62 @@ std::vector<text::Sequence> seqs_of(const std::vector<text::Record>& r, bool rej
 }
 
 TokenLoss dpo_batch(Model& m, const EvalSet& set, size_t i) {
-  auto lc = sequence_logprob(m.forward(set.chosen[i].input_ids, set.chosen[i].attention_mask), set.chosen[i]);
-  auto lr = sequence_logprob(m.forward(set.rejected[i].input_ids, set.rejected[i].attention_mask), set.rejected[i]);
+  auto lc = sequence_logprob(m.forward(set.chosen[i].input_ids, set.chosen[i].attention_mask),
+                             set.chosen[i]);
+  auto lr = sequence_logprob(m.forward(set.rejected[i].input_ids, set.rejected[i].attention_mask),
+                             set.rejected[i]);
   auto l = dpo_losses(lc, lr, set.ref_chosen[i], set.ref_rejected[i], set.beta);
   return {l.to(torch::kFloat64).sum(), l.size(0)};
 }
 }  // namespace
 
-EvalSet make_eval_set(std::vector<text::Record> records, size_t batch_size, LossKind kind, Model* reference,
-                      double beta) {
+EvalSet make_dpo_eval_set(std::vector<text::Record> records, size_t batch_size, double beta,
+                          const ReferenceLogprobs& reference_logprobs) {
+  EvalSet s;
+  s.kind = LossKind::DPO;
+  s.beta = beta;
+  s.records = std::move(records);
+  for (const auto& r : s.records)
+    if (!r.preference)
+      throw Error(
+          ErrorKind::Format,
+          fmt::format("line {}: the DPO loss needs {{\"prompt\",\"chosen\",\"rejected\"}} records",
+                      r.line));
+  if (!reference_logprobs)
+    throw Error(ErrorKind::Usage, "the DPO loss needs a reference model (--ref)");
+  s.chosen = make_batches(seqs_of(s.records, false), batch_size);
+  s.rejected = make_batches(seqs_of(s.records, true), batch_size);
+  std::vector<Batch> all = s.chosen;
+  all.insert(all.end(), s.rejected.begin(), s.rejected.end());
+  auto lp = reference_logprobs(all);
+  if (lp.size() != all.size())
+    throw Error(ErrorKind::Internal,
+                "the reference returned log-probabilities for a different number of batches");
+  const size_t n = s.chosen.size();
+  s.ref_chosen.assign(lp.begin(), lp.begin() + std::ptrdiff_t(n));
+  s.ref_rejected.assign(lp.begin() + std::ptrdiff_t(n), lp.end());
+  return s;
+}
+
+EvalSet make_eval_set(std::vector<text::Record> records, size_t batch_size, LossKind kind,
+                      Model* reference, double beta) {
+  if (kind == LossKind::DPO) {
+    ReferenceLogprobs ref;
+    if (reference)
+      ref = [reference](const std::vector<Batch>& batches) {
+        torch::NoGradGuard ng;
+        std::vector<torch::Tensor> v;
+        for (const auto& b : batches)
+          v.push_back(sequence_logprob(reference->forward(b.input_ids, b.attention_mask), b));
+        return v;
+      };
+    return make_dpo_eval_set(std::move(records), batch_size, beta, ref);
+  }
   EvalSet s;
   s.kind = kind;
   s.beta = beta;
   s.records = std::move(records);
-  if (kind == LossKind::CausalLM) {
-    s.batches = make_batches(seqs_of(s.records, false), batch_size);
-    return s;
-  }
-  for (const auto& r : s.records)
-    if (!r.preference)
-      throw Error(ErrorKind::Format, fmt::format("line {}: the DPO loss needs {{\"prompt\",\"chosen\",\"rejected\"}} records", r.line));
-  if (!reference) throw Error(ErrorKind::Usage, "the DPO loss needs a reference model (--ref)");
-  s.chosen = make_batches(seqs_of(s.records, false), batch_size);
-  s.rejected = make_batches(seqs_of(s.records, true), batch_size);
-  torch::NoGradGuard ng;
-  for (size_t i = 0; i < s.chosen.size(); ++i) {
-    s.ref_chosen.push_back(sequence_logprob(reference->forward(s.chosen[i].input_ids, s.chosen[i].attention_mask), s.chosen[i]));
-    s.ref_rejected.push_back(
-        sequence_logprob(reference->forward(s.rejected[i].input_ids, s.rejected[i].attention_mask), s.rejected[i]));
-  }
+  s.batches = make_batches(seqs_of(s.records, false), batch_size);
   return s;
 }
 
@@ -93,30 +120,39 @@ double dataset_loss(Model& model, const EvalSet& set) {
   return n ? sum / double(n) : std::nan("");
 }
 
-GradientResult dataset_gradients(Model& model, const EvalSet& set, const std::vector<std::string>& names, bool fisher) {
+GradientResult dataset_gradients(Model& model, const EvalSet& set,
+                                 const std::vector<std::string>& names, bool fisher) {
   GradientOptions opt;
   opt.names = names;
   opt.fisher = fisher;
   if (set.kind == LossKind::CausalLM) {
-    return accumulate_gradients(model, set.batches.size(), [&](Model& m, size_t i) {
-      io::check_interrupted();
-      const auto& b = set.batches[i];
-      return causal_lm_loss_sum(m.forward(b.input_ids, b.attention_mask), b);
-    }, opt);
+    return accumulate_gradients(
+        model, set.batches.size(),
+        [&](Model& m, size_t i) {
+          io::check_interrupted();
+          const auto& b = set.batches[i];
+          return causal_lm_loss_sum(m.forward(b.input_ids, b.attention_mask), b);
+        },
+        opt);
   }
-  return accumulate_gradients(model, set.chosen.size(), [&](Model& m, size_t i) {
-    io::check_interrupted();
-    return dpo_batch(m, set, i);
-  }, opt);
+  return accumulate_gradients(
+      model, set.chosen.size(),
+      [&](Model& m, size_t i) {
+        io::check_interrupted();
+        return dpo_batch(m, set, i);
+      },
+      opt);
 }
 
-AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const std::vector<text::Record>& records,
-                                int64_t max_new_tokens) {
+AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok,
+                                const std::vector<text::Record>& records, int64_t max_new_tokens) {
   torch::NoGradGuard ng;
   AccuracyResult r;
   std::optional<int64_t> eos;
-  if (auto e = tok.eos_id()) eos = *e;
-  else if (model.config().eos_token_id) eos = *model.config().eos_token_id;
+  if (auto e = tok.eos_id())
+    eos = *e;
+  else if (model.config().eos_token_id)
+    eos = *model.config().eos_token_id;
   // Prompts of equal token length decode together with one KV cache (no padding needed), in
   // groups of at most kGroup; every sequence's greedy path is its own.
   constexpr size_t kGroup = 64;
@@ -125,7 +161,9 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
   for (size_t i = 0; i < records.size(); ++i) {
     const auto& rec = records[i];
     if (rec.prompt.empty() && rec.response.empty())
-      throw Error(ErrorKind::Format, fmt::format("line {}: accuracy needs {{\"prompt\",\"response\"}} records", rec.line));
+      throw Error(
+          ErrorKind::Format,
+          fmt::format("line {}: accuracy needs {{\"prompt\",\"response\"}} records", rec.line));
     prompts[i] = tok.encode(rec.prompt, true);
     by_len[prompts[i].size()].push_back(i);
   }
@@ -163,7 +201,8 @@ AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const 
         const size_t i = idx[size_t(b)];
         r.outputs[i] = tok.decode(gen[size_t(b)], true);
         r.output_ids[i] = std::move(gen[size_t(b)]);
-        ok[i] = text::answers_match(text::extract_answer(r.outputs[i]), text::extract_answer(records[i].response));
+        ok[i] = text::answers_match(text::extract_answer(r.outputs[i]),
+                                    text::extract_answer(records[i].response));
       }
     }
   }
@@ -187,7 +226,9 @@ nlohmann::json ApproxResult::to_json() const {
           {"true_delta_loss", true_delta_loss},
           {"gap", gap},
           {"steps", steps},
-          {"rule", rule == Rule::Left ? "left" : rule == Rule::Mid ? "mid" : "trapezoid"},
+          {"rule", rule == Rule::Left  ? "left"
+                   : rule == Rule::Mid ? "mid"
+                                       : "trapezoid"},
           {"intensity", intensity},
           {"fisher_term", fisher_term ? nlohmann::json(*fisher_term) : nlohmann::json(nullptr)},
           {"loss_post", loss_post},
@@ -201,8 +242,8 @@ std::vector<std::pair<double, double>> quadrature_nodes(int steps, Rule rule) {
   std::vector<std::pair<double, double>> n;
   const double h = 1.0 / steps;
   for (int c = 0; c < steps; ++c) {
-    if (rule == Rule::Left) n.emplace_back(c * h, h);                 // t_c = c/C
-    if (rule == Rule::Mid) n.emplace_back((c + 0.5) * h, h);          // t_c = (c+½)/C
+    if (rule == Rule::Left) n.emplace_back(c * h, h);         // t_c = c/C
+    if (rule == Rule::Mid) n.emplace_back((c + 0.5) * h, h);  // t_c = (c+½)/C
   }
   if (rule == Rule::Trapezoid)
     for (int c = 0; c <= steps; ++c) n.emplace_back(c * h, (c == 0 || c == steps) ? h / 2 : h);
@@ -242,8 +283,8 @@ double fisher_term(const GradientResult& g, const std::vector<std::string>& name
 }  // namespace
 
 ApproxResult approximation_term(Model& model, const EvalSet& set,
-                                const std::map<std::string, std::vector<float>>& increment, double delta_sumsq,
-                                int steps, Rule rule, bool fisher) {
+                                const std::map<std::string, std::vector<float>>& increment,
+                                double delta_sumsq, int steps, Rule rule, bool fisher) {
   std::vector<std::string> names;
   std::map<std::string, torch::Tensor> D;
   double d_sumsq = 0;

@@ -3,11 +3,10 @@
 #pragma once
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "model/gradients.h"
 #include "model/loss.h"
@@ -27,18 +26,24 @@ struct EvalSet {
   LossKind kind = LossKind::CausalLM;
   double beta = 0.1;
   std::vector<text::Record> records;
-  std::vector<Batch> batches;           // CausalLM: one sequence per record
-  std::vector<Batch> chosen, rejected;  // DPO: parallel batches
+  std::vector<Batch> batches;                           // CausalLM: one sequence per record
+  std::vector<Batch> chosen, rejected;                  // DPO: parallel batches
   std::vector<torch::Tensor> ref_chosen, ref_rejected;  // DPO: [B] per batch
 };
 EvalSet make_eval_set(std::vector<text::Record> records, size_t batch_size, LossKind kind,
                       Model* reference = nullptr, double beta = 0.1);
+// A DPO set whose reference log-probabilities come from `reference_logprobs`, called once with
+// every sequence batch (the chosen batches, then the rejected ones) and returning each batch's
+// [B] sequence log-probabilities in that order: a Model (make_eval_set) or a streamed walk.
+using ReferenceLogprobs = std::function<std::vector<torch::Tensor>(const std::vector<Batch>&)>;
+EvalSet make_dpo_eval_set(std::vector<text::Record> records, size_t batch_size, double beta,
+                          const ReferenceLogprobs& reference_logprobs);
 
 // Mean loss over the set (token-mean CE, or record-mean DPO), accumulated in f64.
 double dataset_loss(Model& model, const EvalSet& set);
 // Gradient of that mean loss for `names` (all parameters when empty), optional diagonal Fisher.
-GradientResult dataset_gradients(Model& model, const EvalSet& set, const std::vector<std::string>& names = {},
-                                 bool fisher = false);
+GradientResult dataset_gradients(Model& model, const EvalSet& set,
+                                 const std::vector<std::string>& names = {}, bool fisher = false);
 
 struct AccuracyResult {
   size_t examples = 0, correct = 0;
@@ -48,8 +53,8 @@ struct AccuracyResult {
       output_ids;  // per example: the prompt and the greedy tokens
 };
 // Greedy decoding of each prompt/response record's response; GSM8K answer extraction.
-AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok, const std::vector<text::Record>& records,
-                                int64_t max_new_tokens);
+AccuracyResult dataset_accuracy(Model& model, const text::Tokenizer& tok,
+                                const std::vector<text::Record>& records, int64_t max_new_tokens);
 
 enum class Rule { Left, Mid, Trapezoid };
 Rule parse_rule(const std::string& s);
@@ -78,7 +83,7 @@ RiemannSum riemann_sum(int steps, Rule rule, size_t tensors,
 // The model must hold W_post; `increment` holds D = Δ' − Δ per parameter name (f32, parameter
 // shape), `delta_sumsq` is ‖Δ‖² over the same tensors. The model is restored to W_post after.
 ApproxResult approximation_term(Model& model, const EvalSet& set,
-                                const std::map<std::string, std::vector<float>>& increment, double delta_sumsq,
-                                int steps, Rule rule, bool fisher);
+                                const std::map<std::string, std::vector<float>>& increment,
+                                double delta_sumsq, int steps, Rule rule, bool fisher);
 
 }  // namespace deltaedit::model

@@ -111,6 +111,18 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
+// Every sequence batch of a set: CausalLM's batches, or DPO's chosen batches then rejected ones.
+std::vector<const Batch*> sequence_batches(const EvalSet& set) {
+  std::vector<const Batch*> v;
+  if (set.kind == LossKind::DPO) {
+    for (const auto& b : set.chosen) v.push_back(&b);
+    for (const auto& b : set.rejected) v.push_back(&b);
+  } else {
+    for (const auto& b : set.batches) v.push_back(&b);
+  }
+  return v;
+}
+
 struct PreparedBatch {
   const Batch* batch = nullptr;
   torch::Tensor ids;
@@ -302,20 +314,43 @@ int64_t StreamedModel::head_slab() const {
 
 void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditState* edit,
                          bool all_grads, const Reduce& reduce) {
-  if (set.kind != LossKind::CausalLM)
-    throw Error(ErrorKind::Unsupported,
-                "the streamed passes compute the causal-LM loss (--loss ce); the DPO loss "
-                "runs in memory (drop --streamed)");
   const ArchSpec& a = arch_;
   const auto dev = options_.device;
   const auto dtype = options_.dtype;
   const auto popt = torch::TensorOptions().dtype(dtype).device(dev);
   const int64_t L = a.layers;
   const size_t S = streams.size();
+  const bool dpo = set.kind == LossKind::DPO;
+
+  // The sequence batches walked (CausalLM: the set's batches; DPO: the chosen batches, then the
+  // rejected ones) and the loss units over them: a CausalLM batch alone, or a DPO pair (chosen i,
+  // rejected i), whose loss and gradient are one batch's as dataset_gradients counts them.
+  const auto seqs = sequence_batches(set);
+  std::vector<std::vector<size_t>> units;
+  if (dpo) {
+    if (set.chosen.size() != set.rejected.size() || set.ref_chosen.size() != set.chosen.size() ||
+        set.ref_rejected.size() != set.chosen.size())
+      throw Error(ErrorKind::Internal,
+                  "a DPO set's chosen, rejected and reference batches differ in number");
+    for (size_t i = 0; i < set.chosen.size(); ++i) units.push_back({i, set.chosen.size() + i});
+  } else {
+    for (size_t b = 0; b < seqs.size(); ++b) units.push_back({b});
+  }
+  const size_t NU = units.size();
+  // The loss of unit u from its members' logits (in member order).
+  const auto unit_loss = [&](size_t u, const std::vector<torch::Tensor>& logits) -> TokenLoss {
+    if (!dpo) return causal_lm_loss_sum(logits[0], *seqs[units[u][0]]);
+    auto lc = sequence_logprob(logits[0], set.chosen[u]);
+    auto lr = sequence_logprob(logits[1], set.rejected[u]);
+    auto l = dpo_losses(lc, lr, set.ref_chosen[u].to(lc.device()),
+                        set.ref_rejected[u].to(lc.device()), set.beta);
+    return {l.to(torch::kFloat64).sum(), l.size(0)};
+  };
 
   // Batches: ids on the device, positions and masks as Model::forward makes them.
   std::vector<PreparedBatch> bs;
-  for (const auto& b : set.batches) {
+  for (const Batch* bp : seqs) {
+    const Batch& b = *bp;
     PreparedBatch p;
     p.batch = &b;
     const auto& ids = b.input_ids;
@@ -339,6 +374,15 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
     bs.push_back(std::move(p));
   }
   const size_t NB = bs.size();
+
+  bool any_grad = false;
+  for (const auto& st : streams) any_grad = any_grad || st.grad;
+  const size_t total_units = size_t(L + 2) + (any_grad ? size_t(L + 1) : 0);
+  size_t units_done = 0;
+  const auto progressed = [&](const char* what) {
+    ++units_done;
+    if (progress_) progress_(what, units_done, total_units);
+  };
 
   const auto needs_grad = [&](const std::string& n) {
     return all_grads || (edit && edit->edited.count(n));
@@ -371,16 +415,16 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
     return w.to(torch::kFloat32).add_(d.to(dev, torch::kFloat32), t).to(dtype);
   };
 
-  // acts[u][s][b]: input of unit u (1..L+1) for stream s, batch b; gx[s][b]: ∂L_b/∂(that input)
-  // while walking back; active[s][b]: the batch has scored tokens (as accumulate_gradients skips
-  // the others).
+  // acts[u][s][b]: input of unit u (1..L+1) for stream s, sequence batch b; gx[s][b]: ∂L/∂(that
+  // input) while walking back; active[s][u]: loss unit u has scored tokens (as
+  // accumulate_gradients skips the others); counts[u]: its count (tokens, or DPO records).
   std::vector<std::vector<std::vector<torch::Tensor>>> acts(
       size_t(L + 2), std::vector<std::vector<torch::Tensor>>(S));
   std::vector<std::vector<torch::Tensor>> gx(S, std::vector<torch::Tensor>(NB));
   std::vector<std::vector<torch::Tensor>> pending(
-      S, std::vector<torch::Tensor>(NB));  // tied head's ∇embed
-  std::vector<std::vector<char>> active(S, std::vector<char>(NB, 0));
-  std::vector<int64_t> counts(NB, 0);  // scored tokens per batch
+      S, std::vector<torch::Tensor>(NU));  // tied head's ∇embed, per loss unit
+  std::vector<std::vector<char>> active(S, std::vector<char>(NU, 0));
+  std::vector<int64_t> counts(NU, 0);
 
   // The embedding rows the data looks up (ascending), and each batch's ids as indices into them:
   // a lookup needs only those rows of W_post + t·D, and its gradient is zero elsewhere.
@@ -414,6 +458,7 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
         for (size_t b = 0; b < NB; ++b) acts[1][s].push_back(torch::embedding(w, local_ids[b]));
       }
     }
+    progressed("forward");
     for (int64_t l = 0; l < L; ++l) {
       io::check_interrupted();
       const auto wn = layer_weight_names(a, l);
@@ -427,6 +472,7 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
               decoder_layer(a, w, acts[size_t(l + 1)][s][b], bs[b].tables, size_t(l), dtype));
         if (!streams[s].grad) acts[size_t(l + 1)][s].clear();
       }
+      progressed("forward");
     }
   }
 
@@ -440,19 +486,24 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
       return with_increment(load_rows(head, r, k), streams[s].t,
                             d_head.defined() ? d_head.narrow(0, r, k) : torch::Tensor());
     };
-    const auto loss_of = [&](size_t s, size_t b, TokenLoss tl) {
+    const auto loss_of = [&](size_t s, size_t u, TokenLoss tl) {
       if (tl.count < 0) throw Error(ErrorKind::Internal, "a batch reported a negative count");
       if (tl.count == 0) return false;
       const double v = tl.sum.item<double>();
       if (!std::isfinite(v))
         throw Error(ErrorKind::Numeric,
-                    "the loss of batch " + std::to_string(b) + " is not finite");
+                    "the loss of batch " + std::to_string(u) + " is not finite");
       streams[s].loss_sum += v;
       streams[s].count += tl.count;
       ++streams[s].batches;
-      active[s][b] = 1;
-      counts[b] = tl.count;
+      active[s][u] = 1;
+      counts[u] = tl.count;
       return true;
+    };
+    const auto members_of = [&](size_t u, const std::vector<torch::Tensor>& per_batch) {
+      std::vector<torch::Tensor> v;
+      for (size_t b : units[u]) v.push_back(per_batch[b]);
+      return v;
     };
     for (size_t s = 0; s < S; ++s) {
       io::check_interrupted();
@@ -475,11 +526,14 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
           }
           for (size_t b = 0; b < NB; ++b) logits[b] = torch::cat(parts[b], -1).to(torch::kFloat32);
         }
-        for (size_t b = 0; b < NB; ++b) {
-          auto tl = causal_lm_loss_sum(logits[b], *bs[b].batch);
+        if (st.logprobs)
+          for (size_t b = 0; b < NB; ++b)
+            st.logprobs->push_back(sequence_logprob(logits[b], *seqs[b]).to(torch::kCPU));
+        for (size_t u = 0; u < NU; ++u) {
+          auto tl = unit_loss(u, members_of(u, logits));
           st.loss_sum += tl.sum.item<double>();
           st.count += tl.count;
-          logits[b] = torch::Tensor();
+          for (size_t b : units[u]) logits[b] = torch::Tensor();
         }
         xs.clear();
         continue;
@@ -492,22 +546,29 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
         auto wh = form(head, st.t, d_head);
         wh.requires_grad_(gh);
         Accum ah;
-        for (size_t b = 0; b < NB; ++b) {
-          auto x = xs[b].detach().requires_grad_(true);
-          auto tl = causal_lm_loss_sum(output_logits(a, x, wn, wh), *bs[b].batch);
-          if (!loss_of(s, b, tl)) continue;
+        for (size_t u = 0; u < NU; ++u) {
+          std::vector<torch::Tensor> x, logits;
+          for (size_t b : units[u]) {
+            x.push_back(xs[b].detach().requires_grad_(true));
+            logits.push_back(output_logits(a, x.back(), wn, wh));
+          }
+          auto tl = unit_loss(u, logits);
+          logits.clear();
+          if (!loss_of(s, u, tl)) continue;
           tl.sum.backward();
           if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, tl.count, st.fisher);
           if (gh) {
             if (a.tied)
-              pending[s][b] = wh.grad();
+              pending[s][u] = wh.grad();
             else
               ah.add(wh.grad(), shapes_.at(head), popt, tl.count, st.fisher);
           }
           wn.mutable_grad() = torch::Tensor();
           wh.mutable_grad() = torch::Tensor();
-          gx[s][b] = x.grad();
-          xs[b] = torch::Tensor();
+          for (size_t i = 0; i < units[u].size(); ++i) {
+            gx[s][units[u][i]] = x[i].grad();
+            xs[units[u][i]] = torch::Tensor();
+          }
         }
         wh = torch::Tensor();
         if (gh && !a.tied) finish(s, head, ah, d_head);
@@ -529,23 +590,28 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
             for (size_t b = 0; b < NB; ++b) parts[b].push_back(torch::linear(hd[b], wk));
           }
         }
-        for (size_t b = 0; b < NB; ++b) {
-          auto logits = torch::cat(parts[b], -1).to(torch::kFloat32).requires_grad_(true);
-          parts[b].clear();
-          auto tl = causal_lm_loss_sum(logits, *bs[b].batch);
-          if (!loss_of(s, b, tl)) continue;
+        for (size_t u = 0; u < NU; ++u) {
+          std::vector<torch::Tensor> logits;
+          for (size_t b : units[u]) {
+            logits.push_back(torch::cat(parts[b], -1).to(torch::kFloat32).requires_grad_(true));
+            parts[b].clear();
+          }
+          auto tl = unit_loss(u, logits);
+          if (!loss_of(s, u, tl)) continue;
           tl.sum.backward();
-          gl[b] = logits.grad();
+          for (size_t i = 0; i < units[u].size(); ++i) gl[units[u][i]] = logits[i].grad();
         }
         for (int64_t r = 0; r < V; r += slab) {
           const int64_t k = std::min(slab, V - r);
           auto wk = head_rows(s, r, k).requires_grad_(gh);
           Accum ak;
-          for (size_t b = 0; b < NB; ++b) {
-            if (!active[s][b]) continue;
-            auto out = torch::linear(hd[b], wk).to(torch::kFloat32);
-            torch::autograd::backward({out}, {gl[b].narrow(-1, r, k)});
-            if (gh) ak.add(wk.grad(), {k, shapes_.at(head)[1]}, popt, counts[b], st.fisher);
+          for (size_t u = 0; u < NU; ++u) {
+            if (!active[s][u]) continue;
+            for (size_t b : units[u]) {
+              auto out = torch::linear(hd[b], wk).to(torch::kFloat32);
+              torch::autograd::backward({out}, {gl[b].narrow(-1, r, k)});
+            }
+            if (gh) ak.add(wk.grad(), {k, shapes_.at(head)[1]}, popt, counts[u], st.fisher);
             wk.mutable_grad() = torch::Tensor();
           }
           if (gh) {
@@ -553,24 +619,25 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
             reduce(s, head, r, g, f, d_head.defined() ? d_head.narrow(0, r, k) : torch::Tensor());
           }
         }
-        for (size_t b = 0; b < NB; ++b) {
-          if (!active[s][b]) continue;
-          torch::autograd::backward({hn[b]}, {hd[b].grad()});
-          if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, counts[b], st.fisher);
+        for (size_t u = 0; u < NU; ++u) {
+          if (!active[s][u]) continue;
+          for (size_t b : units[u]) torch::autograd::backward({hn[b]}, {hd[b].grad()});
+          if (gn) an.add(wn.grad(), shapes_.at(kNorm), popt, counts[u], st.fisher);
           wn.mutable_grad() = torch::Tensor();
-          gx[s][b] = x[b].grad();
-          gl[b] = hn[b] = hd[b] = x[b] = torch::Tensor();
+          for (size_t b : units[u]) {
+            gx[s][b] = x[b].grad();
+            gl[b] = hn[b] = hd[b] = x[b] = torch::Tensor();
+          }
         }
       }
       xs.clear();
       wn = torch::Tensor();
       if (gn) finish(s, kNorm, an, d_norm);
     }
+    progressed("forward");
   }
 
   // Backward through the decoder layers, last first, then the embedding.
-  bool any_grad = false;
-  for (const auto& st : streams) any_grad = any_grad || st.grad;
   if (!any_grad) return;
   for (int64_t l = L - 1; l >= 0; --l) {
     io::check_interrupted();
@@ -587,26 +654,33 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
       }
       std::map<std::string, Accum> acc;
       auto& xs = acts[size_t(l + 1)][s];
-      for (size_t b = 0; b < NB; ++b) {
-        if (!active[s][b]) continue;
-        auto x = xs[b].detach().requires_grad_(true);
-        auto out = decoder_layer(a, w, x, bs[b].tables, size_t(l), dtype);
-        torch::autograd::backward({out}, {gx[s][b]});
+      for (size_t u = 0; u < NU; ++u) {
+        if (!active[s][u]) continue;
+        // A unit's members add their contributions to the weights' .grad before it is taken.
+        for (size_t b : units[u]) {
+          auto x = xs[b].detach().requires_grad_(true);
+          auto out = decoder_layer(a, w, x, bs[b].tables, size_t(l), dtype);
+          torch::autograd::backward({out}, {gx[s][b]});
+          gx[s][b] = x.grad();
+          xs[b] = torch::Tensor();
+        }
         for (const auto& [n, m] : wn) {
           if (!needs_grad(n)) continue;
-          acc[n].add((w.*m).grad(), shapes_.at(n), popt, counts[b], streams[s].fisher);
+          acc[n].add((w.*m).grad(), shapes_.at(n), popt, counts[u], streams[s].fisher);
           (w.*m).mutable_grad() = torch::Tensor();
         }
-        gx[s][b] = x.grad();
-        xs[b] = torch::Tensor();
       }
       xs.clear();
       w = LayerWeights();
       for (const auto& [n, m] : wn)
         if (needs_grad(n)) finish(s, n, acc[n], D[n]);
     }
+    progressed("backward");
   }
-  if (!needs_grad(kEmbed)) return;
+  if (!needs_grad(kEmbed)) {
+    progressed("backward");
+    return;
+  }
   auto d = increment(kEmbed);
   const int64_t H = shapes_.at(kEmbed)[1];
   auto d_rows = embed_rows_back && d.defined() ? d.index_select(0, row_index) : torch::Tensor();
@@ -618,16 +692,18 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
                              : form(kEmbed, streams[s].t, d);
     w.requires_grad_(true);
     Accum acc;
-    for (size_t b = 0; b < NB; ++b) {
-      if (!active[s][b]) continue;
-      auto out = torch::embedding(w, embed_rows_back ? local_ids[b] : bs[b].ids);
-      torch::autograd::backward({out}, {gx[s][b]});
-      gx[s][b] = torch::Tensor();
+    for (size_t u = 0; u < NU; ++u) {
+      if (!active[s][u]) continue;
+      for (size_t b : units[u]) {
+        auto out = torch::embedding(w, embed_rows_back ? local_ids[b] : bs[b].ids);
+        torch::autograd::backward({out}, {gx[s][b]});
+        gx[s][b] = torch::Tensor();
+      }
       auto g = w.grad();
       // A tied embedding's gradient is the head's and the lookup's, summed once as autograd does.
-      if (a.tied && pending[s][b].defined()) g = pending[s][b] + g;
-      pending[s][b] = torch::Tensor();
-      acc.add(g, {w.size(0), H}, popt, counts[b], streams[s].fisher);
+      if (a.tied && pending[s][u].defined()) g = pending[s][u] + g;
+      pending[s][u] = torch::Tensor();
+      acc.add(g, {w.size(0), H}, popt, counts[u], streams[s].fisher);
       w.mutable_grad() = torch::Tensor();
     }
     w = torch::Tensor();
@@ -644,6 +720,17 @@ void StreamedModel::walk(const EvalSet& set, std::vector<Stream>& streams, EditS
              d.defined() ? d.narrow(0, r, 1) : torch::Tensor());
     }
   }
+  progressed("backward");
+}
+
+std::vector<torch::Tensor> StreamedModel::sequence_logprobs(const std::vector<Batch>& batches) {
+  EvalSet set;
+  set.batches = batches;
+  std::vector<Stream> st(1);
+  std::vector<torch::Tensor> out;
+  st[0].logprobs = &out;
+  walk(set, st, nullptr, false, {});
+  return out;
 }
 
 double StreamedModel::loss(const EvalSet& set) {
@@ -748,9 +835,10 @@ StreamedPlan StreamedModel::plan(const EvalSet& set, int64_t points, int64_t gra
   p.streams = points;
   p.gradient_streams = gradient_points;
   int64_t max_bt = 0;
-  for (const auto& b : set.batches) {
-    p.tokens += b.input_ids.numel();
-    max_bt = std::max<int64_t>(max_bt, b.input_ids.numel());
+  const auto seqs = sequence_batches(set);
+  for (const Batch* b : seqs) {
+    p.tokens += b->input_ids.numel();
+    max_bt = std::max<int64_t>(max_bt, b->input_ids.numel());
   }
   const bool approx = edited > 0;
   std::vector<std::vector<std::string>> units;
@@ -760,12 +848,13 @@ StreamedPlan StreamedModel::plan(const EvalSet& set, int64_t points, int64_t gra
     for (const auto& [n, m] : layer_weight_names(a, l)) units.back().push_back(n);
   }
   units.push_back({kNorm, a.tied ? kEmbed : kHead});
-  const bool many_batches = set.batches.size() > 1;
+  const bool many_batches =
+      (set.kind == LossKind::DPO ? set.chosen.size() : set.batches.size()) > 1;
   uint64_t params = 0;
   for (const auto& n : names_) params += uint64_t(numel_of(shapes_.at(n)));
   std::set<int64_t> looked_up;
-  for (const auto& b : set.batches) {
-    auto c = b.input_ids.to(torch::kCPU, torch::kLong).contiguous();
+  for (const Batch* b : seqs) {
+    auto c = b->input_ids.to(torch::kCPU, torch::kLong).contiguous();
     looked_up.insert(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
   }
   const int64_t slab = head_slab();

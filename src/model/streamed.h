@@ -64,8 +64,16 @@ class StreamedModel {
   const std::vector<int64_t>& shape(const std::string& name) const;
   const std::vector<std::string>& warnings() const { return warnings_; }
 
-  // Mean loss of W_post over the set (CausalLM: token mean; as dataset_loss).
+  // Mean loss of W_post over the set (CausalLM: token mean; DPO: record mean; as dataset_loss).
   double loss(const EvalSet& set);
+  // Per batch, each sequence's summed log-probability of its scored targets ([B] f32 CPU, as
+  // sequence_logprob on Model::forward): the reference side of a streamed DPO set
+  // (make_dpo_eval_set), one forward walk whatever the number of batches.
+  std::vector<torch::Tensor> sequence_logprobs(const std::vector<Batch>& batches);
+  // Called after each unit of a walk (the embedding, a decoder layer, the head), forward then
+  // backward: what the walk is doing, units done, units in the walk.
+  using Progress = std::function<void(const char* phase, size_t done, size_t total)>;
+  void set_progress(Progress p) { progress_ = std::move(p); }
   // ∇ of the mean loss at W_post, handed to `sink` as soon as it is complete: rows
   // [row, row + grad.size(0)) of the tensor (f32, CPU, contiguous; the whole tensor with row 0,
   // except a large head, which comes in row slabs). Returns loss_sum/count/batches (grads empty).
@@ -92,6 +100,8 @@ class StreamedModel {
     double loss_sum = 0;
     int64_t count = 0;
     size_t batches = 0;
+    std::vector<torch::Tensor>* logprobs = nullptr;  // a no-gradient stream: each batch's
+                                                     // sequence log-probabilities, [B]
   };
   // Called with each finished gradient of a stream (f32 CPU), its diagonal Fisher when asked (or
   // undefined), and D of the tensor (f32 CPU, or undefined when not edited): rows [row, row + k)
@@ -116,6 +126,7 @@ class StreamedModel {
   std::vector<std::string> warnings_;
   torch::Tensor inv_freq_;
   int64_t head_slab_rows_ = 0;
+  Progress progress_;
 };
 
 }  // namespace deltaedit::model

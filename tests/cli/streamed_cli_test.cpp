@@ -6,6 +6,7 @@
 #include "../engine/engine_test_util.h"
 #include "io/convert.h"
 #include "io/safetensors.h"
+#include "util/read_file.h"
 
 using namespace deltaedit;
 using namespace deltaedit::testing;
@@ -99,9 +100,62 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   EXPECT_LT(p["peak_bytes"].get<uint64_t>(), p["in_memory_bytes"].get<uint64_t>());
   aargs = approx;
   aargs.insert(aargs.end(), {"--streamed", "--loss", "dpo", "--ref", post});
-  auto bad = run_cli(aargs);
+  auto bad = run_cli(aargs);  // plain records for the DPO loss: the line is named
+  EXPECT_EQ(bad.status, 1) << bad.err;
+  EXPECT_NE(bad.err.find("line 1: the DPO loss needs"), std::string::npos) << bad.err;
+}
+
+// The DPO loss streamed from the command line: the shipped DPO stage against its SFT reference,
+// the same term, loss and ΔL as in memory, and --progress reporting every unit once each way.
+TEST(StreamedCli, DpoApproxAndEvalEqualTheInMemoryRun) {
+  const fs::path z = fs::path(DELTAEDIT_SOURCE_DIR) / "models/zoo";
+  const std::string sft = (z / "math-sft").string(), dpo = (z / "math-dpo").string(),
+                    data = (z / "data/dpo_test.jsonl").string();
+  const std::vector<std::string> approx = {"approx",     "--base", sft,  "--post",  dpo, "--op",
+                                           "dare:p=0.9", "--data", data, "--limit", "6", "--loss",
+                                           "dpo",        "--ref",  sft,  "--steps", "3", "--json"};
+  auto a1 = run_cli(approx);
+  auto aargs = approx;
+  aargs.insert(aargs.end(), {"--streamed", "--progress"});
+  auto a2 = run_cli(aargs);
+  ASSERT_EQ(a1.status, 0) << a1.err;
+  ASSERT_EQ(a2.status, 0) << a2.err;
+  auto r1 = json::parse(a1.out), r2 = json::parse(a2.out);
+  for (const char* k : {"approximation_term", "true_delta_loss", "loss_post", "loss_edit"})
+    EXPECT_NEAR(r2[k].get<double>(), r1[k].get<double>(), 1e-6 * std::fabs(r1[k].get<double>()))
+        << k;
+  EXPECT_GT(std::fabs(r1["true_delta_loss"].get<double>()), 1e-6);
+  // Progress: one line per unit, forward then backward, the last one counting them all.
+  size_t lines = 0;
+  for (size_t at = 0; (at = a2.err.find("approx: ", at)) != std::string::npos; ++at) ++lines;
+  const size_t units =
+      2 * json::parse(util::read_file(fs::path(dpo) / "config.json"))["num_hidden_layers"]
+              .get<size_t>() +
+      3;
+  EXPECT_EQ(lines, units) << a2.err;
+  EXPECT_NE(
+      a2.err.find("backward unit " + std::to_string(units) + "/" + std::to_string(units) + " done"),
+      std::string::npos)
+      << a2.err;
+
+  const std::vector<std::string> eval = {"eval", "--model", dpo,   "--data", data, "--limit",
+                                         "6",    "--loss",  "dpo", "--ref",  sft,  "--json"};
+  auto e1 = run_cli(eval);
+  auto eargs = eval;
+  eargs.push_back("--streamed");
+  auto e2 = run_cli(eargs);
+  ASSERT_EQ(e1.status, 0) << e1.err;
+  ASSERT_EQ(e2.status, 0) << e2.err;
+  const double l1 = json::parse(e1.out)["loss"].get<double>();
+  EXPECT_NEAR(json::parse(e2.out)["loss"].get<double>(), l1, 1e-6 * l1);
+  EXPECT_NEAR(l1, r1["loss_post"].get<double>(), 1e-9 * l1);
+
+  // Streamed DPO without a reference is a usage error.
+  auto noref = eargs;
+  noref.erase(noref.begin() + 9, noref.begin() + 11);  // "--ref", sft
+  auto bad = run_cli(noref);
   EXPECT_EQ(bad.status, 2) << bad.err;
-  EXPECT_NE(bad.err.find("DPO"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("--loss dpo needs --ref"), std::string::npos) << bad.err;
 }
 
 #endif

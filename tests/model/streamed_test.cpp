@@ -53,7 +53,25 @@ void expect_rel(double a, double b, const std::string& what, double rel = 1e-6) 
 struct Case {
   std::string base, post;
   std::vector<text::Record> records;
+  std::string ref;  // DPO loss with this reference when set (records are preference pairs)
 };
+
+// The in-memory set (reference log-probabilities from a Model) and the streamed one (from a
+// streamed forward walk of the reference), as approx builds each.
+model::EvalSet memory_set(const Case& c, size_t batch_size, const model::LoadOptions& lo) {
+  if (c.ref.empty()) return model::make_eval_set(c.records, batch_size, model::LossKind::CausalLM);
+  auto rck = io::Checkpoint::open(c.ref);
+  auto ref = model::Model::load(rck, lo);
+  return model::make_eval_set(c.records, batch_size, model::LossKind::DPO, &ref, 0.1);
+}
+model::EvalSet streamed_set(const Case& c, size_t batch_size, const model::LoadOptions& lo) {
+  if (c.ref.empty()) return model::make_eval_set(c.records, batch_size, model::LossKind::CausalLM);
+  auto rck = io::Checkpoint::open(c.ref);
+  model::StreamedModel ref(rck, lo);
+  return model::make_dpo_eval_set(
+      c.records, batch_size, 0.1,
+      [&](const std::vector<model::Batch>& b) { return ref.sequence_logprobs(b); });
+}
 
 // Streamed and in-memory approx of one edit; every reported quantity agrees within 1e-6
 // relative (`parts_rel` for the node values and per-tensor contributions).
@@ -61,14 +79,15 @@ void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t b
                     int steps, model::Rule rule, bool fisher,
                     torch::ScalarType dtype = torch::kFloat32, int64_t head_slab = 0,
                     double parts_rel = 1e-6) {
-  const std::string label = c.post + " " + ops[0] + " C=" + std::to_string(steps) + " batch " +
-                            std::to_string(batch_size);
+  const std::string label = c.post + (c.ref.empty() ? "" : " (DPO)") + " " + ops[0] +
+                            " C=" + std::to_string(steps) + " batch " + std::to_string(batch_size);
   auto base = io::Checkpoint::open(c.base);
   auto post = io::Checkpoint::open(c.post);
   auto chain = engine::OpChain::build(ops, 7, "", "");
-  auto set = model::make_eval_set(c.records, batch_size, model::LossKind::CausalLM);
   model::LoadOptions lo;
   lo.dtype = dtype;
+  auto set = memory_set(c, batch_size, lo);
+  auto sset = streamed_set(c, batch_size, lo);
 
   auto inc = engine::edit_increments(chain, base, post, nullptr);
   auto m = model::Model::load(post, lo);
@@ -83,7 +102,16 @@ void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t b
   se.delta_sumsq = [&](const std::string& n) { return src.delta_sumsq(n); };
   model::StreamedModel sm(post, lo);
   sm.set_head_slab_rows(head_slab);
-  auto got = sm.approximation_term(set, se, steps, rule, fisher);
+  size_t walked = 0, total = 0;
+  sm.set_progress([&](const char*, size_t done, size_t n) {
+    EXPECT_EQ(done, walked + 1);
+    walked = done;
+    total = n;
+  });
+  auto got = sm.approximation_term(sset, se, steps, rule, fisher);
+  // Every unit reported once forward and once backward: embedding, layers, head.
+  EXPECT_EQ(walked, total);
+  EXPECT_EQ(total, size_t(2 * sm.arch().layers + 3));
 
   expect_rel(got.approximation_term, want.approximation_term, label + " term");
   expect_rel(got.loss_post, want.loss_post, label + " L(W_post)");
@@ -109,15 +137,15 @@ void compare_approx(const Case& c, const std::vector<std::string>& ops, size_t b
 }
 
 Case fixture_case(const std::string& arch) {
-  return {fixture(arch + "/base").string(), fixture(arch + "/post").string(),
-          fixture_records(arch)};
+  return {fixture(arch + "/base").string(), fixture(arch + "/post").string(), fixture_records(arch),
+          ""};
 }
 
 Case zoo_case(size_t limit) {
   auto tok = text::Tokenizer::load(zoo("post"));
   text::DataOptions o{0, limit};
   return {zoo("base").string(), zoo("post").string(),
-          text::load_jsonl(zoo("data/eval.jsonl"), &tok, o)};
+          text::load_jsonl(zoo("data/eval.jsonl"), &tok, o), ""};
 }
 }  // namespace
 
@@ -190,21 +218,110 @@ TEST(StreamedModel, LossAndGradientEqualTheModelsOnTheZoo) {
   }
 }
 
-TEST(StreamedModel, RefusesDpoAndChecksTheCheckpoint) {
-  auto post = io::Checkpoint::open(fixture("llama/post"));
-  model::StreamedModel sm(post);
-  text::Record r;
-  r.preference = true;
-  r.seq.ids = {1, 5, 9, 11};
-  r.seq.scored = {0, 0, 1, 1};
-  r.rejected = text::Sequence{{1, 5, 7, 3, 2}, {0, 0, 1, 1, 1}};
+namespace {
+// Preference records on the fixture's token ids (prompt of 6, responses of 18 and 14 tokens).
+std::vector<text::Record> preference_records(const std::string& arch, size_t n) {
+  auto plain = fixture_records(arch);
+  std::vector<text::Record> v;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& a = plain[i % plain.size()].seq.ids;
+    const auto& b = plain[(i + 1) % plain.size()].seq.ids;
+    text::Record r;
+    r.preference = true;
+    r.line = i + 1;
+    r.seq.ids.assign(a.begin(), a.begin() + 24 - int(i % 3));
+    r.seq.scored.assign(r.seq.ids.size(), 1);
+    std::fill(r.seq.scored.begin(), r.seq.scored.begin() + 6, 0);
+    text::Sequence rej;
+    rej.ids.assign(a.begin(), a.begin() + 6);
+    rej.ids.insert(rej.ids.end(), b.begin() + 6, b.begin() + 20);
+    rej.scored.assign(rej.ids.size(), 1);
+    std::fill(rej.scored.begin(), rej.scored.begin() + 6, 0);
+    r.rejected = rej;
+    v.push_back(std::move(r));
+  }
+  return v;
+}
+
+Case dpo_fixture_case(const std::string& arch, size_t n) {
+  return {fixture(arch + "/base").string(), fixture(arch + "/post").string(),
+          preference_records(arch, n), fixture(arch + "/base").string()};
+}
+
+Case dpo_zoo_case(size_t limit) {
+  const fs::path z = fs::path(DELTAEDIT_SOURCE_DIR) / "models" / "zoo";
+  auto tok = text::Tokenizer::load(z / "math-dpo");
+  text::DataOptions o{0, limit};
+  return {(z / "math-sft").string(), (z / "math-dpo").string(),
+          text::load_jsonl(z / "data" / "dpo_test.jsonl", &tok, o), (z / "math-sft").string()};
+}
+}  // namespace
+
+// The DPO loss streamed: the reference's sequence log-probabilities from a streamed walk, the
+// chosen and rejected batches of a pair walked together and differentiated as one batch.
+TEST(StreamedApprox, DpoMatchesInMemory) {
+  // Llama (untied), Qwen2 (tied: the head's pending gradient is the pair's) and one record per
+  // batch (the per-batch Fisher of a pair), with a padded batch of unequal lengths.
+  compare_approx(dpo_fixture_case("llama", 3), {"dare:p=0.9"}, 2, 3, model::Rule::Left, false);
+  compare_approx(dpo_fixture_case("qwen2", 3), {"bitdelta"}, 1, 2, model::Rule::Trapezoid, true);
+  compare_approx(dpo_fixture_case("mistral", 2), {"dare:p=0.5"}, 2, 2, model::Rule::Mid, true);
+  // A head in row slabs.
+  compare_approx(dpo_fixture_case("llama", 2), {"dare:p=0.9"}, 1, 2, model::Rule::Left, true,
+                 torch::kFloat32, 96, 1e-4);
+  // The shipped DPO stage against its SFT reference, the paper's DPO edit setting.
+  compare_approx(dpo_zoo_case(6), {"dare:p=0.9"}, 3, 3, model::Rule::Left, false);
+}
+
+TEST(StreamedModel, DpoLossGradientAndReferenceEqualTheModels) {
+  auto c = dpo_zoo_case(5);
+  auto post = io::Checkpoint::open(c.post);
   auto m = model::Model::load(post);
-  auto dset = model::make_eval_set({r}, 1, model::LossKind::DPO, &m, 0.1);
+  auto set = memory_set(c, 2, {});
+  auto sset = streamed_set(c, 2, {});
+  ASSERT_EQ(sset.ref_chosen.size(), set.ref_chosen.size());
+  for (size_t i = 0; i < set.ref_chosen.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(sset.ref_chosen[i], set.ref_chosen[i], 1e-6, 1e-5)) << i;
+    EXPECT_TRUE(torch::allclose(sset.ref_rejected[i], set.ref_rejected[i], 1e-6, 1e-5)) << i;
+  }
+  model::StreamedModel sm(post);
+  const double want_loss = model::dataset_loss(m, set);
+  expect_rel(sm.loss(sset), want_loss, "DPO loss");
+  EXPECT_GT(std::fabs(want_loss - std::log(2.0)), 1e-4) << "the DPO stage moved off its reference";
+  auto want = model::dataset_gradients(m, set);
+  std::map<std::string, std::vector<float>> got;
+  auto r = sm.gradients(sset, [&](const std::string& n, int64_t, const torch::Tensor& g) {
+    got[n].assign(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+  });
+  EXPECT_EQ(r.count, want.count);
+  EXPECT_EQ(r.count, 5);  // records, the DPO mean's denominator
+  ASSERT_EQ(got.size(), want.grads.size());
+  for (const auto& [n, g] : want.grads) {
+    ASSERT_TRUE(got.count(n)) << n;
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < g.values.size(); ++i) {
+      err = std::max(err, std::fabs(double(got[n][i]) - double(g.values[i])));
+      norm = std::max(norm, std::fabs(double(g.values[i])));
+    }
+    EXPECT_LE(err, 1e-6 * norm) << n;
+    EXPECT_GT(norm, 0.0) << n;
+  }
+}
+
+TEST(StreamedModel, DpoNeedsPreferenceRecordsAndAReference) {
+  auto recs = fixture_records("llama");
   try {
-    sm.loss(dset);
-    ADD_FAILURE() << "DPO accepted";
+    model::make_dpo_eval_set(recs, 1, 0.1, [](const std::vector<model::Batch>& b) {
+      return std::vector<torch::Tensor>(b.size());
+    });
+    ADD_FAILURE() << "plain records accepted for DPO";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("DPO"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("line 1"), std::string::npos) << e.what();
+  }
+  try {
+    model::make_dpo_eval_set(preference_records("llama", 1), 1, 0.1, {});
+    ADD_FAILURE() << "DPO without a reference";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
   }
 }
 
