@@ -22,6 +22,26 @@ std::vector<float> values(const io::SafetensorsFile& f, const io::TensorInfo& t)
   io::to_f32(f.data(t), t.dtype, v);
   return v;
 }
+
+// The command as given and with --streamed (and `extra`): both must succeed; their JSON outputs
+// and the streamed run's stderr.
+struct BothRuns {
+  json memory, streamed;
+  std::string streamed_err;
+};
+void run_both(const std::vector<std::string>& args, BothRuns& r,
+              const std::vector<std::string>& extra = {}) {
+  auto m = run_cli(args);
+  auto sargs = args;
+  sargs.push_back("--streamed");
+  sargs.insert(sargs.end(), extra.begin(), extra.end());
+  auto st = run_cli(sargs);
+  ASSERT_EQ(m.status, 0) << m.err;
+  ASSERT_EQ(st.status, 0) << st.err;
+  r.memory = json::parse(m.out);
+  r.streamed = json::parse(st.out);
+  r.streamed_err = st.err;
+}
 }  // namespace
 
 TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
@@ -30,13 +50,9 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
                     base = (kPair / "base").string();
   const std::vector<std::string> eval = {"eval", "--model", post, "--data",
                                          data,   "--limit", "12", "--json"};
-  auto e1 = run_cli(eval);
-  auto eargs = eval;
-  eargs.push_back("--streamed");
-  auto e2 = run_cli(eargs);
-  ASSERT_EQ(e1.status, 0) << e1.err;
-  ASSERT_EQ(e2.status, 0) << e2.err;
-  auto j1 = json::parse(e1.out), j2 = json::parse(e2.out);
+  BothRuns e;
+  ASSERT_NO_FATAL_FAILURE(run_both(eval, e));
+  const json &j1 = e.memory, &j2 = e.streamed;
   EXPECT_NEAR(j2["loss"].get<double>(), j1["loss"].get<double>(), 1e-6 * j1["loss"].get<double>());
   EXPECT_EQ(j2["tokens"], j1["tokens"]);
 
@@ -114,44 +130,38 @@ TEST(StreamedCli, DpoApproxAndEvalEqualTheInMemoryRun) {
   const std::vector<std::string> approx = {"approx",     "--base", sft,  "--post",  dpo, "--op",
                                            "dare:p=0.9", "--data", data, "--limit", "6", "--loss",
                                            "dpo",        "--ref",  sft,  "--steps", "3", "--json"};
-  auto a1 = run_cli(approx);
-  auto aargs = approx;
-  aargs.insert(aargs.end(), {"--streamed", "--progress"});
-  auto a2 = run_cli(aargs);
-  ASSERT_EQ(a1.status, 0) << a1.err;
-  ASSERT_EQ(a2.status, 0) << a2.err;
-  auto r1 = json::parse(a1.out), r2 = json::parse(a2.out);
+  BothRuns a;
+  ASSERT_NO_FATAL_FAILURE(run_both(approx, a, {"--progress"}));
+  const json &r1 = a.memory, &r2 = a.streamed;
+  const std::string& progress = a.streamed_err;
   for (const char* k : {"approximation_term", "true_delta_loss", "loss_post", "loss_edit"})
     EXPECT_NEAR(r2[k].get<double>(), r1[k].get<double>(), 1e-6 * std::fabs(r1[k].get<double>()))
         << k;
   EXPECT_GT(std::fabs(r1["true_delta_loss"].get<double>()), 1e-6);
   // Progress: one line per unit, forward then backward, the last one counting them all.
   size_t lines = 0;
-  for (size_t at = 0; (at = a2.err.find("approx: ", at)) != std::string::npos; ++at) ++lines;
+  for (size_t at = 0; (at = progress.find("approx: ", at)) != std::string::npos; ++at) ++lines;
   const size_t units =
       2 * json::parse(util::read_file(fs::path(dpo) / "config.json"))["num_hidden_layers"]
               .get<size_t>() +
       3;
-  EXPECT_EQ(lines, units) << a2.err;
-  EXPECT_NE(
-      a2.err.find("backward unit " + std::to_string(units) + "/" + std::to_string(units) + " done"),
-      std::string::npos)
-      << a2.err;
+  EXPECT_EQ(lines, units) << progress;
+  EXPECT_NE(progress.find("backward unit " + std::to_string(units) + "/" + std::to_string(units) +
+                          " done"),
+            std::string::npos)
+      << progress;
 
   const std::vector<std::string> eval = {"eval", "--model", dpo,   "--data", data, "--limit",
                                          "6",    "--loss",  "dpo", "--ref",  sft,  "--json"};
-  auto e1 = run_cli(eval);
-  auto eargs = eval;
-  eargs.push_back("--streamed");
-  auto e2 = run_cli(eargs);
-  ASSERT_EQ(e1.status, 0) << e1.err;
-  ASSERT_EQ(e2.status, 0) << e2.err;
-  const double l1 = json::parse(e1.out)["loss"].get<double>();
-  EXPECT_NEAR(json::parse(e2.out)["loss"].get<double>(), l1, 1e-6 * l1);
+  BothRuns e;
+  ASSERT_NO_FATAL_FAILURE(run_both(eval, e));
+  const double l1 = e.memory["loss"].get<double>();
+  EXPECT_NEAR(e.streamed["loss"].get<double>(), l1, 1e-6 * l1);
   EXPECT_NEAR(l1, r1["loss_post"].get<double>(), 1e-9 * l1);
 
   // Streamed DPO without a reference is a usage error.
-  auto noref = eargs;
+  auto noref = eval;
+  noref.push_back("--streamed");
   noref.erase(noref.begin() + 9, noref.begin() + 11);  // "--ref", sft
   auto bad = run_cli(noref);
   EXPECT_EQ(bad.status, 2) << bad.err;
