@@ -1,6 +1,7 @@
 // eval, grad and approx with --streamed end to end: the same numbers and files as in memory.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "../engine/engine_test_util.h"
@@ -86,13 +87,9 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   const std::vector<std::string> approx = {"approx", "--base",     base,     "--post", post,
                                            "--op",   "dare:p=0.9", "--data", data,     "--limit",
                                            "8",      "--steps",    "3",      "--json"};
-  auto a1 = run_cli(approx);
-  auto aargs = approx;
-  aargs.push_back("--streamed");
-  auto a2 = run_cli(aargs);
-  ASSERT_EQ(a1.status, 0) << a1.err;
-  ASSERT_EQ(a2.status, 0) << a2.err;
-  auto r1 = json::parse(a1.out), r2 = json::parse(a2.out);
+  BothRuns a;
+  ASSERT_NO_FATAL_FAILURE(run_both(approx, a));
+  const json &r1 = a.memory, &r2 = a.streamed;
   for (const char* k :
        {"approximation_term", "true_delta_loss", "loss_post", "loss_edit", "intensity"})
     EXPECT_NEAR(r2[k].get<double>(), r1[k].get<double>(), 1e-6 * std::fabs(r1[k].get<double>()))
@@ -100,7 +97,7 @@ TEST(StreamedCli, EvalGradApproxEqualTheInMemoryRun) {
   ASSERT_EQ(r1["per_tensor"].size(), r2["per_tensor"].size());
 
   // --max-memory below the in-memory plan streams; --dry-run reports the plan and runs nothing.
-  aargs = approx;
+  auto aargs = approx;
   aargs.insert(aargs.end(), {"--max-memory", "1MB"});
   auto a3 = run_cli(aargs);
   ASSERT_EQ(a3.status, 0) << a3.err;
@@ -162,7 +159,9 @@ TEST(StreamedCli, DpoApproxAndEvalEqualTheInMemoryRun) {
   // Streamed DPO without a reference is a usage error.
   auto noref = eval;
   noref.push_back("--streamed");
-  noref.erase(noref.begin() + 9, noref.begin() + 11);  // "--ref", sft
+  const auto ref_flag = std::find(noref.begin(), noref.end(), "--ref");
+  ASSERT_NE(ref_flag, noref.end());
+  noref.erase(ref_flag, ref_flag + 2);  // "--ref", sft
   auto bad = run_cli(noref);
   EXPECT_EQ(bad.status, 2) << bad.err;
   EXPECT_NE(bad.err.find("--loss dpo needs --ref"), std::string::npos) << bad.err;
