@@ -9,6 +9,7 @@
 // reproduce; the f64 total rounded to f32 is at least as close to the exact sum).
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -34,6 +35,29 @@ struct Round {
     return round_to_work(w, x);
   }
 };
+
+// Round{WorkType::BF16} without branches, so that element loops using it vectorise: the same
+// values as io::bf16_to_f32(io::f32_to_bf16(x)) (nearest even; NaN → quiet NaN, sign kept).
+struct RoundBf16 {
+  float operator()(float x) const noexcept {
+    const uint32_t b = std::bit_cast<uint32_t>(x);
+    const uint32_t rounded = (b + 0x7FFFu + ((b >> 16) & 1u)) & 0xFFFF0000u;
+    const uint32_t nan = (b & 0x80000000u) | 0x7FC00000u;
+    return std::bit_cast<float>((b & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+  }
+};
+struct RoundF32 {
+  float operator()(float x) const noexcept { return x; }
+};
+
+// Calls f(rr) with the rounding of `w` as a functor type the compiler can inline (RoundBf16,
+// RoundF32, or Round for f16).
+template <class F>
+decltype(auto) with_rounding(WorkType w, F&& f) {
+  if (w == WorkType::BF16) return f(RoundBf16{});
+  if (w == WorkType::F32) return f(RoundF32{});
+  return f(Round{w});
+}
 
 // Σ term(i) over i < n in the fixed f64 order, rounded to f32 and then to W.
 template <class Term>

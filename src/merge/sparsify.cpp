@@ -2,6 +2,7 @@
 #include "merge/sparsify.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numeric>
 #include <tuple>
@@ -330,6 +331,33 @@ namespace {
 
 enum class StreamMode { Identity, Zero, Threshold, Rank, Random, Della };
 
+// bits[(first + j) / 64] bit (first + j) % 64 |= keep[j] (keep[j] is 0 or 1), j < c: whole words
+// at once where first + j is a multiple of 64.
+void pack_bits(const uint8_t* keep, size_t c, uint64_t first, uint64_t* bits) {
+  size_t j = 0;
+  for (; j < c && ((first + j) & 63) != 0; ++j)
+    bits[(first + j) >> 6] |= uint64_t{keep[j]} << ((first + j) & 63);
+  for (; j + 64 <= c; j += 64) {
+    uint64_t w = 0;
+    for (unsigned b = 0; b < 64; ++b) w |= uint64_t{keep[j + b]} << b;
+    bits[(first + j) >> 6] |= w;
+  }
+  for (; j < c; ++j) bits[(first + j) >> 6] |= uint64_t{keep[j]} << ((first + j) & 63);
+}
+
+// keep[j] = bit first + j of bits, j < c.
+void unpack_bits(const uint64_t* bits, uint64_t first, size_t c, uint8_t* keep) {
+  size_t j = 0;
+  for (; j < c && ((first + j) & 63) != 0; ++j)
+    keep[j] = static_cast<uint8_t>((bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
+  for (; j + 64 <= c; j += 64) {
+    const uint64_t w = bits[(first + j) >> 6];
+    for (unsigned b = 0; b < 64; ++b) keep[j + b] = static_cast<uint8_t>((w >> b) & 1u);
+  }
+  for (; j < c; ++j)
+    keep[j] = static_cast<uint8_t>((bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
+}
+
 // The mode sparsify() takes for `a` (before its usage checks).
 StreamMode stream_mode(const SparsifyArgs& a) {
   if (a.kind == Sparsifier::None) return StreamMode::Identity;
@@ -432,15 +460,31 @@ struct SparsifyStream::State {
         const bool no_lo = !cut_lo, no_hi = !cut_hi;
         uint64_t el = eq_lo, eh = eq_hi;
         uint8_t* kp = keep.data();
-        for (size_t j = 0; j < c; ++j) {
-          const uint32_t k = abs_key(tau[j]) ^ flip;
-          const bool eq_a = k == av, eq_b = k == bv;
-          // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi likewise).
-          const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
-          const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
-          el += eq_a;
-          eh += eq_b;
-          kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
+        const float* tp = tau.data();
+        // Tiles of 64: the comparisons of a tile vectorise; only a tile holding a key equal to a
+        // cut (whose keeps depend on the running counts) takes the element-by-element rule.
+        constexpr size_t kTile = 64;
+        for (size_t j0 = 0; j0 < c; j0 += kTile) {
+          const size_t len = std::min(kTile, c - j0);
+          uint32_t any_eq = 0;
+          for (size_t j = 0; j < len; ++j) {
+            const uint32_t k = abs_key(tp[j0 + j]) ^ flip;
+            const bool ok_lo = no_lo | (k > av), ok_hi = no_hi | (k < bv);
+            any_eq |= static_cast<uint32_t>((!no_lo & (k == av)) | (!no_hi & (k == bv)));
+            kp[j0 + j] = static_cast<uint8_t>(ok_lo & ok_hi);
+          }
+          if (!any_eq) continue;
+          for (size_t j = j0; j < j0 + len; ++j) {
+            const uint32_t k = abs_key(tp[j]) ^ flip;
+            const bool eq_a = k == av, eq_b = k == bv;
+            // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi
+            // likewise).
+            const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
+            const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
+            el += eq_a;
+            eh += eq_b;
+            kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
+          }
         }
         eq_lo = el;
         eq_hi = eh;
@@ -638,10 +682,7 @@ void SparsifyStream::observe(std::span<const float> tau, uint64_t first) {
     return;
   }
   s.keep_block(tau, first);
-  if (s.store) {
-    for (size_t j = 0; j < tau.size(); ++j)
-      s.bits[(first + j) >> 6] |= uint64_t{s.keep[j]} << ((first + j) & 63);
-  }
+  if (s.store) pack_bits(s.keep.data(), tau.size(), first, s.bits.data());
   s.b_sum.add(tau.size(), [&](size_t j) { return std::fabs(static_cast<double>(tau[j])); });
   s.a_sum.add(tau.size(),
               [&](size_t j) { return s.keep[j] ? std::fabs(static_cast<double>(tau[j])) : 0.0; });
@@ -662,17 +703,29 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
   const size_t c = tau.size();
   if (s.store) {
     s.keep.resize(c);
-    for (size_t j = 0; j < c; ++j)
-      s.keep[j] = static_cast<uint8_t>((s.bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
+    unpack_bits(s.bits.data(), first, c, s.keep.data());
   } else {
     s.keep_block(tau, first);
   }
   const uint8_t* keep = s.keep.data();
   if (s.sums) {
-    // l1_rescale's last step (and dare's f16 rounding after it).
-    const Round r{s.l1_work};
-    for (size_t j = 0; j < c; ++j)
-      tau[j] = keep[j] ? (s.scale ? r(tau[j] * s.ratio) : tau[j]) : 0.0f;
+    // l1_rescale's last step (and dare's f16 rounding after it), as bit masks so that it
+    // vectorises: x & mask is x or +0.
+    float* t = tau.data();
+    const float ratio = s.ratio;
+    if (s.scale) {
+      with_rounding(s.l1_work, [&](auto rr) {
+        for (size_t j = 0; j < c; ++j) {
+          const uint32_t m = 0u - uint32_t{keep[j]};
+          t[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(rr(t[j] * ratio)) & m);
+        }
+      });
+    } else {
+      for (size_t j = 0; j < c; ++j) {
+        const uint32_t m = 0u - uint32_t{keep[j]};
+        t[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(t[j]) & m);
+      }
+    }
     if (s.f16_after) {
       for (float& x : tau) x = round_to_work(WorkType::F16, x);
     }
@@ -689,7 +742,11 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
     della_paper_scale(tau, keep, s.rank_of.data(), s.table, s.a.work);
     return;
   }
-  for (size_t j = 0; j < c; ++j) tau[j] = keep[j] ? tau[j] : 0.0f;
+  float* t = tau.data();
+  for (size_t j = 0; j < c; ++j) {
+    const uint32_t m = 0u - uint32_t{keep[j]};
+    t[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(t[j]) & m);
+  }
 }
 
 }  // namespace deltaedit::merge::detail

@@ -13,6 +13,7 @@
 //   normalize: M ← ⟦M/D⟧; λ ≠ 1: M ← ⟦λ·M⟧; output ⟦b + M⟧.
 // Model sums run in config order in f32 (see method_impl.h).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "merge/method_impl.h"
@@ -116,7 +117,9 @@ class TaskArithmetic final : public MethodBase {
         tau[m] = own[m];
       }
       std::span<float> t = tau[m];
-      for (size_t i = 0; i < n; ++i) t[i] = r(in.values[i] - b[i]);
+      with_rounding(job.work, [&](auto rr) {
+        for (size_t i = 0; i < n; ++i) t[i] = rr(in.values[i] - b[i]);
+      });
       if (job.edit_task_vector) {
         job.edit_task_vector(m, t);
         for (float& v : t) v = r(v);
@@ -129,7 +132,9 @@ class TaskArithmetic final : public MethodBase {
     // with τ̂_i and forms u_i per element.
     if (!paper) {
       for (size_t m = 0; m < count; ++m) {
-        for (float& t : tau[m]) t = r(w[m] * t);
+        with_rounding(job.work, [&](auto rr) {
+          for (float& t : tau[m]) t = rr(w[m] * t);
+        });
       }
     }
     std::vector<const float*> tp(count);
@@ -166,52 +171,94 @@ class TaskArithmetic final : public MethodBase {
   // Round{job.work}).
   void combine(const TensorJob& job, std::span<const float* const> tp, std::span<const float> w,
                float weight_sum, const float* b, float* out, size_t n) const {
-    const Round r{job.work};
-    const bool paper = job.conventions == Conventions::Paper;
-    const bool normalize = global(job, "normalize") != 0.0;
+    CombineArgs c;
+    c.tp = tp;
+    c.w = w;
+    c.weight_sum = weight_sum;
+    c.normalize = global(job, "normalize") != 0.0;
     const double lambda = global(job, "lambda");
-    const size_t count = tp.size();
-    const float lambda_f = static_cast<float>(lambda);
-    const bool consensus = f_.consensus == Consensus::Sum;
-    const auto run = [&](auto rr) {
-      const auto u_of = [&](size_t m, size_t i) { return paper ? rr(w[m] * tp[m][i]) : tp[m][i]; };
-      for (size_t i = 0; i < n; ++i) {
-        float mixed = 0.0f, divisor = 0.0f;
-        if (consensus) {
-          float vote = 0.0f;
-          for (size_t m = 0; m < count; ++m) vote += tp[m][i];
-          vote = rr(vote);
-          const bool positive = paper ? !(vote < 0.0f) : vote >= 0.0f;
-          int agreeing = 0;
-          // Branch-free: a model that does not agree adds +0, which changes no sum (the sums
-          // start at +0 and so are never −0).
-          for (size_t m = 0; m < count; ++m) {
-            const float s = tp[m][i];
-            const bool agree = positive ? s > 0.0f : s < 0.0f;
-            const float u = u_of(m, i);
-            mixed += agree ? u : 0.0f;
-            divisor += agree ? w[m] : 0.0f;
-            agreeing += agree ? 1 : 0;
-          }
-          mixed = rr(mixed);
-          divisor = paper ? static_cast<float>(agreeing) : rr(divisor);
-          if (divisor == 0.0f) divisor = 1.0f;
-        } else {
-          for (size_t m = 0; m < count; ++m) mixed += u_of(m, i);
-          mixed = rr(mixed);
-          divisor = weight_sum;
+    c.scale = lambda != 1.0;
+    c.lambda = static_cast<float>(lambda);
+    c.consensus = f_.consensus == Consensus::Sum;
+    with_rounding(job.work, [&](auto rr) {
+      if (job.conventions == Conventions::Paper)
+        combine_tiles<true>(rr, c, b, out, n);
+      else
+        combine_tiles<false>(rr, c, b, out, n);
+    });
+  }
+
+ private:
+  struct CombineArgs {
+    std::span<const float* const> tp;
+    std::span<const float> w;
+    float weight_sum = 1.0f, lambda = 1.0f;
+    bool normalize = false, scale = false, consensus = false;
+  };
+
+  // combine() in tiles: each step is one loop over the tile's elements (the models in the outer
+  // loop), so the compiler vectorises it; per element the operations and their order are those of
+  // the element-at-a-time rule in the file comment (sums start at +0 and run in config order).
+  template <bool kPaper, class R>
+  static void combine_tiles(R rr, const CombineArgs& c, const float* b, float* out, size_t n) {
+    constexpr size_t kTile = 512;
+    alignas(64) float mixed[kTile], divisor[kTile], vote[kTile];
+    alignas(64) uint32_t positive[kTile];
+    const size_t count = c.tp.size();
+    for (size_t i0 = 0; i0 < n; i0 += kTile) {
+      const size_t len = std::min(kTile, n - i0);
+      for (size_t i = 0; i < len; ++i) mixed[i] = divisor[i] = 0.0f;
+      if (c.consensus) {
+        for (size_t i = 0; i < len; ++i) vote[i] = 0.0f;
+        for (size_t m = 0; m < count; ++m) {
+          const float* t = c.tp[m] + i0;
+          for (size_t i = 0; i < len; ++i) vote[i] += t[i];
         }
-        if (normalize) mixed = rr(mixed / divisor);
-        if (lambda != 1.0) mixed = rr(lambda_f * mixed);
-        out[i] = rr(b[i] + mixed);
+        for (size_t i = 0; i < len; ++i) {
+          const float v = rr(vote[i]);
+          positive[i] = (kPaper ? !(v < 0.0f) : v >= 0.0f) ? ~0u : 0u;
+          vote[i] = 0.0f;  // from here: the count of agreeing models
+        }
+        // Branch-free: a model that does not agree adds +0, which changes no sum (the sums start
+        // at +0 and so are never −0).
+        for (size_t m = 0; m < count; ++m) {
+          const float* t = c.tp[m] + i0;
+          const float wm = c.w[m];
+          const uint32_t wbits = std::bit_cast<uint32_t>(wm);
+          for (size_t i = 0; i < len; ++i) {
+            // agree = positive ? s > 0 : s < 0, as a bit mask; x & mask is x or +0.
+            const float s = t[i];
+            const uint32_t gt = s > 0.0f ? ~0u : 0u, lt = s < 0.0f ? ~0u : 0u;
+            const uint32_t agree = (positive[i] & gt) | (~positive[i] & lt);
+            const float u = kPaper ? rr(wm * s) : s;
+            mixed[i] += std::bit_cast<float>(std::bit_cast<uint32_t>(u) & agree);
+            divisor[i] += std::bit_cast<float>(wbits & agree);
+            vote[i] += std::bit_cast<float>(0x3F800000u & agree);  // 1.0f
+          }
+        }
+        for (size_t i = 0; i < len; ++i) {
+          float d = kPaper ? vote[i] : rr(divisor[i]);
+          divisor[i] = d == 0.0f ? 1.0f : d;
+        }
+      } else {
+        for (size_t m = 0; m < count; ++m) {
+          const float* t = c.tp[m] + i0;
+          const float wm = c.w[m];
+          for (size_t i = 0; i < len; ++i) mixed[i] += kPaper ? rr(wm * t[i]) : t[i];
+        }
+        for (size_t i = 0; i < len; ++i) divisor[i] = c.weight_sum;
       }
-    };
-    if (job.work == WorkType::BF16)
-      run([](float x) { return io::bf16_to_f32(io::f32_to_bf16(x)); });
-    else if (job.work == WorkType::F32)
-      run([](float x) { return x; });
-    else
-      run(r);
+      const float* bi = b + i0;
+      float* oi = out + i0;
+      const bool normalize = c.normalize, scale = c.scale;
+      const float lambda = c.lambda;
+      for (size_t i = 0; i < len; ++i) {
+        float mx = rr(mixed[i]);
+        if (normalize) mx = rr(mx / divisor[i]);
+        if (scale) mx = rr(lambda * mx);
+        oi[i] = rr(bi[i] + mx);
+      }
+    }
   }
 
  public:
@@ -290,13 +337,15 @@ class TaskArithmeticStream final : public MethodStream {
     if (block.first == 0) {
       warnings.insert(warnings.end(), warnings_.begin(), warnings_.end());
     }
-    const Round r{job_.work};
     const bool paper = job_.conventions == Conventions::Paper;
     for (size_t m = 0; m < sparsify_.size(); ++m) {
       std::span<float> t = tau(block, m, c);
       sparsify_[m]->apply(t, block.first);
       if (!paper) {
-        for (float& x : t) x = r(w_[m] * x);
+        const float wm = w_[m];
+        with_rounding(job_.work, [&](auto rr) {
+          for (float& x : t) x = rr(wm * x);
+        });
       }
       tp_[m] = t.data();
     }
@@ -313,7 +362,6 @@ class TaskArithmeticStream final : public MethodStream {
   }
   // τ_m = ⟦x_m − b⟧ of the block, in the model's writable span or in a buffer of the stream.
   std::span<float> tau(const TensorJob& block, size_t m, size_t c) {
-    const Round r{job_.work};
     std::span<float> t;
     if (block.model_values_writable) {
       t = std::span<float>(const_cast<float*>(block.models[m].values.data()), c);
@@ -324,7 +372,9 @@ class TaskArithmeticStream final : public MethodStream {
     }
     const float* x = block.models[m].values.data();
     const float* b = block.base->values.data();
-    for (size_t i = 0; i < c; ++i) t[i] = r(x[i] - b[i]);
+    with_rounding(job_.work, [&](auto rr) {
+      for (size_t i = 0; i < c; ++i) t[i] = rr(x[i] - b[i]);
+    });
     return t;
   }
 

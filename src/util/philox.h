@@ -159,8 +159,8 @@ class KeyedRng {
   PhiloxKey key_;
 };
 
-// Batched keyed streams (util/philox_batch.cpp; AVX2 where the CPU has it, several blocks in
-// flight). Both give exactly the scalar generator's words and decisions.
+// Batched keyed streams (util/philox_batch.cpp; AVX-512 or AVX2 where the CPU has it, several
+// blocks in flight). Both give exactly the scalar generator's words and decisions.
 //
 // Words of Philox4x32-10 on the counters {first + j, lane, 0} under `key`, j < n: w0[j] ..
 // w3[j] equal KeyedRng(key).words(first + j, lane). w2 and w3 may be null.
@@ -170,5 +170,17 @@ void philox_blocks(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint3
 // for j < n, where threshold = KeyedRng::uniform_threshold(p) (an integer comparison).
 void bernoulli_select(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
                       uint32_t* sel) noexcept;
+
+// The kernels the batched streams can run (tests run each one the CPU has; the default is the
+// widest). Every kernel gives the same words.
+enum class PhiloxIsa { Generic, Avx2, Avx512 };
+bool philox_isa_available(PhiloxIsa isa) noexcept;
+PhiloxIsa philox_default_isa() noexcept;
+const char* philox_isa_name(PhiloxIsa isa) noexcept;
+// philox_blocks and bernoulli_select on one kernel; an unavailable one falls back to Generic.
+void philox_blocks_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, uint32_t lane, size_t n,
+                      uint32_t* w0, uint32_t* w1, uint32_t* w2, uint32_t* w3) noexcept;
+void bernoulli_select_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
+                         uint32_t* sel) noexcept;
 
 }  // namespace deltaedit::util

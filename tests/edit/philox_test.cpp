@@ -101,8 +101,15 @@ TEST(Philox, BelowIsInRangeAndCoversAll) {
 // the key, in any order; indices past 2^32 use the high counter word.
 TEST(Philox, DrawsArePureFunctionsOfIndex) {
   const KeyedRng a(5, "w", 2);
-  const std::vector<uint64_t> idx{0, 1, 2, 999, (uint64_t{1} << 32) - 1, uint64_t{1} << 32,
-                                  (uint64_t{1} << 32) + 1, (uint64_t{7} << 40) + 12345, ~uint64_t{0}};
+  const std::vector<uint64_t> idx{0,
+                                  1,
+                                  2,
+                                  999,
+                                  (uint64_t{1} << 32) - 1,
+                                  uint64_t{1} << 32,
+                                  (uint64_t{1} << 32) + 1,
+                                  (uint64_t{7} << 40) + 12345,
+                                  ~uint64_t{0}};
   std::vector<PhiloxCounter> first;
   for (uint64_t i : idx)
     for (uint32_t lane : {0u, 1u, 0xFFFFFFFFu}) {
@@ -132,57 +139,88 @@ TEST(Philox, DrawsArePureFunctionsOfIndex) {
   EXPECT_NE(a.words(uint64_t{1} << 32, 0), a.words(0, 1));
 }
 
+// Every kernel this CPU has, named in failure messages.
+std::vector<PhiloxIsa> kernels() {
+  std::vector<PhiloxIsa> v;
+  for (const PhiloxIsa isa : {PhiloxIsa::Generic, PhiloxIsa::Avx2, PhiloxIsa::Avx512})
+    if (philox_isa_available(isa)) v.push_back(isa);
+  return v;
+}
+
+TEST(Philox, DefaultKernelIsTheWidestAvailable) {
+  const std::vector<PhiloxIsa> v = kernels();
+  ASSERT_FALSE(v.empty());
+  EXPECT_EQ(v.front(), PhiloxIsa::Generic);
+  EXPECT_EQ(philox_default_isa(), v.back());
+}
+
 // The batched kernels against the scalar generator, word for word: odd lengths (a partial
-// step), starts just below a 2^32 boundary of the low counter word (the high word changes
-// inside a step), other lanes, and thresholds at both ends and in between.
+// step of every kernel: 16 counters for AVX2, 32 for AVX-512), starts just below a 2^32 boundary
+// of the low counter word (the high word changes inside a step), other lanes, and thresholds at
+// both ends and in between. The default entry points give the same words.
 TEST(Philox, BatchedBlocksEqualScalar) {
   const KeyedRng rng(9, "model.layers.3.self_attn.q_proj.weight", 1);
-  for (const uint64_t first :
-       {uint64_t{0}, uint64_t{5}, (uint64_t{1} << 32) - 11, (uint64_t{7} << 32) + 3}) {
-    for (const uint32_t lane : {0u, 1u, 0xFFFFFFFFu}) {
-      const size_t n = 16 * 5 + 13;
-      std::vector<uint32_t> w0(n), w1(n), w2(n), w3(n);
-      philox_blocks(rng.key(), first, lane, n, w0.data(), w1.data(), w2.data(), w3.data());
-      for (size_t j = 0; j < n; ++j) {
-        const PhiloxCounter c = rng.words(first + j, lane);
-        ASSERT_EQ(c, (PhiloxCounter{w0[j], w1[j], w2[j], w3[j]}))
-            << first << " " << lane << " " << j;
+  for (const PhiloxIsa isa : kernels()) {
+    SCOPED_TRACE(philox_isa_name(isa));
+    for (const uint64_t first : {uint64_t{0}, uint64_t{5}, (uint64_t{1} << 32) - 11,
+                                 (uint64_t{1} << 32) - 40, (uint64_t{7} << 32) + 3}) {
+      for (const uint32_t lane : {0u, 1u, 0xFFFFFFFFu}) {
+        const size_t n = 32 * 5 + 16 + 13;
+        std::vector<uint32_t> w0(n), w1(n), w2(n), w3(n);
+        philox_blocks_on(isa, rng.key(), first, lane, n, w0.data(), w1.data(), w2.data(),
+                         w3.data());
+        for (size_t j = 0; j < n; ++j) {
+          const PhiloxCounter c = rng.words(first + j, lane);
+          ASSERT_EQ(c, (PhiloxCounter{w0[j], w1[j], w2[j], w3[j]}))
+              << first << " " << lane << " " << j;
+        }
+        std::vector<uint32_t> v0(n), v1(n);
+        philox_blocks_on(isa, rng.key(), first, lane, n, v0.data(), v1.data(), nullptr, nullptr);
+        EXPECT_EQ(v0, w0);
+        EXPECT_EQ(v1, w1);
+        philox_blocks(rng.key(), first, lane, n, v0.data(), v1.data(), nullptr, nullptr);
+        EXPECT_EQ(v0, w0);
+        EXPECT_EQ(v1, w1);
       }
-      std::vector<uint32_t> v0(n), v1(n);
-      philox_blocks(rng.key(), first, lane, n, v0.data(), v1.data(), nullptr, nullptr);
-      EXPECT_EQ(v0, w0);
-      EXPECT_EQ(v1, w1);
     }
   }
 }
 
 TEST(Philox, BernoulliSelectEqualsUniformComparison) {
   const KeyedRng rng(3, "w", 0);
-  const size_t n = 16 * 40 + 7;
+  const size_t n = 32 * 20 + 16 + 7;
   std::vector<uint32_t> sel(n);
-  for (const double p : {0.0, 1e-300, 0.1, 0.5, 0.9, 0.999999, 1.0 - 0x1.0p-53, 1.0}) {
-    for (const uint64_t first : {uint64_t{0}, (uint64_t{1} << 32) - 100, (uint64_t{3} << 40) + 1}) {
-      bernoulli_select(rng.key(), first, n, KeyedRng::uniform_threshold(p), sel.data());
-      for (size_t j = 0; j < n; ++j) {
-        ASSERT_EQ(sel[j], rng.uniform(first + j) < p ? ~0u : 0u) << p << " " << first << " " << j;
+  for (const PhiloxIsa isa : kernels()) {
+    SCOPED_TRACE(philox_isa_name(isa));
+    for (const double p : {0.0, 1e-300, 0.1, 0.5, 0.9, 0.999999, 1.0 - 0x1.0p-53, 1.0}) {
+      for (const uint64_t first : {uint64_t{0}, (uint64_t{1} << 32) - 100, (uint64_t{1} << 32) - 20,
+                                   (uint64_t{3} << 40) + 1}) {
+        bernoulli_select_on(isa, rng.key(), first, n, KeyedRng::uniform_threshold(p), sel.data());
+        for (size_t j = 0; j < n; ++j) {
+          ASSERT_EQ(sel[j], rng.uniform(first + j) < p ? ~0u : 0u) << p << " " << first << " " << j;
+        }
       }
     }
-  }
-  // A threshold equal to one element's own 53-bit word: that element is not below it, the next
-  // value up selects it (the comparison is exact at the last bit).
-  for (size_t j = 0; j < 64; ++j) {
-    const PhiloxCounter c = rng.words(j);
-    const uint64_t x = KeyedRng::uniform_bits(c[0], c[1]);
-    uint32_t s[1];
-    bernoulli_select(rng.key(), j, 1, x, s);
-    EXPECT_EQ(s[0], 0u);
-    bernoulli_select(rng.key(), j, 1, x + 1, s);
-    EXPECT_EQ(s[0], ~0u);
-    std::vector<uint32_t> many(32);
-    bernoulli_select(rng.key(), j, 32, x, many.data());  // the SIMD path decides element j too
-    EXPECT_EQ(many[0], 0u);
-    bernoulli_select(rng.key(), j, 32, x + 1, many.data());
-    EXPECT_EQ(many[0], ~0u);
+    // A threshold equal to one element's own 53-bit word: that element is not below it, the
+    // next value up selects it (the comparison is exact at the last bit), at every position of a
+    // vector step.
+    for (size_t j = 0; j < 64; ++j) {
+      const PhiloxCounter c = rng.words(j);
+      const uint64_t x = KeyedRng::uniform_bits(c[0], c[1]);
+      uint32_t s[1];
+      bernoulli_select_on(isa, rng.key(), j, 1, x, s);
+      EXPECT_EQ(s[0], 0u);
+      bernoulli_select_on(isa, rng.key(), j, 1, x + 1, s);
+      EXPECT_EQ(s[0], ~0u);
+      std::vector<uint32_t> many(64);
+      for (size_t at = 0; at < 32; at += 7) {
+        if (at > j) break;
+        bernoulli_select_on(isa, rng.key(), j - at, 64, x, many.data());  // SIMD decides j
+        EXPECT_EQ(many[at], 0u) << j << " " << at;
+        bernoulli_select_on(isa, rng.key(), j - at, 64, x + 1, many.data());
+        EXPECT_EQ(many[at], ~0u) << j << " " << at;
+      }
+    }
   }
 }
 
