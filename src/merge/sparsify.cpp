@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <tuple>
 
@@ -331,6 +332,8 @@ namespace {
 
 enum class StreamMode { Identity, Zero, Threshold, Rank, Random, Della };
 
+static_assert(std::endian::native == std::endian::little, "pack_bits reads bytes as words");
+
 // bits[(first + j) / 64] bit (first + j) % 64 |= keep[j] (keep[j] is 0 or 1), j < c: whole words
 // at once where first + j is a multiple of 64.
 void pack_bits(const uint8_t* keep, size_t c, uint64_t first, uint64_t* bits) {
@@ -338,8 +341,14 @@ void pack_bits(const uint8_t* keep, size_t c, uint64_t first, uint64_t* bits) {
   for (; j < c && ((first + j) & 63) != 0; ++j)
     bits[(first + j) >> 6] |= uint64_t{keep[j]} << ((first + j) & 63);
   for (; j + 64 <= c; j += 64) {
+    // Eight 0/1 bytes x to eight bits: (x · 0x0102040810204080) >> 56 moves byte b's bit to bit
+    // 56 + b (the partial products are distinct powers of two, so nothing carries).
     uint64_t w = 0;
-    for (unsigned b = 0; b < 64; ++b) w |= uint64_t{keep[j + b]} << b;
+    for (unsigned q = 0; q < 8; ++q) {
+      uint64_t x;
+      std::memcpy(&x, keep + j + 8 * q, 8);
+      w |= ((x * 0x0102040810204080ull) >> 56) << (8 * q);
+    }
     bits[(first + j) >> 6] |= w;
   }
   for (; j < c; ++j) bits[(first + j) >> 6] |= uint64_t{keep[j]} << ((first + j) & 63);
@@ -351,8 +360,15 @@ void unpack_bits(const uint64_t* bits, uint64_t first, size_t c, uint8_t* keep) 
   for (; j < c && ((first + j) & 63) != 0; ++j)
     keep[j] = static_cast<uint8_t>((bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
   for (; j + 64 <= c; j += 64) {
+    // A byte v of bits to eight 0/1 bytes: byte b of v·0x0101..01 & 0x8040..01 is bit b of v in
+    // place b; adding 0x7F to each byte (no carry out of it) sets its top bit iff it is non-zero.
     const uint64_t w = bits[(first + j) >> 6];
-    for (unsigned b = 0; b < 64; ++b) keep[j + b] = static_cast<uint8_t>((w >> b) & 1u);
+    for (unsigned q = 0; q < 8; ++q) {
+      const uint64_t v = (w >> (8 * q)) & 0xFFu;
+      const uint64_t y = (v * 0x0101010101010101ull) & 0x8040201008040201ull;
+      const uint64_t x = ((y + 0x7F7F7F7F7F7F7F7Full) >> 7) & 0x0101010101010101ull;
+      std::memcpy(keep + j + 8 * q, &x, 8);
+    }
   }
   for (; j < c; ++j)
     keep[j] = static_cast<uint8_t>((bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
@@ -683,9 +699,14 @@ void SparsifyStream::observe(std::span<const float> tau, uint64_t first) {
   }
   s.keep_block(tau, first);
   if (s.store) pack_bits(s.keep.data(), tau.size(), first, s.bits.data());
-  s.b_sum.add(tau.size(), [&](size_t j) { return std::fabs(static_cast<double>(tau[j])); });
-  s.a_sum.add(tau.size(),
-              [&](size_t j) { return s.keep[j] ? std::fabs(static_cast<double>(tau[j])) : 0.0; });
+  const float* tp = tau.data();
+  const uint8_t* kp = s.keep.data();
+  s.b_sum.add(tau.size(), [tp](size_t j) { return std::fabs(static_cast<double>(tp[j])); });
+  s.a_sum.add(tau.size(), [tp, kp](size_t j) {
+    // keep·|τ| (the mask as bits: x & mask is x or +0)
+    const uint32_t m = 0u - uint32_t{kp[j]};
+    return std::fabs(static_cast<double>(std::bit_cast<float>(std::bit_cast<uint32_t>(tp[j]) & m)));
+  });
 }
 
 void SparsifyStream::apply(std::span<float> tau, uint64_t first) {

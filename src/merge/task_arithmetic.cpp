@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <type_traits>
 
 #include "merge/method_impl.h"
 #include "merge/sparsify.h"
@@ -250,14 +251,22 @@ class TaskArithmetic final : public MethodBase {
       }
       const float* bi = b + i0;
       float* oi = out + i0;
-      const bool normalize = c.normalize, scale = c.scale;
       const float lambda = c.lambda;
-      for (size_t i = 0; i < len; ++i) {
-        float mx = rr(mixed[i]);
-        if (normalize) mx = rr(mx / divisor[i]);
-        if (scale) mx = rr(lambda * mx);
-        oi[i] = rr(bi[i] + mx);
-      }
+      // One loop per (normalize, scale), without branches inside, so that each vectorises.
+      const auto finish = [&](auto normalize, auto scale) {
+        for (size_t i = 0; i < len; ++i) {
+          float mx = rr(mixed[i]);
+          if constexpr (decltype(normalize)::value) mx = rr(mx / divisor[i]);
+          if constexpr (decltype(scale)::value) mx = rr(lambda * mx);
+          oi[i] = rr(bi[i] + mx);
+        }
+      };
+      using T = std::true_type;
+      using F = std::false_type;
+      if (c.normalize)
+        c.scale ? finish(T{}, T{}) : finish(T{}, F{});
+      else
+        c.scale ? finish(F{}, T{}) : finish(F{}, F{});
     }
   }
 

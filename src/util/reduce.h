@@ -35,13 +35,18 @@ inline double fold_lanes(const double (&lane)[kReduceLanes]) {
 
 // lane[(i − begin) mod kReduceLanes] += term(i) for i in [begin, end), in index order per lane;
 // begin is a multiple of kReduceLanes relative to the block start.
+// The lanes are summed in a local copy: the terms' loads (a byte mask, say) cannot alias it,
+// so the lane loop vectorises.
 template <class Term>
 inline void add_to_lanes(double (&lane)[kReduceLanes], size_t begin, size_t end, Term&& term) {
+  double acc[kReduceLanes];
+  for (size_t k = 0; k < kReduceLanes; ++k) acc[k] = lane[k];
   size_t i = begin;
   for (; i + kReduceLanes <= end; i += kReduceLanes) {
-    for (size_t k = 0; k < kReduceLanes; ++k) lane[k] += static_cast<double>(term(i + k));
+    for (size_t k = 0; k < kReduceLanes; ++k) acc[k] += static_cast<double>(term(i + k));
   }
-  for (size_t k = 0; i < end; ++i, ++k) lane[k] += static_cast<double>(term(i));
+  for (size_t k = 0; i < end; ++i, ++k) acc[k] += static_cast<double>(term(i));
+  for (size_t k = 0; k < kReduceLanes; ++k) lane[k] = acc[k];
 }
 
 // Σ_{i in block b} term(i) in the lane order.

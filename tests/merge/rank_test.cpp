@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -96,4 +97,30 @@ TEST(TaskVectorScratch, WritableModelValuesGiveTheSameBytes) {
       EXPECT_TRUE(same_bytes(c.base->values, base_before)) << name;
     }
   }
+}
+
+// The branch-free bf16 rounding of the vectorised element loops gives io::f32_to_bf16's values
+// bit for bit: every 2^-12-th bit pattern, the halfway cases around each bf16 step, ±0, ±Inf and
+// NaNs of both signs with payloads.
+TEST(Rounding, BranchFreeBf16EqualsTheConversion) {
+  const auto same = [](uint32_t bits) {
+    float x;
+    std::memcpy(&x, &bits, 4);
+    const float a = RoundBf16{}(x);
+    const float b = deltaedit::io::bf16_to_f32(deltaedit::io::f32_to_bf16(x));
+    uint32_t ab, bb;
+    std::memcpy(&ab, &a, 4);
+    std::memcpy(&bb, &b, 4);
+    return ab == bb;
+  };
+  for (uint64_t b = 0; b <= 0xFFFFFFFFull; b += 4093) ASSERT_TRUE(same(uint32_t(b))) << b;
+  for (uint32_t hi = 0; hi < 0x10000u; hi += 7) {
+    for (const uint32_t lo : {0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu, 0u}) {
+      ASSERT_TRUE(same((hi << 16) | lo)) << hi << " " << lo;
+    }
+  }
+  for (const uint32_t b : {0u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00001u,
+                           0x7F800001u, 0xFF812345u, 0x7F7FFFFFu, 0x7F7F8000u})
+    EXPECT_TRUE(same(b)) << b;
+  EXPECT_EQ(RoundF32{}(1.2345f), 1.2345f);
 }
