@@ -122,7 +122,10 @@ def main():
         for b in pj.get("benchmarks", []):
             if b.get("aggregate_name") != "median":
                 continue
+            # The batched kernels run once per ISA the CPU has (BM_PhiloxBlocks/<isa>, labelled).
             name = b["run_name"].replace("BM_", "")
+            if b.get("label"):
+                name = f"{name.split('/')[0]} ({b['label']})"
             rates[name] = {k: b[k] for k in ("words/s", "draws/s") if k in b}
         res["philox"] = rates
         w("## keyed Philox (one core, bench/philox_bench.cpp, medians of 3)")
@@ -132,9 +135,12 @@ def main():
         for name, r in rates.items():
             w(f"| {name} | {r.get('words/s', 0) / 1e9:.2f} G | {r.get('draws/s', 0) / 1e9:.3f} G |"
               .replace("| 0.00 G |", "| — |").replace("| 0.000 G |", "| — |"))
-        words = rates.get("PhiloxBlocks", {}).get("words/s", 0)
+        # The ops use the widest kernel: the last PhiloxBlocks row (generic, avx2, avx512 order).
+        blocks = [r for n, r in rates.items() if n.startswith("PhiloxBlocks") and "Scalar" not in n]
+        words = blocks[-1].get("words/s", 0) if blocks else 0
         w("")
-        w(f"Target ≥ 1 G words/s per core: {ok(words >= TARGETS['philox_words'])} ({words / 1e9:.2f} G). A Bernoulli "
+        w(f"Target ≥ 1 G words/s per core (the widest kernel, which the ops use): "
+          f"{ok(words >= TARGETS['philox_words'])} ({words / 1e9:.2f} G). A Bernoulli "
           "draw takes one Philox block (words 0–1 of counter i), so draws/s is the block rate.")
         w("")
         if words < TARGETS["philox_words"]:

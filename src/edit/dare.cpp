@@ -24,7 +24,8 @@ namespace {
 void scale_selected(std::span<float> piece, uint64_t first, const TensorContext& ctx, double p,
                     float kf, float cf) {
   for_each_selection(rng_for(ctx), piece.size(), p, first,
-                     [&](size_t off, const uint32_t* m, size_t count) {
+                     [piece, kf, cf](size_t off, const uint32_t* m, size_t count) {
+                       // kf and cf by value: stores to d cannot change them, so this vectorises.
                        float* d = piece.data() + off;
                        for (size_t j = 0; j < count; ++j) d[j] *= m[j] != 0 ? kf : cf;
                      });
