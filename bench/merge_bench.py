@@ -5,6 +5,8 @@
 Run with the interop venv's Python (scripts/venv.sh --python), which has mergekit and torch:
     $(scripts/venv.sh --python) bench/merge_bench.py --deltaedit build/deltaedit --out /tmp/mbench
         [--size 2GB] [--hidden 4096] [--inter 14336] [--vocab 32000] [--reps 1] [--lora-rank 16]
+        [--methods task_arithmetic,ties,dare_ties] [--tools deltaedit,mergekit,mergekit-lowmem]
+        [--skip-lora]
 
 Models: a Llama-shaped base (N(0, 0.02²) weights, norms 1 + N(0, 0.01²)) with the fewest layers
 reaching --size per model, and three fine-tunes base + N(0, σ_i²), σ = 1e-3, 1.5e-3, 2e-3, all BF16
@@ -191,6 +193,8 @@ def main():
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--skip-lora", action="store_true")
     p.add_argument("--methods", default="task_arithmetic,ties,dare_ties")
+    p.add_argument("--tools", default="deltaedit,mergekit,mergekit-lowmem",
+                   help="which of deltaedit, mergekit (its defaults), mergekit-lowmem to run")
     a = p.parse_args()
     de = str(Path(a.deltaedit).resolve())
     bin_dir = Path(sys.executable).parent
@@ -219,6 +223,11 @@ def main():
         "mergekit-lowmem": lambda c, o: [bin_dir / "mergekit-yaml", c, o, "--no-copy-tokenizer", "--lazy-unpickle",
                                          "--low-cpu-memory", "--out-shard-size", "1B"],
     }
+    chosen = a.tools.split(",")
+    unknown = [t for t in chosen if t not in tools]
+    if unknown or "deltaedit" not in chosen:
+        sys.exit(f"merge_bench.py: --tools takes deltaedit (required), mergekit, mergekit-lowmem; got {a.tools}")
+    tools = {t: cmd for t, cmd in tools.items() if t in chosen}
     for method, c in cfgs.items():
         for rep in range(a.reps):
             for tool, cmd in tools.items():
