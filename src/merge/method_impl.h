@@ -50,6 +50,13 @@ struct RoundF32 {
   float operator()(float x) const noexcept { return x; }
 };
 
+// x where mask is all ones, +0 where it is zero; x where keep is 1, +0 where it is 0. Branch-free,
+// so the element loops that select with them vectorise.
+inline float masked(float x, uint32_t mask) noexcept {
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(x) & mask);
+}
+inline float kept_or_zero(float x, uint8_t keep) noexcept { return masked(x, 0u - uint32_t{keep}); }
+
 // Calls f(rr) with the rounding of `w` as a functor type the compiler can inline (RoundBf16,
 // RoundF32, or Round for f16).
 template <class F>

@@ -37,7 +37,7 @@ void l1_rescale(std::span<float> tau, std::span<const uint8_t> keep, WorkType w)
 }
 
 void apply_mask(std::span<float> tau, std::span<const uint8_t> keep) {
-  for (size_t i = 0; i < tau.size(); ++i) tau[i] = keep[i] ? tau[i] : 0.0f;
+  for (size_t i = 0; i < tau.size(); ++i) tau[i] = kept_or_zero(tau[i], keep[i]);
 }
 
 // Keeps the entries whose rank by key lies in [lo, hi) (for_rank_range), zeroing the others in
@@ -704,8 +704,7 @@ void SparsifyStream::observe(std::span<const float> tau, uint64_t first) {
   s.b_sum.add(tau.size(), [tp](size_t j) { return std::fabs(static_cast<double>(tp[j])); });
   s.a_sum.add(tau.size(), [tp, kp](size_t j) {
     // keep·|τ| (the mask as bits: x & mask is x or +0)
-    const uint32_t m = 0u - uint32_t{kp[j]};
-    return std::fabs(static_cast<double>(std::bit_cast<float>(std::bit_cast<uint32_t>(tp[j]) & m)));
+    return std::fabs(static_cast<double>(kept_or_zero(tp[j], kp[j])));
   });
 }
 
@@ -736,16 +735,10 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
     const float ratio = s.ratio;
     if (s.scale) {
       with_rounding(s.l1_work, [&](auto rr) {
-        for (size_t j = 0; j < c; ++j) {
-          const uint32_t m = 0u - uint32_t{keep[j]};
-          t[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(rr(t[j] * ratio)) & m);
-        }
+        for (size_t j = 0; j < c; ++j) t[j] = kept_or_zero(rr(t[j] * ratio), keep[j]);
       });
     } else {
-      for (size_t j = 0; j < c; ++j) {
-        const uint32_t m = 0u - uint32_t{keep[j]};
-        t[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(t[j]) & m);
-      }
+      for (size_t j = 0; j < c; ++j) t[j] = kept_or_zero(t[j], keep[j]);
     }
     if (s.f16_after) {
       for (float& x : tau) x = round_to_work(WorkType::F16, x);
@@ -764,10 +757,7 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
     return;
   }
   float* t = tau.data();
-  for (size_t j = 0; j < c; ++j) {
-    const uint32_t m = 0u - uint32_t{keep[j]};
-    t[j] = std::bit_cast<float>(std::bit_cast<uint32_t>(t[j]) & m);
-  }
+  for (size_t j = 0; j < c; ++j) t[j] = kept_or_zero(t[j], keep[j]);
 }
 
 }  // namespace deltaedit::merge::detail

@@ -225,16 +225,15 @@ class TaskArithmetic final : public MethodBase {
         for (size_t m = 0; m < count; ++m) {
           const float* t = c.tp[m] + i0;
           const float wm = c.w[m];
-          const uint32_t wbits = std::bit_cast<uint32_t>(wm);
           for (size_t i = 0; i < len; ++i) {
             // agree = positive ? s > 0 : s < 0, as a bit mask; x & mask is x or +0.
             const float s = t[i];
             const uint32_t gt = s > 0.0f ? ~0u : 0u, lt = s < 0.0f ? ~0u : 0u;
             const uint32_t agree = (positive[i] & gt) | (~positive[i] & lt);
             const float u = kPaper ? rr(wm * s) : s;
-            mixed[i] += std::bit_cast<float>(std::bit_cast<uint32_t>(u) & agree);
-            divisor[i] += std::bit_cast<float>(wbits & agree);
-            vote[i] += std::bit_cast<float>(0x3F800000u & agree);  // 1.0f
+            mixed[i] += masked(u, agree);
+            divisor[i] += masked(wm, agree);
+            vote[i] += masked(1.0f, agree);
           }
         }
         for (size_t i = 0; i < len; ++i) {
