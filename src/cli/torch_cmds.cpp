@@ -730,7 +730,12 @@ Command add_zoo(CLI::App& app) {
   sub->add_option("--threads", *threads,
                   "CPU threads (default 1, as the shipped models; part of the determinism key)");
   sub->add_option("--pretrain-steps", f->pretrain_steps, "pre-training steps");
+  sub->add_option("--pretrain-seq", f->pretrain_seq, "pre-training sequence length in tokens");
+  sub->add_option("--pretrain-batch", f->pretrain_batch, "pre-training sequences per step");
+  sub->add_option("--pretrain-lr", f->pretrain_lr, "pre-training peak learning rate");
+  sub->add_option("--corpus-bytes", f->corpus_bytes, "size of the generated pre-training corpus in bytes");
   sub->add_option("--sft-steps", f->sft_steps, "SFT steps of each expert");
+  sub->add_option("--sft-lr", f->sft_lr, "SFT peak learning rate of each expert");
   sub->add_option("--dpo-steps", f->dpo_steps, "DPO steps");
   sub->add_option("--eval", f->n_eval, "test problems used for the accuracy figures");
   sub->add_option("--stop-after", f->stop_after,

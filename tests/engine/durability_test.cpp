@@ -94,17 +94,13 @@ TEST(Durability, SigkillDuringWriteLeavesNothing) {
   int killed_mid_write = 0;
   for (int ms : {30, 80, 150, 250, 400}) {
     const fs::path out = t / ("out" + std::to_string(ms));
-    auto [status, running] = run_and_signal({"edit", "--base", (t / "base").string(), "--post", (t / "post").string(),
-                                             "--op", "dare:p=0.5", "--out", out.string()},
-                                            SIGKILL, std::chrono::milliseconds(ms));
+    const std::vector<std::string> cmd{"edit", "--base", (t / "base").string(), "--post", (t / "post").string(),
+                                       "--op", "dare:p=0.5", "--out", out.string()};
+    auto [status, running] = run_and_signal(cmd, SIGKILL, std::chrono::milliseconds(ms));
     if (running) {
       EXPECT_EQ(status, 1000 + 128 + SIGKILL);
-      // A kill that lands after the rename onto the target (while the process exits) finds a
-      // complete output; any earlier kill finds none. Never a partial one.
-      if (fs::exists(out))
-        EXPECT_EQ(run_cli({"verify", out.string()}).status, 0) << ms;
-      else
-        ++killed_mid_write;
+      // Never a partial output: none, a complete one, or a dead staging dir the next run removes.
+      if (expect_sigkill_outcome(t.path, out, cmd)) ++killed_mid_write;
     } else {
       EXPECT_EQ(status, 0);
       EXPECT_EQ(run_cli({"verify", out.string()}).status, 0);
@@ -112,6 +108,29 @@ TEST(Durability, SigkillDuringWriteLeavesNothing) {
     EXPECT_TRUE(leftovers(t.path).empty()) << ms;
   }
   EXPECT_GT(killed_mid_write, 0) << "no kill landed while the edit ran";
+}
+
+// The state a SIGKILL leaves when it lands in the commit window (a named staging directory of a
+// dead process, half linked, no output): the next run for the same target removes it and writes
+// the output; a live process's staging directory is left alone.
+TEST(Durability, DeadStagingDirOfTheTargetIsRemovedByTheNextRun) {
+  TempDir t;
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int st = 0;
+  ::waitpid(child, &st, 0);  // `child` is a pid that no longer runs
+  const std::string dead = ".out.deltaedit-staging-" + std::to_string(child) + "-0";
+  const std::string live = ".out.deltaedit-staging-" + std::to_string(::getpid()) + "-0";
+  for (const auto& d : {dead, live}) {
+    fs::create_directories(t / d);
+    std::ofstream(t / d / "model.safetensors") << "half";
+  }
+  const auto r = run_cli({"edit", "--base", fixture("llama/base").string(), "--post", fixture("llama/post").string(),
+                          "--op", "scale:alpha=0.5", "--out", (t / "out").string()});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_FALSE(fs::exists(t / dead));
+  EXPECT_TRUE(fs::exists(t / live / "model.safetensors"));
+  EXPECT_EQ(run_cli({"verify", (t / "out").string()}).status, 0);
 }
 
 TEST(Durability, SigintAndSigtermCleanUp) {

@@ -135,4 +135,27 @@ inline std::vector<std::string> leftovers(const fs::path& dir) {
   return v;
 }
 
+// What a SIGKILL (which no handler sees) may leave of a run writing `out` in `dir`, by the
+// protocol of io::Staging: nothing; a complete, valid output (the kill landed after the rename);
+// or, when it landed in the commit window (the staging directory's mkdir, links and fsync before
+// the rename, a few milliseconds), a staging directory of the dead process and no output, which
+// the next run for the same target removes. `rerun` runs the command again into `out`. Returns
+// true when the kill left no output (it landed while the run was working).
+inline bool expect_sigkill_outcome(const fs::path& dir, const fs::path& out,
+                                   const std::vector<std::string>& rerun) {
+  if (fs::exists(out)) {
+    EXPECT_TRUE(leftovers(dir).empty()) << out;
+    EXPECT_EQ(run_cli({"verify", out.string()}).status, 0) << out;
+    return false;
+  }
+  if (!leftovers(dir).empty()) {
+    const auto r = run_cli(rerun);
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(leftovers(dir).empty()) << "the next run for " << out << " kept a dead staging dir";
+    EXPECT_EQ(run_cli({"verify", out.string()}).status, 0) << out;
+    fs::remove_all(out);
+  }
+  return true;
+}
+
 }  // namespace deltaedit::testing
