@@ -44,7 +44,9 @@ struct FamilyOptions {
   int threads = 1;
   int64_t hidden = 128, intermediate = 384, layers = 4, heads = 4, kv_heads = 2, vocab = 768;
   int64_t max_position = 256;
-  int64_t pretrain_steps = 1500, pretrain_batch = 32, pretrain_seq = 64;
+  // Windows of 128 tokens hold a whole word problem with its worked solution (60–90 tokens), so
+  // the base meets the copy-and-compute skill in one piece (windows of 64 split most of them).
+  int64_t pretrain_steps = 3000, pretrain_batch = 32, pretrain_seq = 128;
   double pretrain_lr = 3e-3;
   std::size_t corpus_bytes = std::size_t(2) << 20;
   int64_t sft_steps = 300, sft_batch = 32;

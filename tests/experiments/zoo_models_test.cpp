@@ -184,15 +184,19 @@ TEST(ZooModels, ShippedFamilyMeetsItsRecordedFigures) {
   const auto& st = z["stages"];
   EXPECT_LE(st["base"]["evaluation"]["math_accuracy"].get<double>(), 0.20);
   EXPECT_LE(st["base"]["evaluation"]["order_accuracy"].get<double>(), 0.20);
-  // The family is the small-delta regime of the experiments: every post-training moves the
-  // weights by less than a fifth of the retrain pair's ‖Δ‖/‖W‖ (0.66), and each expert learns its
-  // task well above the base. (The README states the recipe's figures against its targets.)
+  // The recipe's targets: each expert is a light post-training (‖Δ‖/‖W_base‖ ≤ 0.1, the retrain
+  // pair has 0.66) that reaches ≥ 90 % held-out accuracy on its task, where the base is ≤ 20 %;
+  // DPO moves math-sft less still.
+  for (const char* e : {"math-sft", "order-sft"})
+    EXPECT_LE(st[e]["delta"]["delta_over_weight"].get<double>(), 0.1) << e;
+  EXPECT_LE(st["math-dpo"]["delta_from_base"]["delta_over_weight"].get<double>(), 0.1);
+  EXPECT_LT(st["math-dpo"]["delta"]["delta_over_weight"].get<double>(),
+            st["math-sft"]["delta"]["delta_over_weight"].get<double>());
+  EXPECT_GE(st["math-sft"]["evaluation"]["math_accuracy"].get<double>(), 0.9);
+  EXPECT_GE(st["order-sft"]["evaluation"]["order_accuracy"].get<double>(), 0.9);
+  // Post-training is a small fraction of pre-training (tokens fed to the model).
   for (const char* e : {"math-sft", "order-sft", "math-dpo"})
-    EXPECT_LT(st[e]["delta"]["delta_over_weight"].get<double>(), 0.66 / 5) << e;
-  EXPECT_GT(st["math-sft"]["evaluation"]["math_accuracy"].get<double>(),
-            st["base"]["evaluation"]["math_accuracy"].get<double>() + 0.25);
-  EXPECT_GT(st["order-sft"]["evaluation"]["order_accuracy"].get<double>(),
-            st["base"]["evaluation"]["order_accuracy"].get<double>() + 0.25);
+    EXPECT_LT(z["post_to_pre_tokens"][e].get<double>(), 0.1) << e;
   auto tok = text::Tokenizer::load(fam / "base");
   auto base = model::Model::load(io::Checkpoint::open(fam / "base"));
   const size_t n = 50;
