@@ -177,14 +177,22 @@ std::string family_report_html(const json& in) {
                 "Targets: sign agreement ≥ 95 % and Pearson ≥ 0.95 in each regime. The small edits are the "
                 "competitive ones, where the sign matters most.");
     ChartOptions o;
-    o.title = "approximation term against the true ΔL (symmetric log, linear within ±0.01)";
+    // The linear band is a hundredth of the small-edit band, so that the small edits (terms of
+    // 1e-5 to 1e-2) spread over the decades below 0.01 rather than sharing one linear strip.
+    constexpr double kLinearBand = kSmallDeltaLoss / 100.0;
+    o.title = fmt::format("term against ΔL (symmetric log, linear within ±{})", kLinearBand);
     o.x_title = "true ΔL";
     o.y_title = "approximation term";
     o.y_scale = Scale::SymLog;
-    o.symlog_width = kSmallDeltaLoss;
+    o.x_scale = Scale::SymLog;
+    o.symlog_width = kLinearBand;
     o.identity_line = true;
     r.add_chart(scatter_chart(o, series, {}),
-                "Every edit of each regime; the y axis is symmetric-log so edits with |ΔL| < 0.01 stay visible.");
+                fmt::format("Every edit of each regime; both axes are symmetric-log (linear within ±{}, "
+                            "logarithmic beyond), so the edits with |ΔL| < {} spread over their own decades "
+                            "instead of piling up at 0. Points on the dotted line y = x are predicted exactly; "
+                            "points in the top-left and bottom-right quadrants have the wrong sign.",
+                            kLinearBand, kSmallDeltaLoss));
   }
 
   // EXPO with the DPO loss.

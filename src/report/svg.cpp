@@ -350,12 +350,13 @@ std::string xy_chart(const ChartOptions& opt, const std::vector<Series>& series,
     names.push_back(series[i].name);
     colors.push_back(series_color(series[i].color, i));
   }
-  Frame frame(opt, make_axis(xs, Scale::Linear, 1.0, opt.x_min, opt.x_max),
+  Frame frame(opt, make_axis(xs, opt.x_scale, opt.symlog_width, opt.x_min, opt.x_max),
               make_axis(ys, opt.y_scale, opt.symlog_width, opt.y_min, opt.y_max), names, colors, 8.0);
   std::string out;
   out.reserve(4096);
   frame.open(out, series.size(), true);
-  if (opt.identity_line && opt.y_scale == Scale::Linear) {
+  // y = x is a straight segment when both axes share one scale (the same transform of x and y).
+  if (opt.identity_line && opt.x_scale == opt.y_scale) {
     const double a = std::max(frame.x().lo, frame.y().lo), b = std::min(frame.x().hi, frame.y().hi);
     if (a < b)
       out += fmt::format("<line class=\"identity\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999999\" "
@@ -529,7 +530,7 @@ std::string histogram_chart(const ChartOptions& options, const std::vector<Value
   }
   ChartOptions opt = options;
   if (opt.y_title.empty()) opt.y_title = "count";
-  Frame frame(opt, make_axis(xs, Scale::Linear, 1.0, opt.x_min, opt.x_max),
+  Frame frame(opt, make_axis(xs, opt.x_scale, opt.symlog_width, opt.x_min, opt.x_max),
               make_axis(ys, opt.y_scale, opt.symlog_width, opt.y_min, opt.y_max), names, colors, 0.0);
   std::string out;
   out.reserve(4096);
@@ -623,14 +624,19 @@ std::vector<double> symlog_ticks(double lo, double hi, double width) {
   if (lo > hi) std::swap(lo, hi);
   std::vector<double> candidates = {0.0};
   // Each side: w·10^k from its outermost decade inwards, at most ~4 labels; w itself
-  // (close to 0 on this scale) only when the side spans few decades.
+  // (0.3 decades from 0 on this scale, so its label would touch 0's) only when the axis spans few
+  // decades in all.
+  const auto decades = [&](double reach) {
+    return reach <= width ? 0 : static_cast<int>(std::ceil(std::log10(reach / width) - 1e-9));
+  };
+  const int total = (lo < 0.0 ? decades(-lo) : 0) + (hi > 0.0 ? decades(hi) : 0);
   for (const double sign : {-1.0, 1.0}) {
     const double reach = sign < 0 ? -lo : hi;
     if (reach <= 0.0) continue;
-    const int kmax = reach <= width ? 0 : static_cast<int>(std::ceil(std::log10(reach / width) - 1e-9));
+    const int kmax = decades(reach);
     const int stride = (kmax + 1 + 3) / 4;
     for (int k = kmax; k >= 0; k -= stride) {
-      if (k == 0 && kmax > 2) break;
+      if (k == 0 && (kmax > 2 || total > 4)) break;
       candidates.push_back(sign * width * std::pow(10.0, k));
     }
   }

@@ -56,10 +56,11 @@ struct ChartOptions {
   int width = 640;
   int height = 400;
   Scale y_scale = Scale::Linear;
-  double symlog_width = 1.0;  // w of Scale::SymLog; must be > 0
+  Scale x_scale = Scale::Linear;  // line and scatter charts
+  double symlog_width = 1.0;      // w of Scale::SymLog (either axis); must be > 0
   std::optional<double> x_min, x_max, y_min, y_max;  // fixed ranges; otherwise automatic
   bool markers = true;          // line charts: a marker at every point
-  bool identity_line = false;   // line/scatter: also draw y = x (dotted)
+  bool identity_line = false;   // line/scatter: also draw y = x (dotted; both axes on one scale)
   int histogram_bins = 0;       // 0 = automatic
 };
 

@@ -75,6 +75,11 @@ TEST(FamilyReport, PageHoldsEveryPartAndNamesMissingOnes) {
   EXPECT_NE(html.find("The merge experiment was not run."), std::string::npos);
   // Two charts of the regimes (DARE tolerance, term vs ΔL), each with one series per regime.
   EXPECT_EQ(count(html, "data-series=\"2\""), 2u);
+  // term vs ΔL has both axes symmetric-log, linear within ±1e-4: ΔL up to 1.2 reaches 5 decades
+  // past 1e-4 and is labelled every other decade, 10, 0.1 and 0.001 (a linear axis would read 0,
+  // 0.2, ...; the terms' y axis has 1 and 0.01, the DARE chart's axes 0.2 steps).
+  EXPECT_NE(html.find("term against ΔL (symmetric log, linear within ±0.0001)"), std::string::npos);
+  EXPECT_NE(html.find(">0.001</text>"), std::string::npos);
 
   in["merge"] = {{"config", {{"experts", {{{"name", "math"}}, {{"name", "order"}}}}}},
                  {"models",

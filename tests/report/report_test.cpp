@@ -219,7 +219,10 @@ TEST(NiceTicks, LogAndSymlog) {
   EXPECT_TRUE(dr::log_ticks(0.0, 10.0).empty());
   expect_ticks(dr::symlog_ticks(-100.0, 100.0, 1.0), {-100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0});
   expect_ticks(dr::symlog_ticks(0.0, 0.05, 0.01), {0.0, 0.01});
-  expect_ticks(dr::symlog_ticks(-1.0, 1000.0, 0.01), {-1.0, -0.1, -0.01, 0.0, 0.1, 10.0, 1000.0});
+  // Over more than four decades in all, ±w (0.3 decades from 0) is left unlabelled: its label
+  // would touch 0's.
+  expect_ticks(dr::symlog_ticks(-1.0, 1000.0, 0.01), {-1.0, -0.1, 0.0, 0.1, 10.0, 1000.0});
+  expect_ticks(dr::symlog_ticks(-0.01, 100.0, 1e-4), {-0.01, -0.001, 0.0, 0.01, 1.0, 100.0});
   expect_ticks(dr::symlog_ticks(-0.5, 0.0, 1.0), {0.0});
 }
 
@@ -334,6 +337,49 @@ TEST(Svg, ScatterWithIdentityLine) {
   EXPECT_EQ(count(svg, "class=\"point\""), 3u);
   EXPECT_EQ(count(svg, "class=\"identity\""), 1u);
   EXPECT_EQ(count(svg, "class=\"line\""), 0u);
+}
+
+// Both axes symmetric-log: small x values spread out (linear within ±w), large ones are
+// compressed by decade, and y = x stays a straight line because both axes share the transform.
+TEST(Svg, ScatterOnSymlogAxes) {
+  dr::ChartOptions opt;
+  opt.title = "term against ΔL";
+  opt.identity_line = true;
+  opt.y_scale = dr::Scale::SymLog;
+  opt.symlog_width = 0.01;
+  const std::vector<double> xs = {-50.0, -0.005, 0.0, 0.003, 0.008, 80.0};
+  dr::Series s{"edits", xs, xs, {}, false};
+  const auto cxs = [](const std::string& svg) {
+    std::vector<double> v;
+    for (auto p = svg.find("class=\"point\""); p != std::string::npos;
+         p = svg.find("class=\"point\"", p + 1))
+      v.push_back(std::stod(attribute_after(svg, p, "cx")));
+    return v;
+  };
+  // Only y symlog: x is linear over [-50, 80], so 0.003 and 0.008 are within a pixel; no y = x.
+  const std::string y_only = dr::scatter_chart(opt, {s});
+  EXPECT_EQ(xml_problem(y_only), "");
+  EXPECT_EQ(count(y_only, "class=\"identity\""), 0u);
+  const std::vector<double> lin = cxs(y_only);
+  ASSERT_EQ(lin.size(), xs.size());
+  EXPECT_LT(lin[4] - lin[3], 1.0);
+
+  opt.x_scale = dr::Scale::SymLog;
+  const std::string both = dr::scatter_chart(opt, {s});
+  EXPECT_EQ(xml_problem(both), "");
+  EXPECT_EQ(count(both, "class=\"identity\""), 1u);
+  const std::vector<double> sym = cxs(both);
+  ASSERT_EQ(sym.size(), xs.size());
+  // Positions follow sign(x)·log10(1 + |x|/w): increasing, and 0.003 → 0.008 spans
+  // (log10 1.8 − log10 1.3) of the (log10 8001 + log10 5001) decades from −50 to 80.
+  for (size_t i = 1; i < sym.size(); ++i) EXPECT_GT(sym[i], sym[i - 1]);
+  const double span = sym.back() - sym.front();
+  const double expect =
+      (std::log10(1.8) - std::log10(1.3)) / (std::log10(8001.0) + std::log10(5001.0));
+  EXPECT_GT((sym[4] - sym[3]) / span, 0.9 * expect);
+  EXPECT_GT(sym[4] - sym[3], 5.0);
+  // The x axis is labelled by decades too: −w·10^4 = −100 (the y axis has it in both charts).
+  EXPECT_EQ(count(both, ">-100</text>"), count(y_only, ">-100</text>") + 1);
 }
 
 TEST(Svg, GroupedBarsSkipNaN) {
