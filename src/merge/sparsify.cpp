@@ -8,6 +8,10 @@
 #include <numeric>
 #include <tuple>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "merge/method_impl.h"
 #include "util/big_buffer.h"
 
@@ -374,6 +378,46 @@ void unpack_bits(const uint64_t* bits, uint64_t first, size_t c, uint8_t* keep) 
     keep[j] = static_cast<uint8_t>((bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
 }
 
+// The vectorisable part of the streamed rank mask (State::keep_block): k = abs_key(τ) ^ flip,
+// keep = (no_lo | k > av) & (no_hi | k < bv) and eq = whether k is at a cut that applies, as 0/1
+// bytes, sixteen keys at a time with SSE2 (part of x86-64; the compiler's own vectorisation of
+// the scalar loop narrows the 32-bit masks to bytes one lane at a time). Returns the keys done (a
+// multiple of 16; 0 without SSE2, where the scalar loop does all).
+size_t rank_tile_x16(const float* tp, uint8_t* kp, uint8_t* eqb, size_t len, uint32_t flip,
+                     uint32_t av, uint32_t bv, bool no_lo, bool no_hi) {
+  size_t j = 0;
+#if defined(__SSE2__)
+  // Unsigned order by signed comparison with the top bit flipped on both sides.
+  const __m128i sign = _mm_set1_epi32(static_cast<int>(0x80000000u));
+  const __m128i abs_mask = _mm_set1_epi32(0x7FFFFFFF);
+  const __m128i fv = _mm_set1_epi32(static_cast<int>(flip));
+  const __m128i a = _mm_set1_epi32(static_cast<int>(av)), b = _mm_set1_epi32(static_cast<int>(bv));
+  const __m128i as = _mm_xor_si128(a, sign), bs = _mm_xor_si128(b, sign);
+  const __m128i lo_off = _mm_set1_epi32(no_lo ? -1 : 0), hi_off = _mm_set1_epi32(no_hi ? -1 : 0);
+  const __m128i one = _mm_set1_epi8(1);
+  for (; j + 16 <= len; j += 16) {
+    __m128i ok[4], eq[4];
+    for (int q = 0; q < 4; ++q) {
+      __m128i k = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + j + 4 * q));
+      k = _mm_xor_si128(_mm_and_si128(k, abs_mask), fv);
+      const __m128i ks = _mm_xor_si128(k, sign);
+      ok[q] = _mm_and_si128(_mm_or_si128(lo_off, _mm_cmpgt_epi32(ks, as)),
+                            _mm_or_si128(hi_off, _mm_cmpgt_epi32(bs, ks)));
+      eq[q] = _mm_or_si128(_mm_andnot_si128(lo_off, _mm_cmpeq_epi32(k, a)),
+                           _mm_andnot_si128(hi_off, _mm_cmpeq_epi32(k, b)));
+    }
+    // −1/0 lanes stay −1/0 through the saturating packs (32 → 16 → 8 bits); & 1 makes 0/1.
+    const __m128i okb = _mm_packs_epi16(_mm_packs_epi32(ok[0], ok[1]), _mm_packs_epi32(ok[2], ok[3]));
+    const __m128i eqv = _mm_packs_epi16(_mm_packs_epi32(eq[0], eq[1]), _mm_packs_epi32(eq[2], eq[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(kp + j), _mm_and_si128(okb, one));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(eqb + j), _mm_and_si128(eqv, one));
+  }
+#else
+  (void)tp, (void)kp, (void)eqb, (void)len, (void)flip, (void)av, (void)bv, (void)no_lo, (void)no_hi;
+#endif
+  return j;
+}
+
 // The mode sparsify() takes for `a` (before its usage checks).
 StreamMode stream_mode(const SparsifyArgs& a) {
   if (a.kind == Sparsifier::None) return StreamMode::Identity;
@@ -480,26 +524,35 @@ struct SparsifyStream::State {
         // Tiles of 64: the comparisons of a tile vectorise; only a tile holding a key equal to a
         // cut (whose keeps depend on the running counts) takes the element-by-element rule.
         constexpr size_t kTile = 64;
+        alignas(8) uint8_t eqb[kTile];  // 1 where a key of the tile is at a cut
         for (size_t j0 = 0; j0 < c; j0 += kTile) {
           const size_t len = std::min(kTile, c - j0);
-          uint32_t any_eq = 0;
-          for (size_t j = 0; j < len; ++j) {
-            const uint32_t k = abs_key(tp[j0 + j]) ^ flip;
+          for (size_t t = rank_tile_x16(tp + j0, kp + j0, eqb, len, flip, av, bv, no_lo, no_hi);
+               t < len; ++t) {
+            const uint32_t k = abs_key(tp[j0 + t]) ^ flip;
             const bool ok_lo = no_lo | (k > av), ok_hi = no_hi | (k < bv);
-            any_eq |= static_cast<uint32_t>((!no_lo & (k == av)) | (!no_hi & (k == bv)));
-            kp[j0 + j] = static_cast<uint8_t>(ok_lo & ok_hi);
+            eqb[t] = static_cast<uint8_t>((!no_lo & (k == av)) | (!no_hi & (k == bv)));
+            kp[j0 + t] = static_cast<uint8_t>(ok_lo & ok_hi);
           }
-          if (!any_eq) continue;
-          for (size_t j = j0; j < j0 + len; ++j) {
-            const uint32_t k = abs_key(tp[j]) ^ flip;
-            const bool eq_a = k == av, eq_b = k == bv;
-            // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi
-            // likewise).
-            const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
-            const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
-            el += eq_a;
-            eh += eq_b;
-            kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
+          // The keys at a cut, in index order (eight flags a word; a tile holds few of them).
+          for (size_t q = 0; q < len; q += 8) {
+            const size_t e = std::min(q + 8, len);
+            uint64_t word = 0;
+            std::memcpy(&word, eqb + q, e - q);
+            if (word == 0) continue;
+            for (size_t t = q; t < e; ++t) {
+              if (!eqb[t]) continue;
+              const size_t j = j0 + t;
+              const uint32_t k = abs_key(tp[j]) ^ flip;
+              const bool eq_a = !no_lo & (k == av), eq_b = !no_hi & (k == bv);
+              // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi
+              // likewise).
+              const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
+              const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
+              el += eq_a;
+              eh += eq_b;
+              kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
+            }
           }
         }
         eq_lo = el;
