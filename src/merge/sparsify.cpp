@@ -521,8 +521,8 @@ struct SparsifyStream::State {
         uint64_t el = eq_lo, eh = eq_hi;
         uint8_t* kp = keep.data();
         const float* tp = tau.data();
-        // Tiles of 64: the comparisons of a tile vectorise; only a tile holding a key equal to a
-        // cut (whose keeps depend on the running counts) takes the element-by-element rule.
+        // Tiles of 64: the comparisons of a tile run in vectors (rank_tile_x16); only the keys
+        // equal to a cut, whose keeps depend on the running counts, take the counting rule.
         constexpr size_t kTile = 64;
         alignas(8) uint8_t eqb[kTile];  // 1 where a key of the tile is at a cut
         for (size_t j0 = 0; j0 < c; j0 += kTile) {

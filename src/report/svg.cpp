@@ -530,7 +530,7 @@ std::string histogram_chart(const ChartOptions& options, const std::vector<Value
   }
   ChartOptions opt = options;
   if (opt.y_title.empty()) opt.y_title = "count";
-  Frame frame(opt, make_axis(xs, opt.x_scale, opt.symlog_width, opt.x_min, opt.x_max),
+  Frame frame(opt, make_axis(xs, Scale::Linear, 1.0, opt.x_min, opt.x_max),
               make_axis(ys, opt.y_scale, opt.symlog_width, opt.y_min, opt.y_max), names, colors, 0.0);
   std::string out;
   out.reserve(4096);
