@@ -10,9 +10,10 @@
 #include <vector>
 
 #include "cli/common.h"
-#include "util/version.h"
 #include "cli/torch_names.h"
 #include "io/writer.h"
+#include "linalg/blas.h"
+#include "util/version.h"
 
 using namespace deltaedit::cli;
 
@@ -37,15 +38,16 @@ int exec_torch_helper(char** argv) {
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   const auto dir = (ec ? std::filesystem::path(argv[0]) : self).parent_path();
   if (dir.empty()) {
-    std::cerr << "error: cannot locate deltaedit-torch (the directory of this executable is unknown); run "
+    std::cerr << "error: cannot locate deltaedit-torch (the directory of this executable is "
+                 "unknown); run "
                  "deltaedit by its path\n";
     return 1;
   }
   const auto helper = dir / "deltaedit-torch";
   ::execv(helper.c_str(), argv);
   const int err = errno;
-  std::cerr << "error: " << helper.string() << ": cannot run the model runtime (" << std::strerror(err)
-            << "); it is built beside deltaedit by `make build`\n";
+  std::cerr << "error: " << helper.string() << ": cannot run the model runtime ("
+            << std::strerror(err) << "); it is built beside deltaedit by `make build`\n";
   return 1;
 }
 #endif
@@ -57,6 +59,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && is_torch_command(argv[1])) return exec_torch_helper(argv);
 #endif
   deltaedit::io::install_signal_handlers();
+  deltaedit::linalg::park_blas_threads();
   CLI::App app{
       "deltaedit — delta parameter editing of post-trained models.\n"
       "A fine-tune differs from its base by Δ = W_post − W_pre. deltaedit reads Hugging Face\n"
@@ -66,9 +69,9 @@ int main(int argc, char** argv) {
       "deltaedit"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("deltaedit ") + deltaedit::util::kVersion);
-  std::vector<Command> cmds{add_inspect(app), add_verify(app), add_stats(app),
-                            add_edit(app),    add_apply(app),  add_ops(app),
-                            add_tokenize(app), add_merge(app), add_extract_lora(app)};
+  std::vector<Command> cmds{add_inspect(app),  add_verify(app), add_stats(app),
+                            add_edit(app),     add_apply(app),  add_ops(app),
+                            add_tokenize(app), add_merge(app),  add_extract_lora(app)};
 #ifdef DELTAEDIT_HAVE_TORCH
   for (auto& c : add_torch_commands(app)) cmds.push_back(c);
 #elif defined(DELTAEDIT_TORCH_HELPER)

@@ -22,9 +22,17 @@ class SerialBlas {
   SerialBlas& operator=(const SerialBlas&) = delete;
 };
 
+// OpenBLAS (the pthreads build) starts its worker threads when the library loads, and each one
+// busy-waits with sched_yield for about 2^28 cycles (~0.1 s) before it sleeps. A command that
+// never calls BLAS (edit, apply, merge of pointwise methods) would pay that on a second core for
+// nothing, so main() ends the idle workers at once: OpenBLAS restarts them on its next threaded
+// call (the same path it takes after a fork). Returns false (and does nothing) with a BLAS that
+// lacks the entry point.
+bool park_blas_threads();
+
 // C (m×n) = op(A) · op(B), op(X) = X or Xᵀ (trans_*), ld* the leading dimensions, f32.
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-          int64_t ldb, float* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float* c, int64_t ldc);
 
 // Householder QR of the m×n (m ≥ n) column-major matrix `a`: overwrites `a` with Q (m×n,
 // orthonormal columns) and, when r is not null, writes R (n×n upper triangular, column-major).
