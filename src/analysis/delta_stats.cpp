@@ -238,6 +238,64 @@ __attribute__((target("avx2"))) void edit_kernel_avx2(EditAccum::Lanes& L, const
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(L.bad), bad);
 }
 
+// edit_kernel_avx2's sums in the same lane order (elements i..i+3 into lanes 0–3, then i+4..i+7),
+// eight elements per iteration, for blocks of eight whose Δ and Δ' are all finite (checked in
+// f32, which is the same test as in f64): no masking, the counts kept as integers and folded into
+// lane 0 at the end (the folded totals are unchanged), and x², y², x·y accumulated by FMA. That
+// last step gives the very same bits: x and y are f32 values, so their product is exact in f64
+// and rounding it before the add (as the other kernels do) changes nothing. (y − x)² is not
+// exact, and keeps its separate multiply and add. A block with a non-finite entry goes through
+// edit_kernel_avx2, which masks it.
+__attribute__((target("avx2,fma,popcnt"))) void edit_kernel_fast_avx2(EditAccum::Lanes& L, const float* delta,
+                                                                      const float* edited, size_t n) {
+  __m256d dsq = _mm256_loadu_pd(L.dsq), esq = _mm256_loadu_pd(L.esq), dd = _mm256_loadu_pd(L.dd),
+          dot = _mm256_loadu_pd(L.dot);
+  const __m256 absf = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 inff = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256 zerof = _mm256_setzero_ps();
+  uint64_t nz = 0, agree = 0;
+  const auto four = [&](__m128 xf, __m128 yf) __attribute__((target("avx2,fma"))) {
+    const __m256d x = _mm256_cvtps_pd(xf), y = _mm256_cvtps_pd(yf);
+    const __m256d d = _mm256_sub_pd(y, x);
+    dsq = _mm256_fmadd_pd(x, x, dsq);
+    esq = _mm256_fmadd_pd(y, y, esq);
+    dd = _mm256_add_pd(dd, _mm256_mul_pd(d, d));
+    dot = _mm256_fmadd_pd(x, y, dot);
+  };
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x8 = _mm256_loadu_ps(delta + i), y8 = _mm256_loadu_ps(edited + i);
+    const __m256 fin = _mm256_and_ps(_mm256_cmp_ps(_mm256_and_ps(x8, absf), inff, _CMP_LT_OQ),
+                                     _mm256_cmp_ps(_mm256_and_ps(y8, absf), inff, _CMP_LT_OQ));
+    if (_mm256_movemask_ps(fin) != 0xFF) {
+      _mm256_storeu_pd(L.dsq, dsq);
+      _mm256_storeu_pd(L.esq, esq);
+      _mm256_storeu_pd(L.dd, dd);
+      _mm256_storeu_pd(L.dot, dot);
+      edit_kernel_avx2(L, delta + i, edited + i, 8);
+      dsq = _mm256_loadu_pd(L.dsq);
+      esq = _mm256_loadu_pd(L.esq);
+      dd = _mm256_loadu_pd(L.dd);
+      dot = _mm256_loadu_pd(L.dot);
+      continue;
+    }
+    const __m256 xp = _mm256_cmp_ps(x8, zerof, _CMP_GT_OQ), xn = _mm256_cmp_ps(x8, zerof, _CMP_LT_OQ);
+    const __m256 same = _mm256_or_ps(_mm256_and_ps(xp, _mm256_cmp_ps(y8, zerof, _CMP_GT_OQ)),
+                                     _mm256_and_ps(xn, _mm256_cmp_ps(y8, zerof, _CMP_LT_OQ)));
+    nz += uint64_t(__builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_or_ps(xp, xn)))));
+    agree += uint64_t(__builtin_popcount(unsigned(_mm256_movemask_ps(same))));
+    four(_mm256_castps256_ps128(x8), _mm256_castps256_ps128(y8));
+    four(_mm256_extractf128_ps(x8, 1), _mm256_extractf128_ps(y8, 1));
+  }
+  _mm256_storeu_pd(L.dsq, dsq);
+  _mm256_storeu_pd(L.esq, esq);
+  _mm256_storeu_pd(L.dd, dd);
+  _mm256_storeu_pd(L.dot, dot);
+  L.nz[0] += nz;
+  L.agree[0] += agree;
+  if (i < n) edit_kernel_avx2(L, delta + i, edited + i, n - i);  // a last group of four
+}
+
 // BF16 inputs decoded in registers. Blocks of 8 whose base and Δ are all finite (the common case)
 // take a short path: no masking, and the order-free parts (counts, max) are kept in f32/integer
 // form and folded into lane 0 at the end, which leaves every folded total unchanged. A block with
@@ -303,6 +361,7 @@ __attribute__((target("avx2,popcnt"))) void delta_kernel_bf16_avx2(DeltaAccum::L
 }
 
 const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+const bool kHaveFma = kHaveAvx2 && __builtin_cpu_supports("fma");
 #endif
 
 void delta_kernel(DeltaAccum::Lanes& L, const float* base, const float* post, size_t n) {
@@ -314,6 +373,7 @@ void delta_kernel(DeltaAccum::Lanes& L, const float* base, const float* post, si
 
 void edit_kernel(EditAccum::Lanes& L, const float* delta, const float* edited, size_t n) {
 #if DELTAEDIT_AVX2_KERNELS
+  if (kHaveFma) return edit_kernel_fast_avx2(L, delta, edited, n);
   if (kHaveAvx2) return edit_kernel_avx2(L, delta, edited, n);
 #endif
   edit_kernel_generic(L, delta, edited, n);

@@ -6,14 +6,38 @@
 // f64 and rounded once to f32. clip=true replaces negative normal draws by 0 (otherwise a negative
 // m flips that entry's sign). sign(0) = 0, so zero entries stay zero; NaN and ±Inf pass through.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
 #include "edit/op_impl.h"
+#include "util/clones.h"
 #include "util/reduce.h"
 
 namespace deltaedit::edit::detail {
 namespace {
+
+// d[j] ← ±2μ·uniform(j) where d[j] is finite and non-zero (the sign of d[j]), as KeyedRng::uniform
+// computes the draw: bits53 = w0·2^21 + (w1 >> 11), split as (w0 >> 1)·2^22 + ((w0 & 1)·2^21 +
+// (w1 >> 11)) so both parts convert from int32 (which vectorises) and their sum, below 2^53, is
+// the exact double of bits53, as static_cast<double>(bits53) is. Same bits as the scalar form.
+DELTAEDIT_CLONES void resample_uniform(float* __restrict d, const uint32_t* __restrict w0,
+                                       const uint32_t* __restrict w1, size_t c, double scale) {
+  // In bits (so GCC vectorises the select): mf ≥ 0, so ±mf is mf's bits with x's sign bit; x is
+  // finite and non-zero exactly when its magnitude bits are in [1, 0x7F7FFFFF].
+  for (size_t j = 0; j < c; ++j) {
+    const uint32_t xb = std::bit_cast<uint32_t>(d[j]);
+    const double hi = static_cast<double>(static_cast<int32_t>(w0[j] >> 1));
+    const double lo =
+        static_cast<double>(static_cast<int32_t>(((w0[j] & 1u) << 21) | (w1[j] >> 11)));
+    const double u = (hi * 0x1.0p22 + lo) * 0x1.0p-53;
+    const uint32_t mb = std::bit_cast<uint32_t>(static_cast<float>(scale * u));
+    // All ones where x is kept (an arithmetic mask: with a conditional GCC will not speculate the
+    // f64 arithmetic above into vector code, as it may trap).
+    const uint32_t keep = 0u - uint32_t((xb & 0x7FFFFFFFu) - 1u >= 0x7F7FFFFFu);
+    d[j] = std::bit_cast<float>((keep & xb) | (~keep & (mb | (xb & 0x80000000u))));
+  }
+}
 
 // Two-pass: μ needs the whole tensor's mean |Δ|, then each entry is redrawn by its index.
 struct ResampleState {
@@ -66,15 +90,7 @@ class ResampleOp final : public ObservingOpOf<ResampleState> {
     for (size_t off = 0; off < piece.size(); off += kBlock) {
       const size_t c = std::min(kBlock, piece.size() - off);
       util::philox_blocks(rng.key(), first + off, 0, c, w0, w1, nullptr, nullptr);
-      float* d = piece.data() + off;
-      for (size_t j = 0; j < c; ++j) {
-        const float x = d[j];
-        const double u =
-            static_cast<double>(util::KeyedRng::uniform_bits(w0[j], w1[j])) * 0x1.0p-53;
-        const float mf = static_cast<float>(scale * u);
-        const bool edit = std::fabs(x) <= std::numeric_limits<float>::max() && x != 0.0f;
-        d[j] = edit ? (x > 0.0f ? mf : -mf) : x;
-      }
+      resample_uniform(piece.data() + off, w0, w1, c, scale);
     }
   }
 

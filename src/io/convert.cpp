@@ -3,17 +3,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "util/clones.h"
 #include "util/error.h"
 
 // The block kernels below use GCC/Clang vector extensions: each lane does exactly what the scalar
 // conversion does, so results are bit-identical to bf16_to_f32/f32_to_bf16/f16_to_f32 (the
 // exhaustive tests check every input). An AVX2 clone is picked at load time where available.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define DELTAEDIT_KERNEL __attribute__((target_clones("avx2", "default")))
-#pragma GCC diagnostic ignored "-Wpsabi"
-#else
-#define DELTAEDIT_KERNEL
-#endif
+#define DELTAEDIT_KERNEL DELTAEDIT_CLONES
 
 namespace deltaedit::io {
 namespace {

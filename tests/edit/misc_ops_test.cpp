@@ -1,6 +1,7 @@
 // scale, permute, signflip, resample.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <gtest/gtest.h>
 
@@ -102,6 +103,36 @@ TEST(Resample, UniformMagnitudes) {
   double t = 0;
   for (float v : s2) t += std::fabs(v);
   EXPECT_NEAR(t / (n - 1), 2 * mean_abs, 5 * 4 * mean_abs / std::sqrt(12.0 * (n - 1)));
+}
+
+// Every redrawn magnitude is exactly 2μ·KeyedRng(seed, name, op_index).uniform(i) rounded once to
+// f32 (SPEC: computed in f64, rounded once). The data are multiples of 2^-12 below 4, so Σ|Δ| is
+// exact in f64 in any order and μ here is the op's μ bit for bit; zeros, NaN and ±Inf pass.
+TEST(Resample, UniformDrawsAreTheKeyedStream) {
+  const size_t n = 70001;  // crosses the vector kernels' blocks and leaves a tail
+  const util::KeyedRng data(3, "test-data", 0);
+  std::vector<float> d(n);
+  for (size_t i = 0; i < n; ++i)
+    d[i] = float(std::ldexp(std::floor(data.uniform(i) * 32768.0) - 16384.0, -12));
+  d[5] = 0.0f;
+  d[6] = -0.0f;
+  d[7] = std::numeric_limits<float>::quiet_NaN();
+  d[8] = std::numeric_limits<float>::infinity();
+  double sum = 0;
+  uint64_t finite = 0;
+  for (float v : d)
+    if (std::isfinite(v)) sum += std::fabs(double(v)), ++finite;
+  const double mu = sum / double(finite);
+  const util::KeyedRng rng(1, "w", 2);
+  const std::vector<float> out = edited("resample", d, {}, 1, "w", 2);
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(d[i]) || d[i] == 0.0f) {
+      ASSERT_TRUE(same_bytes({out[i]}, {d[i]})) << i;
+      continue;
+    }
+    const float m = static_cast<float>(2.0 * mu * rng.uniform(i));
+    ASSERT_EQ(out[i], d[i] > 0 ? m : -m) << i;
+  }
 }
 
 TEST(Resample, NormalMagnitudes) {

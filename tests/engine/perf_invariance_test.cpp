@@ -177,6 +177,71 @@ TEST(PerfInvariance, DeltaAccumMatchesItsDefinition) {
   EXPECT_NEAR(f.base_sumsq, bsq, 1e-12 * bsq);
 }
 
+// The definition of EditAccum's order (SPEC §3: a fixed order): element i goes to lane i mod 4,
+// each lane sums its elements in index order in f64 (non-finite pairs count as 0 and are
+// counted), and the four lanes are added 0, 1, 2, 3. Every vector kernel (the AVX2 one, and the
+// FMA short path for all-finite blocks of eight) must give these very bits.
+static analysis::EditAccum edit_accum_by_definition(const std::vector<float>& d,
+                                                    const std::vector<float>& e) {
+  double dsq[4] = {}, esq[4] = {}, dd[4] = {}, dot[4] = {};
+  analysis::EditAccum r;
+  for (size_t i = 0; i < d.size(); ++i) {
+    const size_t j = i % 4;
+    const bool fin = std::isfinite(d[i]) && std::isfinite(e[i]);
+    const double x = fin ? double(d[i]) : 0.0, y = fin ? double(e[i]) : 0.0;
+    const double t = y - x;
+    dsq[j] = dsq[j] + x * x;
+    esq[j] = esq[j] + y * y;
+    dd[j] = dd[j] + t * t;
+    dot[j] = dot[j] + x * y;
+    r.nonfinite += !fin;
+    r.nonzero_pairs += x != 0.0;
+    r.sign_agree += (x > 0 && y > 0) || (x < 0 && y < 0);
+  }
+  for (size_t j = 0; j < 4; ++j) {
+    r.delta_sumsq += dsq[j];
+    r.edited_sumsq += esq[j];
+    r.d_sumsq += dd[j];
+    r.dot += dot[j];
+  }
+  r.n = d.size();
+  return r;
+}
+
+TEST(PerfInvariance, EditAccumIsItsDefinitionBitForBit) {
+  // All finite (the short path throughout), finite with a rare NaN/Inf (short path and its
+  // fallback in one run), and messy; lengths that leave a last group of four and a scalar tail;
+  // values over a wide range of exponents so (y - x) is often inexact in f64.
+  std::mt19937 g(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  // Exponents over a narrow range (terms of one size: the sums are sensitive to any change of
+  // order or rounding) and over a wide one (y - x inexact in f64).
+  for (int spread : {4, 60})
+    for (size_t n : {size_t(4099), size_t(65536 + 12), size_t(20011)}) {
+      std::uniform_int_distribution<int> ex(-spread, spread);
+      std::vector<float> d(n), e(n);
+      for (size_t i = 0; i < n; ++i) {
+        d[i] = std::ldexp(nd(g), ex(g));
+        e[i] = (i % 7 == 0) ? d[i] : (i % 11 == 0 ? -d[i] : std::ldexp(nd(g), ex(g)));
+        if (i % 13 == 0) e[i] = 0.0f;
+      }
+      for (int variant = 0; variant < 3; ++variant) {
+        auto dv = d, evv = e;
+        if (variant == 1)
+          for (size_t i = 97; i < n; i += 1009) dv[i] = (i % 2) ? kNaN : kInf;
+        if (variant == 2) {
+          dv = messy(n, uint32_t(n));
+          evv = messy(n, uint32_t(n + 1));
+        }
+        analysis::EditAccum got;
+        got.add(dv, evv);
+        SCOPED_TRACE("spread=" + std::to_string(spread) + " n=" + std::to_string(n) +
+                     " variant=" + std::to_string(variant));
+        expect_same(edit_accum_by_definition(dv, evv), got);
+      }
+    }
+}
+
 TEST(PerfInvariance, EditAccumDoesNotDependOnChunking) {
   const auto d = messy(10007, 11), e = messy(10007, 12);
   analysis::EditAccum whole;
