@@ -15,10 +15,20 @@
 #include <vector>
 
 #include "edit/op_impl.h"
+#include "util/clones.h"
 #include "util/reduce.h"
 
 namespace deltaedit::edit::detail {
 namespace {
+
+// dropped[j] = a[j] where m[j] != 0, else 0; kept[j] the other way (vector clones).
+DELTAEDIT_CLONES void split_by_mask(const float* __restrict a, const uint32_t* __restrict m,
+                                    float* __restrict dropped, float* __restrict kept, size_t n) {
+  for (size_t j = 0; j < n; ++j) {
+    dropped[j] = m[j] != 0 ? a[j] : 0.0f;
+    kept[j] = m[j] != 0 ? 0.0f : a[j];
+  }
+}
 
 // Δ'_i = kf·Δ_i where selected, cf·Δ_i elsewhere.
 void scale_selected(std::span<float> piece, uint64_t first, const TensorContext& ctx, double p,
@@ -71,9 +81,11 @@ class DareL1Op final : public ObservingOpOf<DareL1State> {
     if (p_ == 0.0) return;
     for_each_selection(
         st.rng, piece.size(), p_, first, [&](size_t off, const uint32_t* m, size_t count) {
-          const float* d = piece.data() + off;
-          st.dropped.add(count, [&](size_t j) { return m[j] != 0 ? util::finite_abs(d[j]) : 0.0; });
-          st.kept.add(count, [&](size_t j) { return m[j] != 0 ? 0.0 : util::finite_abs(d[j]); });
+          float a[kSelectionBlock], dropped[kSelectionBlock], kept[kSelectionBlock];
+          util::finite_abs_f32(piece.data() + off, a, count);
+          split_by_mask(a, m, dropped, kept, count);
+          st.dropped.add_f32(std::span<const float>(dropped, count));
+          st.kept.add_f32(std::span<const float>(kept, count));
         });
   }
   void end(DareL1State& st) const override {

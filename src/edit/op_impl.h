@@ -159,9 +159,10 @@ inline bool drawn(const util::KeyedRng& rng, uint64_t i, double p) { return rng.
 // Calls fn(offset, sel, count) over [0, n) in cache-sized blocks, sel[j] ≠ 0 iff
 // drawn(rng, first + offset + j, p): the draws of elements [first, first + n) of the tensor,
 // batched (util::bernoulli_select).
+inline constexpr size_t kSelectionBlock = 2048;  // the most elements fn is called with
 template <class Fn>
 void for_each_selection(const util::KeyedRng& rng, size_t n, double p, uint64_t first, Fn&& fn) {
-  constexpr size_t kBlock = 2048;
+  constexpr size_t kBlock = kSelectionBlock;
   alignas(32) uint32_t sel[kBlock];
   const uint64_t threshold = util::KeyedRng::uniform_threshold(p);
   for (size_t off = 0; off < n; off += kBlock) {

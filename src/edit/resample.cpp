@@ -59,8 +59,14 @@ class ResampleOp final : public ObservingOpOf<ResampleState> {
  protected:
   ResampleState begin(const TensorContext&) const override { return {}; }
   void observe_piece(ResampleState& st, std::span<const float> piece, uint64_t) const override {
-    st.sum_abs.add(piece.size(), [&](size_t i) { return util::finite_abs(piece[i]); });
-    for (float v : piece) st.finite += std::isfinite(v) ? 1 : 0;
+    constexpr size_t kBlock = 2048;
+    float a[kBlock];
+    for (size_t off = 0; off < piece.size(); off += kBlock) {
+      const size_t c = std::min(kBlock, piece.size() - off);
+      util::finite_abs_f32(piece.data() + off, a, c);
+      st.sum_abs.add_f32(std::span<const float>(a, c));
+    }
+    st.finite += util::count_finite(piece);
   }
   void end(ResampleState& st) const override {
     if (st.finite == 0) return;

@@ -67,6 +67,16 @@ double ordered_sum(size_t n, Term&& term) {
   return total;
 }
 
+// add_to_lanes(lane, 0, n, [&](i) { return double(x[i]); }) for f32 terms, with vector clones
+// (reduce.cpp): each lane still adds its terms in index order, so the bits are the same.
+void add_f32_to_lanes(double (&lane)[kReduceLanes], const float* x, size_t n);
+
+// How many of x are finite (vector clones).
+uint64_t count_finite(std::span<const float> x);
+
+// out[i] = |x[i]| where x[i] is finite, else 0, in f32 (exact: double(out[i]) is finite_abs(x[i])).
+void finite_abs_f32(const float* x, float* out, size_t n);
+
 // ordered_sum fed in pieces, in index order: add(count, term) adds term(j) for j < count as the
 // next `count` indices of the sum; sum() equals ordered_sum over every term added so far.
 class BlockedSum {
@@ -82,6 +92,26 @@ class BlockedSum {
       for (; k < take && (in_block + k) % kReduceLanes != 0; ++k)
         lane_[(in_block + k) % kReduceLanes] += static_cast<double>(term(j + k));
       add_to_lanes(lane_, 0, take - k, [&](size_t t) { return term(j + k + t); });
+      next_ += take;
+      j += take;
+      if (next_ % kReduceBlock == 0) {
+        total_ += fold_lanes(lane_);
+        std::fill(std::begin(lane_), std::end(lane_), 0.0);
+      }
+    }
+  }
+  // add(terms.size(), [&](j) { return double(terms[j]); }), the lane rows through the vector
+  // clones of add_f32_to_lanes: the same bits.
+  void add_f32(std::span<const float> terms) {
+    size_t j = 0;
+    const size_t count = terms.size();
+    while (j < count) {
+      const size_t in_block = static_cast<size_t>(next_ % kReduceBlock);
+      const size_t take = std::min(count - j, kReduceBlock - in_block);
+      size_t k = 0;
+      for (; k < take && (in_block + k) % kReduceLanes != 0; ++k)
+        lane_[(in_block + k) % kReduceLanes] += static_cast<double>(terms[j + k]);
+      add_f32_to_lanes(lane_, terms.data() + j + k, take - k);
       next_ += take;
       j += take;
       if (next_ % kReduceBlock == 0) {
