@@ -13,16 +13,29 @@
 // scope=tensor also streams: a multi-pass op that finds the same T from histograms of the
 // streamed Δ (two or three reads of the inputs, no whole-tensor buffer; see Stream).
 #include <algorithm>
+#include <bit>
 #include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "edit/op_impl.h"
+#include "util/clones.h"
 #include "util/rank_select.h"
 
 namespace deltaedit::edit::detail {
 namespace {
+
+// x[i] is kept when its key is above t, or equal to t at index first + i ≤ last; else +0. In bits,
+// the keep a mask, so the loop vectorises (vector clones); the same values as the plain select.
+DELTAEDIT_CLONES void keep_above(float* x, size_t n, uint32_t t, uint64_t first, uint64_t last) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t v = std::bit_cast<uint32_t>(x[i]);
+    const uint32_t b = abs_bits(x[i]);
+    const uint32_t kept = uint32_t(b > t) | (uint32_t(b == t) & uint32_t(first + i <= last));
+    x[i] = std::bit_cast<float>(v & (0u - kept));
+  }
+}
 
 // The op's selection, shared by its two execution kinds below.
 class Magnitude {
@@ -171,11 +184,7 @@ class Magnitude {
     }
     // Kept: keys above T, and keys equal to T up to the last tie kept (all of them if all_ties).
     const uint64_t last = st.all_ties ? ~uint64_t{0} : st.last_tie;
-    for (size_t i = 0; i < piece.size(); ++i) {
-      const uint32_t b = abs_bits(piece[i]);
-      const bool kept = b > st.t || (b == st.t && first + i <= last);
-      piece[i] = kept ? piece[i] : 0.0f;
-    }
+    keep_above(piece.data(), piece.size(), st.t, first, last);
   }
 
   // T and the count of keys above it, from the finished select (released).
