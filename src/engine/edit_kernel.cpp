@@ -6,13 +6,24 @@
 
 #include "engine/delta_blocks.h"
 #include "io/convert.h"
+#include "util/clones.h"
 #include "util/error.h"
 
 namespace deltaedit::engine {
 namespace {
 
+// d = p − b, and a copy of it in e (the ops edit e in place).
+DELTAEDIT_CLONES void delta_and_copy(const float* __restrict p, const float* __restrict b,
+                                     float* __restrict d, float* __restrict e, size_t c) {
+  for (size_t i = 0; i < c; ++i) {
+    const float x = p[i] - b[i];
+    d[i] = x;
+    e[i] = x;
+  }
+}
+
 // Finite inputs, non-finite sum: w = b + e where b and q (the other input) are finite.
-uint64_t compose(const float* b, const float* e, const float* q, float* w, size_t c) {
+DELTAEDIT_CLONES uint64_t compose(const float* b, const float* e, const float* q, float* w, size_t c) {
   constexpr float kMax = std::numeric_limits<float>::max();
   uint32_t newly_bad = 0;
   for (size_t i = 0; i < c; ++i) {
@@ -93,12 +104,12 @@ uint64_t edit_block(EditTensorState& st, std::span<const float> base, std::span<
     const size_t c = std::min(kDeltaBlock, out.size() - k);
     const float* b = base.data() + k;
     const float* p = post.data() + k;
-    for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
     const float* e;
     if (st.whole) {
+      for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
       e = st.whole->edited.data() + at + k;
     } else {
-      std::copy(d, d + c, scratch);
+      delta_and_copy(p, b, d, scratch, c);
       run_steps(st, st.steps.size(), scratch, c, at + k);
       e = scratch;
     }
