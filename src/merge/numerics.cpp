@@ -6,6 +6,7 @@
 
 #include "io/convert.h"
 #include "merge/method_impl.h"
+#include "util/clones.h"
 
 namespace deltaedit::merge {
 
@@ -89,18 +90,26 @@ void MethodBase::check_sizes(const TensorJob& job, size_t n) const {
   for (const TensorInput& in : job.models) bad(in);
 }
 
+namespace {
+// keep[j] = sel[j] & 1 (a selection mask as 0/1 bytes), with an AVX2 clone.
+DELTAEDIT_CLONES void mask_to_bytes(const uint32_t* __restrict sel, uint8_t* __restrict keep,
+                                    size_t n) {
+  for (size_t j = 0; j < n; ++j) keep[j] = static_cast<uint8_t>(sel[j] & 1u);
+}
+}  // namespace
+
 void draw_keep(util::PhiloxKey key, RandomPurpose purpose, uint64_t first, size_t n, double p,
                uint8_t* keep) {
   const uint64_t threshold = util::KeyedRng::uniform_threshold(std::clamp(p, 0.0, 1.0));
   const uint32_t lane = purpose_lane(purpose);
-  // The batched generator (AVX2 where the CPU has it): the scalar generator's words.
+  // The batched Bernoulli draws (AVX-512 or AVX2 where the CPU has it): the scalar generator's
+  // decisions, uniform(index, lane) < p.
   constexpr size_t kChunk = 1024;
-  uint32_t w0[kChunk], w1[kChunk];
+  uint32_t sel[kChunk];
   for (size_t i = 0; i < n; i += kChunk) {
     const size_t take = std::min(kChunk, n - i);
-    util::philox_blocks(key, first + i, lane, take, w0, w1, nullptr, nullptr);
-    for (size_t j = 0; j < take; ++j)
-      keep[i + j] = util::KeyedRng::uniform_bits(w0[j], w1[j]) < threshold ? 1 : 0;
+    util::bernoulli_lane(key, first + i, lane, take, threshold, sel);
+    mask_to_bytes(sel, keep + i, take);
   }
 }
 

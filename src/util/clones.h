@@ -4,6 +4,12 @@
 // does not support target_clones, and on other compilers.)
 #pragma once
 
+//
+// DELTAEDIT_INLINE: on a lambda called inside a cloned function (`[&](auto rr) DELTAEDIT_INLINE
+// {...}`), so that its body is compiled into each clone; a lambda left out of line is a function
+// of its own, compiled for the baseline only.
+#define DELTAEDIT_INLINE __attribute__((always_inline))
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     !defined(__SANITIZE_ADDRESS__)
 #define DELTAEDIT_CLONES __attribute__((target_clones("avx2", "default")))

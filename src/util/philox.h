@@ -170,6 +170,9 @@ void philox_blocks(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint3
 // for j < n, where threshold = KeyedRng::uniform_threshold(p) (an integer comparison).
 void bernoulli_select(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
                       uint32_t* sel) noexcept;
+// The same on any lane: sel[j] = ~0u if KeyedRng(key).uniform(first + j, lane) < p, else 0.
+void bernoulli_lane(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint64_t threshold,
+                    uint32_t* sel) noexcept;
 
 // The kernels the batched streams can run (tests run each one the CPU has; the default is the
 // widest). Every kernel gives the same words.
@@ -182,5 +185,7 @@ void philox_blocks_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, uint32_t lan
                       uint32_t* w0, uint32_t* w1, uint32_t* w2, uint32_t* w3) noexcept;
 void bernoulli_select_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
                          uint32_t* sel) noexcept;
+void bernoulli_lane_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, uint32_t lane, size_t n,
+                       uint64_t threshold, uint32_t* sel) noexcept;
 
 }  // namespace deltaedit::util

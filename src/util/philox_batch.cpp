@@ -48,12 +48,12 @@ void blocks_generic(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint
   }
 }
 
-void bernoulli_generic(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
+void bernoulli_generic(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint64_t threshold,
                        uint32_t* sel) noexcept {
   for (size_t j = 0; j < n; ++j) {
     const uint64_t i = first + j;
     const PhiloxCounter c =
-        philox4x32_10({static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), 0u, 0u}, key);
+        philox4x32_10({static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32), lane, 0u}, key);
     sel[j] = KeyedRng::uniform_bits(c[0], c[1]) < threshold ? ~0u : 0u;
   }
 }
@@ -144,9 +144,14 @@ DE_AVX2 void blocks_avx2(PhiloxKey key, uint64_t first, uint32_t lane, size_t n,
 }
 
 // 0 < threshold < 2^53.
-DE_AVX2 void bernoulli_avx2(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
-                            uint32_t* sel) noexcept {
+// Rounds 1 and 2 in closed form: the counter's words 1 and 2 (high index word, lane) and 3 (0)
+// are the same for every block of a step, so with P = M1·lane, after round 1 c0 = hi(P) ^ hi ^
+// k0 and c1 = lo(P) are scalars, and round 2's first product is one scalar multiply.
+DE_AVX2 void bernoulli_avx2(PhiloxKey key, uint64_t first, uint32_t lane, size_t n,
+                            uint64_t threshold, uint32_t* sel) noexcept {
   const RoundKeys rk = round_keys(key);
+  const uint64_t pl = uint64_t{kM1} * lane;
+  const __m256i k01 = _mm256_xor_si256(rk.k0[1], _mm256_set1_epi64x(static_cast<uint32_t>(pl)));
   const __m256i m0 = _mm256_set1_epi64x(kM0), m1 = _mm256_set1_epi64x(kM1);
   const __m256i flip = _mm256_set1_epi64x(static_cast<long long>(0x8000000000000000ull));
   // x >> 11 < T  ⇔  x < T·2^11 (T < 2^53), compared as signed after flipping the top bits.
@@ -162,7 +167,7 @@ DE_AVX2 void bernoulli_avx2(PhiloxKey key, uint64_t first, size_t n, uint64_t th
     const uint32_t hi = static_cast<uint32_t>(f >> 32);
     // Round 1 with c2 = c3 = 0: c0' = c1 ^ k0 (a constant), c1' = 0, c2' = hi(M0·c0) ^ k1, c3' =
     // lo(M0·c0). Round 2: M0·c0 is one constant product.
-    const uint32_t c0r2 = hi ^ key0[0];
+    const uint32_t c0r2 = static_cast<uint32_t>(pl >> 32) ^ hi ^ key0[0];
     const uint64_t p0r2 = uint64_t{kM0} * c0r2;
     const __m256i hi0r2 = _mm256_set1_epi64x(static_cast<uint32_t>(p0r2 >> 32));
     const __m256i lo0r2 = _mm256_set1_epi64x(static_cast<uint32_t>(p0r2));
@@ -172,7 +177,7 @@ DE_AVX2 void bernoulli_avx2(PhiloxKey key, uint64_t first, size_t n, uint64_t th
       const __m256i c2r1 =
           _mm256_xor_si256(_mm256_srli_epi64(p0, 32), rk.k1[0]);  // c3 after round 1 is p0
       const __m256i p1 = _mm256_mul_epu32(c2r1, m1);
-      c0[g] = _mm256_xor_si256(_mm256_srli_epi64(p1, 32), rk.k0[1]);  // c1 after round 1 is 0
+      c0[g] = _mm256_xor_si256(_mm256_srli_epi64(p1, 32), k01);  // c1 after round 1 is lo(P)
       c1[g] = p1;
       c2[g] = _mm256_xor_si256(_mm256_xor_si256(hi0r2, p0), rk.k1[1]);
       c3[g] = lo0r2;
@@ -193,7 +198,7 @@ DE_AVX2 void bernoulli_avx2(PhiloxKey key, uint64_t first, size_t n, uint64_t th
     }
     j += kStep;
   }
-  if (j < n) bernoulli_generic(key, first + j, n - j, threshold, sel + j);
+  if (j < n) bernoulli_generic(key, first + j, lane, n - j, threshold, sel + j);
 }
 
 // Function-local statics: callers may ask during static initialisation (benchmark registration),
@@ -286,9 +291,11 @@ DE_AVX512 void blocks_avx512(PhiloxKey key, uint64_t first, uint32_t lane, size_
 }
 
 // 0 < threshold < 2^53.
-DE_AVX512 void bernoulli_avx512(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
-                                uint32_t* sel) noexcept {
+DE_AVX512 void bernoulli_avx512(PhiloxKey key, uint64_t first, uint32_t lane, size_t n,
+                                uint64_t threshold, uint32_t* sel) noexcept {
   const RoundKeys512 rk = round_keys512(key);
+  const uint64_t pl = uint64_t{kM1} * lane;
+  const __m512i k01 = _mm512_xor_si512(rk.k0[1], _mm512_set1_epi64(static_cast<uint32_t>(pl)));
   const __m512i m0 = _mm512_set1_epi64(kM0), m1 = _mm512_set1_epi64(kM1);
   // x >> 11 < T  ⇔  x < T·2^11 (T < 2^53), an unsigned comparison.
   const __m512i limit = _mm512_set1_epi64(static_cast<long long>(threshold << 11));
@@ -302,7 +309,7 @@ DE_AVX512 void bernoulli_avx512(PhiloxKey key, uint64_t first, size_t n, uint64_
     if (static_cast<uint32_t>(f) > 0xFFFFFFFFu - (kStep512 - 1)) break;
     const uint32_t hi = static_cast<uint32_t>(f >> 32);
     // Rounds 1 and 2 as in bernoulli_avx2.
-    const uint32_t c0r2 = hi ^ key0[0];
+    const uint32_t c0r2 = static_cast<uint32_t>(pl >> 32) ^ hi ^ key0[0];
     const uint64_t p0r2 = uint64_t{kM0} * c0r2;
     const __m512i hi0r2 = _mm512_set1_epi64(static_cast<uint32_t>(p0r2 >> 32));
     const __m512i lo0r2 = _mm512_set1_epi64(static_cast<uint32_t>(p0r2));
@@ -311,7 +318,7 @@ DE_AVX512 void bernoulli_avx512(PhiloxKey key, uint64_t first, size_t n, uint64_
       const __m512i p0 = _mm512_mul_epu32(group_counters512(static_cast<uint32_t>(f), g), m0);
       const __m512i c2r1 = _mm512_xor_si512(_mm512_srli_epi64(p0, 32), rk.k1[0]);
       const __m512i p1 = _mm512_mul_epu32(c2r1, m1);
-      c0[g] = _mm512_xor_si512(_mm512_srli_epi64(p1, 32), rk.k0[1]);
+      c0[g] = _mm512_xor_si512(_mm512_srli_epi64(p1, 32), k01);
       c1[g] = p1;
       c2[g] = _mm512_xor_si512(_mm512_xor_si512(hi0r2, p0), rk.k1[1]);
       c3[g] = lo0r2;
@@ -331,7 +338,7 @@ DE_AVX512 void bernoulli_avx512(PhiloxKey key, uint64_t first, size_t n, uint64_
     }
     j += kStep512;
   }
-  if (j < n) bernoulli_avx2(key, first + j, n - j, threshold, sel + j);
+  if (j < n) bernoulli_avx2(key, first + j, lane, n - j, threshold, sel + j);
 }
 
 bool have_avx512() noexcept {
@@ -389,8 +396,8 @@ void philox_blocks_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, uint32_t lan
   blocks_generic(key, first, lane, n, w0, w1, w2, w3);
 }
 
-void bernoulli_select_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
-                         uint32_t* sel) noexcept {
+void bernoulli_lane_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, uint32_t lane, size_t n,
+                       uint64_t threshold, uint32_t* sel) noexcept {
   if (threshold == 0) {
     std::fill(sel, sel + n, 0u);
     return;
@@ -401,10 +408,15 @@ void bernoulli_select_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, size_t n,
   }
   if (!philox_isa_available(isa)) isa = PhiloxIsa::Generic;
 #if DELTAEDIT_PHILOX_AVX2
-  if (isa == PhiloxIsa::Avx512) return bernoulli_avx512(key, first, n, threshold, sel);
-  if (isa == PhiloxIsa::Avx2) return bernoulli_avx2(key, first, n, threshold, sel);
+  if (isa == PhiloxIsa::Avx512) return bernoulli_avx512(key, first, lane, n, threshold, sel);
+  if (isa == PhiloxIsa::Avx2) return bernoulli_avx2(key, first, lane, n, threshold, sel);
 #endif
-  bernoulli_generic(key, first, n, threshold, sel);
+  bernoulli_generic(key, first, lane, n, threshold, sel);
+}
+
+void bernoulli_select_on(PhiloxIsa isa, PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
+                         uint32_t* sel) noexcept {
+  bernoulli_lane_on(isa, key, first, 0, n, threshold, sel);
 }
 
 namespace {
@@ -422,6 +434,11 @@ void philox_blocks(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint3
 void bernoulli_select(PhiloxKey key, uint64_t first, size_t n, uint64_t threshold,
                       uint32_t* sel) noexcept {
   bernoulli_select_on(default_isa(), key, first, n, threshold, sel);
+}
+
+void bernoulli_lane(PhiloxKey key, uint64_t first, uint32_t lane, size_t n, uint64_t threshold,
+                    uint32_t* sel) noexcept {
+  bernoulli_lane_on(default_isa(), key, first, lane, n, threshold, sel);
 }
 
 }  // namespace deltaedit::util

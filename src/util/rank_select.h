@@ -6,11 +6,11 @@
 //   while (s.next_pass()) s.add(count, key) for pieces covering the n keys;
 //   s.cut(j)  // the key at ascending rank r_j, with the counts of keys below and equal to it
 //
-// Pass 1 counts the high 16 key bits, and keeps the OR and the AND of the low 16 bits of every key:
-// it gives the high bin holding each rank and, when every key has the same low bits (the f32
-// image of a bf16 value has them all zero), the key itself. Otherwise pass 2 counts the low 16
-// bits of the keys inside each rank's bin. RankSelect counts in 32 bits (n < 2^32, the histograms
-// stay in cache), RankSelect64 in 64.
+// Pass 1 counts the high 16 key bits (in interleaved stripes, added up at its end), and keeps the
+// OR and the AND of the low 16 bits of every key: it gives the high bin holding each rank and, when
+// every key has the same low bits (the f32 image of a bf16 value has them all zero), the key
+// itself. Otherwise pass 2 counts the low 16 bits of the keys inside each rank's bin. RankSelect
+// counts in 32 bits (n < 2^32, the histograms stay in cache), RankSelect64 in 64.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -45,10 +45,10 @@ class BasicRankSelect {
   bool next_pass() {
     switch (phase_) {
       case Phase::Start:
-        high_.assign(kBins, 0);
+        high_.assign(kBins * kStripes, 0);
         if (per_bin_) {
-          bin_or_.assign(kBins, 0);
-          bin_and_.assign(kBins, 0xFFFF);
+          bin_or_.assign(kBins * kStripes, 0);
+          bin_and_.assign(kBins * kStripes, 0xFFFF);
         }
         phase_ = Phase::High;
         return true;
@@ -65,22 +65,32 @@ class BasicRankSelect {
   // The pass in progress needs keys (false when done).
   bool active() const { return phase_ == Phase::High || phase_ == Phase::Low; }
 
+  // Pass 1 counts in kStripes interleaved histograms (bin b's counters side by side), key j going
+  // to stripe j mod kStripes: neighbouring keys in the same bin (most keys of a tensor fall in
+  // few bins) then update different counters, instead of each increment waiting for the last
+  // one's store. The stripes are added up when the pass ends.
+  static constexpr size_t kStripes = 4;
+
   // Adds key(j) for j < count to the pass in progress.
   template <class Key>
   void add(size_t count, Key&& key) {
     if (phase_ == Phase::High && per_bin_) {
+      Count* h = high_.data();
+      uint16_t* bo = bin_or_.data();
+      uint16_t* ba = bin_and_.data();
       for (size_t j = 0; j < count; ++j) {
-        const uint32_t k = key(j), b = k >> 16;
-        ++high_[b];
-        bin_or_[b] = static_cast<uint16_t>(bin_or_[b] | k);
-        bin_and_[b] = static_cast<uint16_t>(bin_and_[b] & k);
+        const uint32_t k = key(j);
+        const size_t b = size_t(k >> 16) * kStripes + (j % kStripes);
+        ++h[b];
+        bo[b] = static_cast<uint16_t>(bo[b] | k);
+        ba[b] = static_cast<uint16_t>(ba[b] & k);
       }
     } else if (phase_ == Phase::High) {
       uint32_t o = low_or_, a = low_and_;
       Count* h = high_.data();
       for (size_t j = 0; j < count; ++j) {
         const uint32_t k = key(j);
-        ++h[k >> 16];
+        ++h[size_t(k >> 16) * kStripes + (j % kStripes)];
         o |= k;
         a &= k;
       }
@@ -111,13 +121,28 @@ class BasicRankSelect {
 
   // Bytes held at most (the histograms).
   static uint64_t bytes(size_t ranks, bool per_bin = false) {
-    return uint64_t(kBins) * (sizeof(Count) * (1 + ranks) + (per_bin ? 4 : 0));
+    return uint64_t(kBins) * (sizeof(Count) * (kStripes + ranks) + (per_bin ? 4 * kStripes : 0));
   }
 
  private:
   enum class Phase { Start, High, Low, Done };
 
   bool end_high() {
+    // The stripes added up (OR and AND over the stripes: an empty stripe holds 0 and 0xFFFF).
+    for (size_t b = 0; b < kBins; ++b) {
+      Count c = 0;
+      for (size_t q = 0; q < kStripes; ++q) c += high_[b * kStripes + q];
+      high_[b] = c;
+      if (per_bin_) {
+        uint16_t o = 0, a = 0xFFFF;
+        for (size_t q = 0; q < kStripes; ++q) {
+          o = static_cast<uint16_t>(o | bin_or_[b * kStripes + q]);
+          a = static_cast<uint16_t>(a & bin_and_[b * kStripes + q]);
+        }
+        bin_or_[b] = o;
+        bin_and_[b] = a;
+      }
+    }
     bool need_low = false;
     for (size_t j = 0; j < ranks_.size(); ++j) {
       const uint64_t r = ranks_[j];

@@ -224,5 +224,32 @@ TEST(Philox, BernoulliSelectEqualsUniformComparison) {
   }
 }
 
+// The lane-keyed entry (the merge methods' draws): every kernel against the scalar generator on
+// lanes other than 0, where rounds 1 and 2 of the closed form carry M1·lane; across a 2^32
+// boundary of the low counter word and at partial steps.
+TEST(Philox, BernoulliOnAnyLaneEqualsUniformComparison) {
+  const KeyedRng rng(11, "model.layers.0.mlp.up_proj.weight", 2);
+  const size_t n = 32 * 9 + 16 + 5;
+  std::vector<uint32_t> sel(n), dflt(n);
+  for (const PhiloxIsa isa : kernels()) {
+    SCOPED_TRACE(philox_isa_name(isa));
+    for (const uint32_t lane : {0u, 1u, 0x4D470001u, 0x4D470002u, 0xFFFFFFFFu}) {
+      for (const double p : {0.0, 0.1, 0.5, 0.9, 1.0}) {
+        for (const uint64_t first :
+             {uint64_t{0}, uint64_t{3}, (uint64_t{1} << 32) - 30, (uint64_t{5} << 33) + 7}) {
+          const uint64_t t = KeyedRng::uniform_threshold(p);
+          bernoulli_lane_on(isa, rng.key(), first, lane, n, t, sel.data());
+          for (size_t j = 0; j < n; ++j) {
+            ASSERT_EQ(sel[j], rng.uniform(first + j, lane) < p ? ~0u : 0u)
+                << lane << " " << p << " " << first << " " << j;
+          }
+          bernoulli_lane(rng.key(), first, lane, n, t, dflt.data());
+          EXPECT_EQ(dflt, sel);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace deltaedit::util
