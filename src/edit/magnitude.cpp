@@ -114,17 +114,29 @@ class Magnitude {
       case Phase::High:
         st.select->add(piece.size(), [&](size_t i) { return abs_bits(piece[i]); });
         break;
-      case Phase::Low:
-        st.select->add(piece.size(), [&](size_t i) { return abs_bits(piece[i]); });
-        for (size_t i = 0; i < piece.size(); ++i) {
-          const uint32_t b = abs_bits(piece[i]);
-          if ((b >> 16) != st.h) continue;
-          if (st.cand.size() < kCandidates)
-            st.cand.push_back(((first + i) << 16) | (b & 0xFFFFu));
-          else
-            st.cand_complete = false;
+      case Phase::Low: {
+        // One scan for the keys in bin h: they are the low pass's keys (RankSelect counts only
+        // the keys of h there, so handing it just those gives the same histogram) and the
+        // candidate positions.
+        const uint32_t h = st.h;
+        constexpr size_t kTile = 4096;
+        uint32_t in_bin[kTile];
+        for (size_t i0 = 0; i0 < piece.size(); i0 += kTile) {
+          const size_t len = std::min(kTile, piece.size() - i0);
+          size_t m = 0;
+          for (size_t i = i0; i < i0 + len; ++i) {
+            const uint32_t b = abs_bits(piece[i]);
+            if ((b >> 16) != h) continue;
+            in_bin[m++] = b;
+            if (st.cand.size() < kCandidates)
+              st.cand.push_back(((first + i) << 16) | (b & 0xFFFFu));
+            else
+              st.cand_complete = false;
+          }
+          st.select->add(m, [&](size_t j) { return in_bin[j]; });
         }
         break;
+      }
       case Phase::Ties:
         for (size_t i = 0; i < piece.size() && st.ties_seen < st.ties_needed; ++i) {
           if (abs_bits(piece[i]) != st.t) continue;
