@@ -58,9 +58,10 @@ inline float masked(float x, uint32_t mask) noexcept {
 inline float kept_or_zero(float x, uint8_t keep) noexcept { return masked(x, 0u - uint32_t{keep}); }
 
 // Calls f(rr) with the rounding of `w` as a functor type the compiler can inline (RoundBf16,
-// RoundF32, or Round for f16).
+// RoundF32, or Round for f16). Always inlined, so that in a function with vector clones
+// (util/clones.h) an f marked DELTAEDIT_INLINE is compiled into each clone.
 template <class F>
-decltype(auto) with_rounding(WorkType w, F&& f) {
+[[gnu::always_inline]] inline decltype(auto) with_rounding(WorkType w, F&& f) {
   if (w == WorkType::BF16) return f(RoundBf16{});
   if (w == WorkType::F32) return f(RoundF32{});
   return f(Round{w});

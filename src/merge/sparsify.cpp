@@ -14,6 +14,7 @@
 
 #include "merge/method_impl.h"
 #include "util/big_buffer.h"
+#include "util/clones.h"
 
 namespace deltaedit::merge::detail {
 namespace {
@@ -378,44 +379,94 @@ void unpack_bits(const uint64_t* bits, uint64_t first, size_t c, uint8_t* keep) 
     keep[j] = static_cast<uint8_t>((bits[(first + j) >> 6] >> ((first + j) & 63)) & 1u);
 }
 
-// The vectorisable part of the streamed rank mask (State::keep_block): k = abs_key(τ) ^ flip,
-// keep = (no_lo | k > av) & (no_hi | k < bv) and eq = whether k is at a cut that applies, as 0/1
-// bytes, sixteen keys at a time with SSE2 (part of x86-64; the compiler's own vectorisation of
-// the scalar loop narrows the 32-bit masks to bytes one lane at a time). Returns the keys done (a
-// multiple of 16; 0 without SSE2, where the scalar loop does all).
-size_t rank_tile_x16(const float* tp, uint8_t* kp, uint8_t* eqb, size_t len, uint32_t flip,
-                     uint32_t av, uint32_t bv, bool no_lo, bool no_hi) {
-  size_t j = 0;
 #if defined(__SSE2__)
-  // Unsigned order by signed comparison with the top bit flipped on both sides.
-  const __m128i sign = _mm_set1_epi32(static_cast<int>(0x80000000u));
-  const __m128i abs_mask = _mm_set1_epi32(0x7FFFFFFF);
-  const __m128i fv = _mm_set1_epi32(static_cast<int>(flip));
-  const __m128i a = _mm_set1_epi32(static_cast<int>(av)), b = _mm_set1_epi32(static_cast<int>(bv));
-  const __m128i as = _mm_xor_si128(a, sign), bs = _mm_xor_si128(b, sign);
-  const __m128i lo_off = _mm_set1_epi32(no_lo ? -1 : 0), hi_off = _mm_set1_epi32(no_hi ? -1 : 0);
+// The rank rule on four keys with SSE2: for x the bits of τ, k = (x & 0x7FFFFFFF) ^ flip,
+// ok = (no_lo | k > av) & (no_hi | k < bv) and eq = k at a cut that applies, as −1/0 lanes.
+// Unsigned order by signed comparison with the top bit flipped on both sides.
+struct RankCmp4 {
+  __m128i sign, abs_mask, fv, a, b, as, bs, lo_off, hi_off;
+  RankCmp4(uint32_t flip, uint32_t av, uint32_t bv, bool no_lo, bool no_hi)
+      : sign(_mm_set1_epi32(static_cast<int>(0x80000000u))),
+        abs_mask(_mm_set1_epi32(0x7FFFFFFF)),
+        fv(_mm_set1_epi32(static_cast<int>(flip))),
+        a(_mm_set1_epi32(static_cast<int>(av))),
+        b(_mm_set1_epi32(static_cast<int>(bv))),
+        as(_mm_xor_si128(a, sign)),
+        bs(_mm_xor_si128(b, sign)),
+        lo_off(_mm_set1_epi32(no_lo ? -1 : 0)),
+        hi_off(_mm_set1_epi32(no_hi ? -1 : 0)) {}
+  void operator()(__m128i x, __m128i& ok, __m128i& eq) const {
+    const __m128i k = _mm_xor_si128(_mm_and_si128(x, abs_mask), fv);
+    const __m128i ks = _mm_xor_si128(k, sign);
+    ok = _mm_and_si128(_mm_or_si128(lo_off, _mm_cmpgt_epi32(ks, as)),
+                       _mm_or_si128(hi_off, _mm_cmpgt_epi32(bs, ks)));
+    eq = _mm_or_si128(_mm_andnot_si128(lo_off, _mm_cmpeq_epi32(k, a)),
+                      _mm_andnot_si128(hi_off, _mm_cmpeq_epi32(k, b)));
+  }
+};
+
+// Sixteen −1/0 lanes as bytes: they stay −1/0 through the saturating packs (32 → 16 → 8 bits).
+inline __m128i pack16(const __m128i (&v)[4]) {
+  return _mm_packs_epi16(_mm_packs_epi32(v[0], v[1]), _mm_packs_epi32(v[2], v[3]));
+}
+#endif
+
+// The vectorisable part of the streamed rank mask (State::keep_block), on a tile of len ≤ 64
+// keys: keep = ok as 0/1 bytes (RankCmp4), and returned, bit t set where key t is at a cut that
+// applies (its keep depends on the running counts and is fixed up by the caller). Sixteen keys a
+// step with SSE2 (part of x86-64; the compiler's own vectorisation of the scalar loop narrows the
+// 32-bit masks to bytes one lane at a time), the rest one at a time.
+uint64_t rank_tile(const float* tp, uint8_t* kp, size_t len, uint32_t flip, uint32_t av,
+                   uint32_t bv, bool no_lo, bool no_hi) {
+  size_t j = 0;
+  uint64_t eq_bits = 0;
+#if defined(__SSE2__)
+  const RankCmp4 cmp(flip, av, bv, no_lo, no_hi);
   const __m128i one = _mm_set1_epi8(1);
   for (; j + 16 <= len; j += 16) {
     __m128i ok[4], eq[4];
-    for (int q = 0; q < 4; ++q) {
-      __m128i k = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + j + 4 * q));
-      k = _mm_xor_si128(_mm_and_si128(k, abs_mask), fv);
-      const __m128i ks = _mm_xor_si128(k, sign);
-      ok[q] = _mm_and_si128(_mm_or_si128(lo_off, _mm_cmpgt_epi32(ks, as)),
-                            _mm_or_si128(hi_off, _mm_cmpgt_epi32(bs, ks)));
-      eq[q] = _mm_or_si128(_mm_andnot_si128(lo_off, _mm_cmpeq_epi32(k, a)),
-                           _mm_andnot_si128(hi_off, _mm_cmpeq_epi32(k, b)));
-    }
-    // −1/0 lanes stay −1/0 through the saturating packs (32 → 16 → 8 bits); & 1 makes 0/1.
-    const __m128i okb = _mm_packs_epi16(_mm_packs_epi32(ok[0], ok[1]), _mm_packs_epi32(ok[2], ok[3]));
-    const __m128i eqv = _mm_packs_epi16(_mm_packs_epi32(eq[0], eq[1]), _mm_packs_epi32(eq[2], eq[3]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(kp + j), _mm_and_si128(okb, one));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(eqb + j), _mm_and_si128(eqv, one));
+    for (int q = 0; q < 4; ++q)
+      cmp(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + j + 4 * q)), ok[q], eq[q]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(kp + j), _mm_and_si128(pack16(ok), one));
+    eq_bits |= uint64_t(uint32_t(_mm_movemask_epi8(pack16(eq)))) << j;
   }
-#else
-  (void)tp, (void)kp, (void)eqb, (void)len, (void)flip, (void)av, (void)bv, (void)no_lo, (void)no_hi;
 #endif
-  return j;
+  for (; j < len; ++j) {
+    const uint32_t k = abs_key(tp[j]) ^ flip;
+    const bool ok_lo = no_lo | (k > av), ok_hi = no_hi | (k < bv);
+    eq_bits |= uint64_t((!no_lo & (k == av)) | (!no_hi & (k == bv))) << j;
+    kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
+  }
+  return eq_bits;
+}
+
+// rank_tile's rule applied in place: τ[j] is kept where its key passes both cuts or is at a cut
+// (whose keep the caller then decides), +0 elsewhere; returns the bits of the keys at a cut.
+uint64_t rank_apply_tile(float* tp, size_t len, uint32_t flip, uint32_t av, uint32_t bv, bool no_lo,
+                         bool no_hi) {
+  size_t j = 0;
+  uint64_t eq_bits = 0;
+#if defined(__SSE2__)
+  const RankCmp4 cmp(flip, av, bv, no_lo, no_hi);
+  for (; j + 16 <= len; j += 16) {
+    __m128i ok, eq[4];
+    for (int q = 0; q < 4; ++q) {
+      float* p = tp + j + 4 * q;
+      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      cmp(x, ok, eq[q]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_and_si128(x, _mm_or_si128(ok, eq[q])));
+    }
+    eq_bits |= uint64_t(uint32_t(_mm_movemask_epi8(pack16(eq)))) << j;
+  }
+#endif
+  for (; j < len; ++j) {
+    const uint32_t k = abs_key(tp[j]) ^ flip;
+    const bool ok = (no_lo | (k > av)) & (no_hi | (k < bv));
+    const bool eq = (!no_lo & (k == av)) | (!no_hi & (k == bv));
+    eq_bits |= uint64_t(eq) << j;
+    tp[j] = kept_or_zero(tp[j], static_cast<uint8_t>(ok | eq));
+  }
+  return eq_bits;
 }
 
 // The mode sparsify() takes for `a` (before its usage checks).
@@ -437,6 +488,34 @@ StreamMode stream_mode(const SparsifyArgs& a) {
   return StreamMode::Identity;
 }
 
+}  // namespace
+
+namespace {
+// a[j] = |t[j]|, k[j] = keep[j] ? |t[j]| : +0.
+DELTAEDIT_CLONES void abs_and_kept(const float* __restrict t, const uint8_t* __restrict keep,
+                                   float* __restrict a, float* __restrict k, size_t n) {
+  for (size_t j = 0; j < n; ++j) {
+    const float x = std::fabs(t[j]);
+    a[j] = x;
+    k[j] = kept_or_zero(x, keep[j]);
+  }
+}
+// t[j] = keep[j] ? ⟦t[j]·ratio⟧ : +0 (l1_rescale's last step).
+DELTAEDIT_CLONES void rescale_kept(WorkType work, float ratio, const uint8_t* __restrict keep,
+                                   float* __restrict t, size_t n) {
+  with_rounding(work, [&](auto rr) DELTAEDIT_INLINE {
+    for (size_t j = 0; j < n; ++j) t[j] = kept_or_zero(rr(t[j] * ratio), keep[j]);
+  });
+}
+
+// k[j] = abs_key(⟦x[j] − b[j]⟧) ^ flip.
+DELTAEDIT_CLONES void task_vector_keys(WorkType work, const float* __restrict x,
+                                       const float* __restrict b, uint32_t flip,
+                                       uint32_t* __restrict k, size_t n) {
+  with_rounding(work, [&](auto rr) DELTAEDIT_INLINE {
+    for (size_t j = 0; j < n; ++j) k[j] = abs_key(rr(x[j] - b[j])) ^ flip;
+  });
+}
 }  // namespace
 
 struct SparsifyStream::State {
@@ -478,6 +557,8 @@ struct SparsifyStream::State {
   bool store = false;
   std::vector<uint64_t> bits;
 
+  std::vector<float> abs, kept_abs;  // the L1 pass's terms of a block
+
   uint32_t key(float x) const { return descending ? ~abs_key(x) : abs_key(x); }
 
   void expect(uint64_t first, size_t count) {
@@ -512,51 +593,14 @@ struct SparsifyStream::State {
           std::fill(keep.begin(), keep.end(), uint8_t{0});
           return;
         }
-        // for_rank_range's rule, with its counters carried from block to block (held in locals:
-        // the byte stores to keep[] could alias the members).
-        const uint32_t flip = descending ? ~0u : 0u, av = a_cut.value, bv = b_cut.value;
-        const uint64_t a_need = lo - std::min(lo, a_cut.below),
-                       b_room = hi - std::min(hi, b_cut.below);
-        const bool no_lo = !cut_lo, no_hi = !cut_hi;
-        uint64_t el = eq_lo, eh = eq_hi;
         uint8_t* kp = keep.data();
         const float* tp = tau.data();
-        // Tiles of 64: the comparisons of a tile run in vectors (rank_tile_x16); only the keys
-        // equal to a cut, whose keeps depend on the running counts, take the counting rule.
-        constexpr size_t kTile = 64;
-        alignas(8) uint8_t eqb[kTile];  // 1 where a key of the tile is at a cut
-        for (size_t j0 = 0; j0 < c; j0 += kTile) {
-          const size_t len = std::min(kTile, c - j0);
-          for (size_t t = rank_tile_x16(tp + j0, kp + j0, eqb, len, flip, av, bv, no_lo, no_hi);
-               t < len; ++t) {
-            const uint32_t k = abs_key(tp[j0 + t]) ^ flip;
-            const bool ok_lo = no_lo | (k > av), ok_hi = no_hi | (k < bv);
-            eqb[t] = static_cast<uint8_t>((!no_lo & (k == av)) | (!no_hi & (k == bv)));
-            kp[j0 + t] = static_cast<uint8_t>(ok_lo & ok_hi);
-          }
-          // The keys at a cut, in index order (eight flags a word; a tile holds few of them).
-          for (size_t q = 0; q < len; q += 8) {
-            const size_t e = std::min(q + 8, len);
-            uint64_t word = 0;
-            std::memcpy(&word, eqb + q, e - q);
-            if (word == 0) continue;
-            for (size_t t = q; t < e; ++t) {
-              if (!eqb[t]) continue;
-              const size_t j = j0 + t;
-              const uint32_t k = abs_key(tp[j]) ^ flip;
-              const bool eq_a = !no_lo & (k == av), eq_b = !no_hi & (k == bv);
-              // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi
-              // likewise).
-              const bool ok_lo = no_lo | (k > av) | (eq_a & (el >= a_need));
-              const bool ok_hi = no_hi | (k < bv) | (eq_b & (eh < b_room));
-              el += eq_a;
-              eh += eq_b;
-              kp[j] = static_cast<uint8_t>(ok_lo & ok_hi);
-            }
-          }
-        }
-        eq_lo = el;
-        eq_hi = eh;
+        rank_rule(
+            tp, c,
+            [&](size_t j0, size_t len, const CutView& v) {
+              return rank_tile(tp + j0, kp + j0, len, v.flip, v.av, v.bv, v.no_lo, v.no_hi);
+            },
+            [&](size_t j, bool ok) { kp[j] = static_cast<uint8_t>(ok); });
         return;
       }
       case StreamMode::Random:
@@ -571,6 +615,57 @@ struct SparsifyStream::State {
         della_keep(a.key, first, c, rank_of.data(), table, keep.data());
         return;
     }
+  }
+
+  // keep_block then τ ← keep ? τ : +0 for StreamMode::Rank, in one pass over τ.
+  void apply_rank(std::span<float> tau) {
+    if (none) {
+      std::fill(tau.begin(), tau.end(), 0.0f);
+      return;
+    }
+    float* tp = tau.data();
+    rank_rule(
+        tp, tau.size(),
+        [&](size_t j0, size_t len, const CutView& v) {
+          return rank_apply_tile(tp + j0, len, v.flip, v.av, v.bv, v.no_lo, v.no_hi);
+        },
+        [&](size_t j, bool ok) { tp[j] = kept_or_zero(tp[j], static_cast<uint8_t>(ok)); });
+  }
+
+  // The rank cuts as the vector tiles take them.
+  struct CutView {
+    uint32_t flip, av, bv;
+    bool no_lo, no_hi;
+  };
+
+  // for_rank_range's rule over a block of c keys at tp, in tiles of 64, with its counters
+  // carried from block to block: tile(j0, len, cuts) runs the comparisons of a tile in vectors
+  // and returns the bits of its keys at a cut (their keys left intact in tp); only those, whose
+  // keeps depend on the running counts, take the counting rule, in index order, and set(j, ok)
+  // records their keep. (The counters are held in locals: the stores of set could alias the
+  // members.)
+  template <class Tile, class Set>
+  void rank_rule(const float* tp, size_t c, Tile&& tile, Set&& set) {
+    const CutView v{descending ? ~0u : 0u, a_cut.value, b_cut.value, !cut_lo, !cut_hi};
+    const uint64_t a_need = lo - std::min(lo, a_cut.below), b_room = hi - std::min(hi, b_cut.below);
+    uint64_t el = eq_lo, eh = eq_hi;
+    constexpr size_t kTile = 64;
+    for (size_t j0 = 0; j0 < c; j0 += kTile) {
+      const size_t len = std::min(kTile, c - j0);
+      for (uint64_t eq = tile(j0, len, v); eq != 0; eq &= eq - 1) {
+        const size_t j = j0 + size_t(std::countr_zero(eq));
+        const uint32_t k = abs_key(tp[j]) ^ v.flip;
+        const bool eq_a = !v.no_lo & (k == v.av), eq_b = !v.no_hi & (k == v.bv);
+        // a.below + eq_lo >= lo  ⇔  eq_lo >= lo − a.below (and b.below + eq_hi < hi likewise).
+        const bool ok_lo = v.no_lo | (k > v.av) | (eq_a & (el >= a_need));
+        const bool ok_hi = v.no_hi | (k < v.bv) | (eq_b & (eh < b_room));
+        el += eq_a;
+        eh += eq_b;
+        set(j, ok_lo & ok_hi);
+      }
+    }
+    eq_lo = el;
+    eq_hi = eh;
   }
 
   void begin_output() {
@@ -752,13 +847,31 @@ void SparsifyStream::observe(std::span<const float> tau, uint64_t first) {
   }
   s.keep_block(tau, first);
   if (s.store) pack_bits(s.keep.data(), tau.size(), first, s.bits.data());
-  const float* tp = tau.data();
-  const uint8_t* kp = s.keep.data();
-  s.b_sum.add(tau.size(), [tp](size_t j) { return std::fabs(static_cast<double>(tp[j])); });
-  s.a_sum.add(tau.size(), [tp, kp](size_t j) {
-    // keep·|τ| (the mask as bits: x & mask is x or +0)
-    return std::fabs(static_cast<double>(kept_or_zero(tp[j], kp[j])));
-  });
+  // B += |τ| and A += keep·|τ| (the mask as bits: x & mask is x or +0), through the vector
+  // clones of BlockedSum::add_f32 (|x| is exact in f32, so the terms are those of the f64 |x|).
+  const size_t c = tau.size();
+  s.abs.resize(c);
+  s.kept_abs.resize(c);
+  abs_and_kept(tau.data(), s.keep.data(), s.abs.data(), s.kept_abs.data(), c);
+  s.b_sum.add_f32(std::span<const float>(s.abs.data(), c));
+  s.a_sum.add_f32(std::span<const float>(s.kept_abs.data(), c));
+}
+
+bool SparsifyStream::observe_task_vector(std::span<const float> x, std::span<const float> b,
+                                         uint64_t first) {
+  State& s = *s_;
+  if (s.stage != State::Stage::Select || x.size() != b.size()) return false;
+  s.expect(first, x.size());
+  // The keys of a tile in a vector loop, then the histogram's scatter.
+  const uint32_t flip = s.descending ? ~0u : 0u;
+  constexpr size_t kTile = 1024;
+  uint32_t keys[kTile];
+  for (size_t j0 = 0; j0 < x.size(); j0 += kTile) {
+    const size_t len = std::min(kTile, x.size() - j0);
+    task_vector_keys(s.a.work, x.data() + j0, b.data() + j0, flip, keys, len);
+    s.select->add(len, [&](size_t j) { return keys[j]; });
+  }
+  return true;
 }
 
 void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
@@ -774,6 +887,10 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
     return;
   }
   const size_t c = tau.size();
+  if (s.mode == StreamMode::Rank && !s.sums && !s.store) {
+    s.apply_rank(tau);
+    return;
+  }
   if (s.store) {
     s.keep.resize(c);
     unpack_bits(s.bits.data(), first, c, s.keep.data());
@@ -787,9 +904,7 @@ void SparsifyStream::apply(std::span<float> tau, uint64_t first) {
     float* t = tau.data();
     const float ratio = s.ratio;
     if (s.scale) {
-      with_rounding(s.l1_work, [&](auto rr) {
-        for (size_t j = 0; j < c; ++j) t[j] = kept_or_zero(rr(t[j] * ratio), keep[j]);
-      });
+      rescale_kept(s.l1_work, ratio, keep, t, c);
     } else {
       for (size_t j = 0; j < c; ++j) t[j] = kept_or_zero(t[j], keep[j]);
     }

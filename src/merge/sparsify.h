@@ -71,6 +71,9 @@ class SparsifyStream {
   bool next_pass();
   bool observing() const;  // whether the pass in progress reads τ
   void observe(std::span<const float> tau, uint64_t first);
+  // observe(τ) for τ = ⟦x − b⟧, without τ in memory, when the pass in progress reads only keys
+  // (a rank selection); false, observing nothing, otherwise (then call observe).
+  bool observe_task_vector(std::span<const float> x, std::span<const float> b, uint64_t first);
   void apply(std::span<float> tau, uint64_t first);
 
  private:

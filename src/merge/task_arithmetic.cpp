@@ -21,6 +21,7 @@
 #include "merge/method_impl.h"
 #include "merge/sparsify.h"
 #include "util/big_buffer.h"
+#include "util/clones.h"
 
 namespace deltaedit::merge::detail {
 namespace {
@@ -73,6 +74,163 @@ MethodInfo make_info(const Family& f) {
   return info;
 }
 
+struct CombineArgs {
+  std::span<const float* const> tp;
+  std::span<const float> w;
+  float weight_sum = 1.0f, lambda = 1.0f;
+  bool normalize = false, scale = false, consensus = false;
+};
+
+// acc[i] += t[i] eight lanes at a time (the compiler fuses the models' loops of the vote into
+// one scalar loop otherwise). Returns the elements done (a multiple of 8).
+[[gnu::always_inline]] inline size_t add_x8(float* acc, const float* t, size_t len) {
+  using V = float __attribute__((vector_size(32)));
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    V a, x;
+    std::memcpy(&a, acc + i, sizeof a);
+    std::memcpy(&x, t + i, sizeof x);
+    a += x;
+    std::memcpy(acc + i, &a, sizeof a);
+  }
+  return i;
+}
+
+// The agreeing sums of combine_tiles for one model in the mergekit convention (u_i = τ̂_i held
+// in t), eight lanes at a time in GCC's vector extension, which the compiler lowers to SSE2 or
+// wider: its auto-vectoriser leaves the scalar loop below unvectorised in some instantiations.
+// Per lane the operations are the scalar loop's: mixed += s & agree, divisor += w & agree,
+// vote += 1 & agree. Returns the elements done (a multiple of 8).
+[[gnu::always_inline]] inline size_t agree_sums_x8(const float* t, const uint32_t* positive,
+                                                   float wm, float* mixed, float* divisor,
+                                                   float* vote, size_t len) {
+  using V = float __attribute__((vector_size(32)));
+  using M = int32_t __attribute__((vector_size(32)));
+  const V zero = {};
+  const V wv = V{} + wm;
+  const V one = V{} + 1.0f;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    V s, mx, dv, vt;
+    M pos;
+    std::memcpy(&s, t + i, sizeof s);
+    std::memcpy(&pos, positive + i, sizeof pos);
+    std::memcpy(&mx, mixed + i, sizeof mx);
+    std::memcpy(&dv, divisor + i, sizeof dv);
+    std::memcpy(&vt, vote + i, sizeof vt);
+    const M agree = (pos & (s > zero)) | (~pos & (s < zero));
+    mx += reinterpret_cast<V>(reinterpret_cast<M>(s) & agree);
+    dv += reinterpret_cast<V>(reinterpret_cast<M>(wv) & agree);
+    vt += reinterpret_cast<V>(reinterpret_cast<M>(one) & agree);
+    std::memcpy(mixed + i, &mx, sizeof mx);
+    std::memcpy(divisor + i, &dv, sizeof dv);
+    std::memcpy(vote + i, &vt, sizeof vt);
+  }
+  return i;
+}
+
+// combine() in tiles: each step is one loop over the tile's elements (the models in the outer
+// loop), so the compiler vectorises it; per element the operations and their order are those of
+// the element-at-a-time rule in the file comment (sums start at +0 and run in config order).
+template <bool kPaper, class R>
+[[gnu::always_inline]] inline void combine_tiles(R rr, const CombineArgs& c, const float* b,
+                                                 float* out, size_t n) {
+  constexpr size_t kTile = 512;
+  alignas(64) float mixed[kTile], divisor[kTile], vote[kTile];
+  alignas(64) uint32_t positive[kTile];
+  const size_t count = c.tp.size();
+  for (size_t i0 = 0; i0 < n; i0 += kTile) {
+    const size_t len = std::min(kTile, n - i0);
+    for (size_t i = 0; i < len; ++i) mixed[i] = divisor[i] = 0.0f;
+    if (c.consensus) {
+      for (size_t i = 0; i < len; ++i) vote[i] = 0.0f;
+      for (size_t m = 0; m < count; ++m) {
+        const float* t = c.tp[m] + i0;
+        for (size_t i = add_x8(vote, t, len); i < len; ++i) vote[i] += t[i];
+      }
+      for (size_t i = 0; i < len; ++i) {
+        const float v = rr(vote[i]);
+        positive[i] = (kPaper ? !(v < 0.0f) : v >= 0.0f) ? ~0u : 0u;
+        vote[i] = 0.0f;  // from here: the count of agreeing models
+      }
+      // Branch-free: a model that does not agree adds +0, which changes no sum (the sums start
+      // at +0 and so are never −0).
+      for (size_t m = 0; m < count; ++m) {
+        const float* t = c.tp[m] + i0;
+        const float wm = c.w[m];
+        size_t i = 0;
+        if constexpr (!kPaper) i = agree_sums_x8(t, positive, wm, mixed, divisor, vote, len);
+        for (; i < len; ++i) {
+          // agree = positive ? s > 0 : s < 0, as a bit mask; x & mask is x or +0.
+          const float s = t[i];
+          const uint32_t gt = s > 0.0f ? ~0u : 0u, lt = s < 0.0f ? ~0u : 0u;
+          const uint32_t agree = (positive[i] & gt) | (~positive[i] & lt);
+          const float u = kPaper ? rr(wm * s) : s;
+          mixed[i] += masked(u, agree);
+          divisor[i] += masked(wm, agree);
+          vote[i] += masked(1.0f, agree);
+        }
+      }
+      for (size_t i = 0; i < len; ++i) {
+        float d = kPaper ? vote[i] : rr(divisor[i]);
+        divisor[i] = d == 0.0f ? 1.0f : d;
+      }
+    } else {
+      for (size_t m = 0; m < count; ++m) {
+        const float* t = c.tp[m] + i0;
+        const float wm = c.w[m];
+        for (size_t i = 0; i < len; ++i) mixed[i] += kPaper ? rr(wm * t[i]) : t[i];
+      }
+      for (size_t i = 0; i < len; ++i) divisor[i] = c.weight_sum;
+    }
+    const float* bi = b + i0;
+    float* oi = out + i0;
+    const float lambda = c.lambda;
+    // One loop per (normalize, scale), without branches inside, so that each vectorises.
+    const auto finish = [&](auto normalize, auto scale) {
+      for (size_t i = 0; i < len; ++i) {
+        float mx = rr(mixed[i]);
+        if constexpr (decltype(normalize)::value) mx = rr(mx / divisor[i]);
+        if constexpr (decltype(scale)::value) mx = rr(lambda * mx);
+        oi[i] = rr(bi[i] + mx);
+      }
+    };
+    using T = std::true_type;
+    using F = std::false_type;
+    if (c.normalize)
+      c.scale ? finish(T{}, T{}) : finish(T{}, F{});
+    else
+      c.scale ? finish(F{}, T{}) : finish(F{}, F{});
+  }
+}
+
+// The element loops above with an AVX2 clone (util/clones.h): each clone computes what the C++
+// says, element by element, so the bytes are the same on every CPU.
+DELTAEDIT_CLONES void combine_elements(bool paper, WorkType work, const CombineArgs& c,
+                                       const float* b, float* out, size_t n) {
+  with_rounding(work, [&](auto rr) DELTAEDIT_INLINE {
+    if (paper)
+      combine_tiles<true>(rr, c, b, out, n);
+    else
+      combine_tiles<false>(rr, c, b, out, n);
+  });
+}
+
+// t[i] = ⟦x[i] − b[i]⟧ (τ of a block; t may be x).
+DELTAEDIT_CLONES void task_vector(WorkType work, const float* x, const float* b, float* t,
+                                  size_t n) {
+  with_rounding(work, [&](auto rr) DELTAEDIT_INLINE {
+    for (size_t i = 0; i < n; ++i) t[i] = rr(x[i] - b[i]);
+  });
+}
+
+// t[i] = ⟦w·t[i]⟧ (u_i of a block in the mergekit convention).
+DELTAEDIT_CLONES void weigh(WorkType work, float w, float* t, size_t n) {
+  with_rounding(work, [&](auto rr) DELTAEDIT_INLINE {
+    for (size_t i = 0; i < n; ++i) t[i] = rr(w * t[i]);
+  });
+}
+
 class TaskArithmetic final : public MethodBase {
  public:
   explicit TaskArithmetic(const Family& f) : MethodBase(make_info(f)), f_(f) {}
@@ -119,9 +277,7 @@ class TaskArithmetic final : public MethodBase {
         tau[m] = own[m];
       }
       std::span<float> t = tau[m];
-      with_rounding(job.work, [&](auto rr) {
-        for (size_t i = 0; i < n; ++i) t[i] = rr(in.values[i] - b[i]);
-      });
+      task_vector(job.work, in.values.data(), b.data(), t.data(), n);
       if (job.edit_task_vector) {
         job.edit_task_vector(m, t);
         for (float& v : t) v = r(v);
@@ -134,9 +290,7 @@ class TaskArithmetic final : public MethodBase {
     // with τ̂_i and forms u_i per element.
     if (!paper) {
       for (size_t m = 0; m < count; ++m) {
-        with_rounding(job.work, [&](auto rr) {
-          for (float& t : tau[m]) t = rr(w[m] * t);
-        });
+        weigh(job.work, w[m], tau[m].data(), n);
       }
     }
     std::vector<const float*> tp(count);
@@ -182,141 +336,7 @@ class TaskArithmetic final : public MethodBase {
     c.scale = lambda != 1.0;
     c.lambda = static_cast<float>(lambda);
     c.consensus = f_.consensus == Consensus::Sum;
-    with_rounding(job.work, [&](auto rr) {
-      if (job.conventions == Conventions::Paper)
-        combine_tiles<true>(rr, c, b, out, n);
-      else
-        combine_tiles<false>(rr, c, b, out, n);
-    });
-  }
-
- private:
-  struct CombineArgs {
-    std::span<const float* const> tp;
-    std::span<const float> w;
-    float weight_sum = 1.0f, lambda = 1.0f;
-    bool normalize = false, scale = false, consensus = false;
-  };
-
-  // acc[i] += t[i] four lanes at a time (the compiler fuses the models' loops of the vote into
-  // one scalar loop otherwise). Returns the elements done (a multiple of 4).
-  static size_t add_x4(float* acc, const float* t, size_t len) {
-    using V = float __attribute__((vector_size(16)));
-    size_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-      V a, x;
-      std::memcpy(&a, acc + i, sizeof a);
-      std::memcpy(&x, t + i, sizeof x);
-      a += x;
-      std::memcpy(acc + i, &a, sizeof a);
-    }
-    return i;
-  }
-
-  // The agreeing sums of combine_tiles for one model in the mergekit convention (u_i = τ̂_i held
-  // in t), four lanes at a time in GCC's vector extension, which the compiler lowers to SSE2 or
-  // wider: its auto-vectoriser leaves the scalar loop below unvectorised in some instantiations.
-  // Per lane the operations are the scalar loop's: mixed += s & agree, divisor += w & agree,
-  // vote += 1 & agree. Returns the elements done (a multiple of 4).
-  static size_t agree_sums_x4(const float* t, const uint32_t* positive, float wm, float* mixed,
-                              float* divisor, float* vote, size_t len) {
-    using V = float __attribute__((vector_size(16)));
-    using M = int32_t __attribute__((vector_size(16)));
-    const V zero = {0.0f, 0.0f, 0.0f, 0.0f};
-    const V wv = {wm, wm, wm, wm};
-    const V one = {1.0f, 1.0f, 1.0f, 1.0f};
-    size_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-      V s, mx, dv, vt;
-      M pos;
-      std::memcpy(&s, t + i, sizeof s);
-      std::memcpy(&pos, positive + i, sizeof pos);
-      std::memcpy(&mx, mixed + i, sizeof mx);
-      std::memcpy(&dv, divisor + i, sizeof dv);
-      std::memcpy(&vt, vote + i, sizeof vt);
-      const M agree = (pos & (s > zero)) | (~pos & (s < zero));
-      mx += reinterpret_cast<V>(reinterpret_cast<M>(s) & agree);
-      dv += reinterpret_cast<V>(reinterpret_cast<M>(wv) & agree);
-      vt += reinterpret_cast<V>(reinterpret_cast<M>(one) & agree);
-      std::memcpy(mixed + i, &mx, sizeof mx);
-      std::memcpy(divisor + i, &dv, sizeof dv);
-      std::memcpy(vote + i, &vt, sizeof vt);
-    }
-    return i;
-  }
-
-  // combine() in tiles: each step is one loop over the tile's elements (the models in the outer
-  // loop), so the compiler vectorises it; per element the operations and their order are those of
-  // the element-at-a-time rule in the file comment (sums start at +0 and run in config order).
-  template <bool kPaper, class R>
-  static void combine_tiles(R rr, const CombineArgs& c, const float* b, float* out, size_t n) {
-    constexpr size_t kTile = 512;
-    alignas(64) float mixed[kTile], divisor[kTile], vote[kTile];
-    alignas(64) uint32_t positive[kTile];
-    const size_t count = c.tp.size();
-    for (size_t i0 = 0; i0 < n; i0 += kTile) {
-      const size_t len = std::min(kTile, n - i0);
-      for (size_t i = 0; i < len; ++i) mixed[i] = divisor[i] = 0.0f;
-      if (c.consensus) {
-        for (size_t i = 0; i < len; ++i) vote[i] = 0.0f;
-        for (size_t m = 0; m < count; ++m) {
-          const float* t = c.tp[m] + i0;
-          for (size_t i = add_x4(vote, t, len); i < len; ++i) vote[i] += t[i];
-        }
-        for (size_t i = 0; i < len; ++i) {
-          const float v = rr(vote[i]);
-          positive[i] = (kPaper ? !(v < 0.0f) : v >= 0.0f) ? ~0u : 0u;
-          vote[i] = 0.0f;  // from here: the count of agreeing models
-        }
-        // Branch-free: a model that does not agree adds +0, which changes no sum (the sums start
-        // at +0 and so are never −0).
-        for (size_t m = 0; m < count; ++m) {
-          const float* t = c.tp[m] + i0;
-          const float wm = c.w[m];
-          size_t i = 0;
-          if constexpr (!kPaper) i = agree_sums_x4(t, positive, wm, mixed, divisor, vote, len);
-          for (; i < len; ++i) {
-            // agree = positive ? s > 0 : s < 0, as a bit mask; x & mask is x or +0.
-            const float s = t[i];
-            const uint32_t gt = s > 0.0f ? ~0u : 0u, lt = s < 0.0f ? ~0u : 0u;
-            const uint32_t agree = (positive[i] & gt) | (~positive[i] & lt);
-            const float u = kPaper ? rr(wm * s) : s;
-            mixed[i] += masked(u, agree);
-            divisor[i] += masked(wm, agree);
-            vote[i] += masked(1.0f, agree);
-          }
-        }
-        for (size_t i = 0; i < len; ++i) {
-          float d = kPaper ? vote[i] : rr(divisor[i]);
-          divisor[i] = d == 0.0f ? 1.0f : d;
-        }
-      } else {
-        for (size_t m = 0; m < count; ++m) {
-          const float* t = c.tp[m] + i0;
-          const float wm = c.w[m];
-          for (size_t i = 0; i < len; ++i) mixed[i] += kPaper ? rr(wm * t[i]) : t[i];
-        }
-        for (size_t i = 0; i < len; ++i) divisor[i] = c.weight_sum;
-      }
-      const float* bi = b + i0;
-      float* oi = out + i0;
-      const float lambda = c.lambda;
-      // One loop per (normalize, scale), without branches inside, so that each vectorises.
-      const auto finish = [&](auto normalize, auto scale) {
-        for (size_t i = 0; i < len; ++i) {
-          float mx = rr(mixed[i]);
-          if constexpr (decltype(normalize)::value) mx = rr(mx / divisor[i]);
-          if constexpr (decltype(scale)::value) mx = rr(lambda * mx);
-          oi[i] = rr(bi[i] + mx);
-        }
-      };
-      using T = std::true_type;
-      using F = std::false_type;
-      if (c.normalize)
-        c.scale ? finish(T{}, T{}) : finish(T{}, F{});
-      else
-        c.scale ? finish(F{}, T{}) : finish(F{}, F{});
-    }
+    combine_elements(job.conventions == Conventions::Paper, job.work, c, b, out, n);
   }
 
  public:
@@ -383,6 +403,10 @@ class TaskArithmeticStream final : public MethodStream {
     check(block, c);
     for (size_t m = 0; m < sparsify_.size(); ++m) {
       if (!sparsify_[m]->observing()) continue;
+      // A selection pass reads only the keys of τ_m, formed on the fly.
+      if (sparsify_[m]->observe_task_vector(block.models[m].values, block.base->values,
+                                            block.first))
+        continue;
       std::span<float> t = tau(block, m, c);
       sparsify_[m]->observe(t, block.first);
     }
@@ -399,12 +423,7 @@ class TaskArithmeticStream final : public MethodStream {
     for (size_t m = 0; m < sparsify_.size(); ++m) {
       std::span<float> t = tau(block, m, c);
       sparsify_[m]->apply(t, block.first);
-      if (!paper) {
-        const float wm = w_[m];
-        with_rounding(job_.work, [&](auto rr) {
-          for (float& x : t) x = rr(wm * x);
-        });
-      }
+      if (!paper) weigh(job_.work, w_[m], t.data(), t.size());
       tp_[m] = t.data();
     }
     method_.combine(job_, tp_, w_, weight_sum_, block.base->values.data(), out.data(), c);
@@ -428,11 +447,7 @@ class TaskArithmeticStream final : public MethodStream {
       own_[m].resize(c);
       t = own_[m];
     }
-    const float* x = block.models[m].values.data();
-    const float* b = block.base->values.data();
-    with_rounding(job_.work, [&](auto rr) {
-      for (size_t i = 0; i < c; ++i) t[i] = rr(x[i] - b[i]);
-    });
+    task_vector(job_.work, block.models[m].values.data(), block.base->values.data(), t.data(), c);
     return t;
   }
 
