@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# deltaedit merge benchmark: task_arithmetic, ties and dare_ties on a synthetic BF16 base and three
+# deltaedit merge benchmark: task_arithmetic, ties, dare_ties and della on a synthetic BF16 base and three
 # fine-tunes (bench/make_merge.py), each against the floor "read the N + 1 inputs, write one
 # output, sync" measured in the same run, alternating floor and merge --reps times (medians).
 #
 # Usage: bench/merge_bench.sh BUILD_DIR [--size 2GB] [--hidden 4096] [--inter 14336] [--vocab 32000]
 #                             [--reps 3] [--threads 2] [--work DIR] [--keep]
+#                             [--methods "task_arithmetic ties dare_ties della"]
 #
 # Reports wall seconds, CPU seconds (user + sys) and peak RSS per run, the ratios wall/floor and
 # CPU/floor CPU, into bench/results/merge-latest.md and merge-latest.json. On a shared machine
 # the CPU ratio is the steadier figure (wall includes waiting for the cores).
 set -euo pipefail
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 1 ]] || usage
 BUILD=$(cd "$1" && pwd); shift
 SIZE=2GB; HIDDEN=4096; INTER=14336; VOCAB=32000; REPS=3; THREADS=2; KEEP=0
+METHODS="task_arithmetic ties dare_ties della"
 WORK=${DELTAEDIT_BENCH_DIR:-/tmp/deltaedit-bench}/merge
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -26,6 +28,7 @@ while [[ $# -gt 0 ]]; do
     --threads) THREADS=$2; shift ;;
     --work) WORK=$2; shift ;;
     --keep) KEEP=1 ;;
+    --methods) METHODS=$2; shift ;;
     *) usage ;;
   esac
   shift
@@ -46,9 +49,13 @@ LOG=$WORK/logs
 rm -rf "$LOG"; mkdir -p "$LOG"
 rm -rf "$OUT" "$OUT.floor"
 
-for method in task_arithmetic ties dare_ties; do
-  density=""
-  [[ $method != task_arithmetic ]] && density=", density: 0.5"
+for method in $METHODS; do
+  case $method in
+    task_arithmetic) density="" ;;
+    ties|dare_ties) density=", density: 0.5" ;;
+    della) density=", density: 0.5, epsilon: 0.1" ;;
+    *) echo "merge_bench.sh: no benchmark config for method '$method'" >&2; exit 2 ;;
+  esac
   cat > "$WORK/$method.yaml" <<YAML
 merge_method: $method
 base_model: $M/base
@@ -79,7 +86,7 @@ measure() {
 
 cat "$M"/*/*.safetensors > /dev/null  # warm the page cache once
 for r in $(seq 1 "$REPS"); do
-  for method in task_arithmetic ties dare_ties; do
+  for method in $METHODS; do
     echo "merge_bench: $method, floor ($r/$REPS)" >&2
     measure "floor.$method.$r" bash -c floor; rm -f "$OUT.floor"
     measure "$method.$r" "$DE" merge "$WORK/$method.yaml" --out "$OUT" --threads "$THREADS" --seed 1
@@ -89,15 +96,15 @@ done
 
 BYTES=$(cat "$M"/base/*.safetensors | wc -c)
 mkdir -p "$HERE/results"
-$PY - "$LOG/all.jsonl" "$HERE/results" "$BYTES" "$SIZE" "$HIDDEN" "$INTER" "$VOCAB" "$THREADS" "$REPS" <<'PYEOF'
+$PY - "$LOG/all.jsonl" "$HERE/results" "$BYTES" "$SIZE" "$HIDDEN" "$INTER" "$VOCAB" "$THREADS" "$REPS" "$METHODS" <<'PYEOF'
 import json, statistics, sys, os, subprocess
 log, outdir, nbytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-size, hidden, inter, vocab, threads, reps = sys.argv[4:10]
+size, hidden, inter, vocab, threads, reps, methods = sys.argv[4:11]
 runs = [json.loads(l) for l in open(log)]
 def med(keys, f):
     return statistics.median(f(r["m"]) for r in runs if r["key"].rsplit(".", 1)[0] in keys)
 rows = []
-for method in ("task_arithmetic", "ties", "dare_ties"):
+for method in methods.split():
     fw = med({"floor." + method}, lambda m: m["wall"])
     fc = med({"floor." + method}, lambda m: m["user"] + m["sys"])
     w = med({method}, lambda m: m["wall"])

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <numeric>
 #include <tuple>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -165,30 +166,79 @@ DellaTable della_table(const SparsifyArgs& a, const Rows& rows) {
 }
 
 // Rank of every element of `groups` whole row groups (len × stride values each, from tau[0]) in
-// its row, stable by |τ| (equal keys by position): an LSD radix sort of the row's keys by bytes,
-// skipping the bytes all keys share (the low half in bf16).
+// its row, stable by |τ| (equal keys by position). The keys of a row differ only in the bits of
+// any ^ all, so key >> lo (lo its lowest such bit) orders them as the keys do; where those shifted
+// keys span few values (bf16 task vectors: 15 bits, most rows a few thousand values), a counting
+// sort gives the ranks in two passes over the row: rank = (keys below) + (equal keys before).
+// Otherwise an LSD radix sort of the row's keys by bytes, skipping the bytes all keys share.
 struct DellaScratch {
-  std::vector<uint32_t> key, idx, key2, idx2;
+  std::vector<uint32_t> key, idx, key2, idx2, bins;
 };
+constexpr uint64_t della_max_bins(uint64_t len) { return 4 * len + 1024; }
+// key[j] = |τ[j]|'s bits for a contiguous row, with the OR, AND, smallest non-zero and largest of
+// the keys (vector clones: the reductions vectorise with AVX2's unsigned min and max).
+DELTAEDIT_CLONES void row_keys(const float* __restrict tau, uint32_t* __restrict key, uint64_t len,
+                               uint32_t& any_out, uint32_t& all_out, uint32_t& kmin_out,
+                               uint32_t& kmax_out) {
+  // The smallest non-zero key as 1 + min(k − 1) in wrapping arithmetic (a zero key becomes the
+  // largest value): no select in the loop.
+  uint32_t any = 0, all = ~0u, kmin1 = ~0u, kmax = 0;
+  for (uint64_t j = 0; j < len; ++j) {
+    const uint32_t k = abs_key(tau[j]);
+    key[j] = k;
+    any |= k;
+    all &= k;
+    kmin1 = std::min(kmin1, k - 1u);
+    kmax = std::max(kmax, k);
+  }
+  any_out = any;
+  all_out = all;
+  kmin_out = kmin1 == ~0u ? ~0u : kmin1 + 1u;
+  kmax_out = kmax;
+}
 void della_ranks(const float* tau, const Rows& rows, uint64_t groups, uint32_t* rank_of,
                  DellaScratch& sc) {
   std::vector<uint32_t>&key = sc.key, &idx = sc.idx, &key2 = sc.key2, &idx2 = sc.idx2;
   key.resize(rows.len);
-  idx.resize(rows.len);
-  key2.resize(rows.len);
-  idx2.resize(rows.len);
   for (uint64_t o = 0; o < groups; ++o) {
     for (uint64_t s = 0; s < rows.stride; ++s) {
       const uint64_t base = o * rows.len * rows.stride + s;
-      uint32_t any = 0, all = ~0u;
-      for (uint64_t j = 0; j < rows.len; ++j) {
-        key[j] = abs_key(tau[base + j * rows.stride]);
-        idx[j] = static_cast<uint32_t>(j);
-        any |= key[j];
-        all &= key[j];
+      uint32_t any = 0, all = ~0u, kmin = ~0u, kmax = 0;  // kmin: of the non-zero keys
+      if (rows.stride == 1) {
+        row_keys(tau + base, key.data(), rows.len, any, all, kmin, kmax);
+      } else {
+        for (uint64_t j = 0; j < rows.len; ++j) {
+          const uint32_t k = abs_key(tau[base + j * rows.stride]);
+          key[j] = k;
+          any |= k;
+          all &= k;
+          kmin = std::min(kmin, k != 0 ? k : ~0u);
+          kmax = std::max(kmax, k);
+        }
       }
+      const uint32_t vary = any ^ all;
+      const unsigned lo = vary == 0 ? 0 : unsigned(std::countr_zero(vary));
+      // Bin 0 holds the zeros (pruned task vectors have many, far below the smallest non-zero
+      // magnitude), bins 1.. the non-zero keys from the smallest.
+      const uint32_t k0 = kmax == 0 ? 0 : kmin >> lo;
+      const uint64_t range = kmax == 0 ? 1 : uint64_t{kmax >> lo} - k0 + 2;
+      if (range <= della_max_bins(rows.len)) {
+        std::vector<uint32_t>& bins = sc.bins;
+        bins.assign(range, 0);
+        const auto bin = [&](uint32_t k) { return k != 0 ? (k >> lo) - k0 + 1 : 0u; };
+        for (uint64_t j = 0; j < rows.len; ++j) ++bins[bin(key[j])];
+        uint32_t below = 0;
+        for (uint32_t& b : bins) below += std::exchange(b, below);
+        for (uint64_t j = 0; j < rows.len; ++j)
+          rank_of[base + j * rows.stride] = bins[bin(key[j])]++;
+        continue;
+      }
+      idx.resize(rows.len);
+      key2.resize(rows.len);
+      idx2.resize(rows.len);
+      for (uint64_t j = 0; j < rows.len; ++j) idx[j] = static_cast<uint32_t>(j);
       for (unsigned shift = 0; shift < 32; shift += 8) {
-        if ((((any ^ all) >> shift) & 0xFFu) == 0) continue;  // one value: the order stays
+        if (((vary >> shift) & 0xFFu) == 0) continue;  // one value: the order stays
         uint64_t count[257] = {};
         for (uint64_t j = 0; j < rows.len; ++j) ++count[((key[j] >> shift) & 0xFFu) + 1];
         for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
@@ -207,6 +257,16 @@ void della_ranks(const float* tau, const Rows& rows, uint64_t groups, uint32_t* 
   }
 }
 
+// keep[j] = uniform_bits(w0[j], w1[j]) < threshold[rank[j]], with an AVX2 clone (the gather of the
+// thresholds and the 64-bit comparisons vectorise there).
+DELTAEDIT_CLONES void della_compare(const uint32_t* __restrict w0, const uint32_t* __restrict w1,
+                                    const uint32_t* __restrict rank,
+                                    const uint64_t* __restrict threshold, uint8_t* __restrict keep,
+                                    size_t n) {
+  for (size_t j = 0; j < n; ++j)
+    keep[j] = util::KeyedRng::uniform_bits(w0[j], w1[j]) < threshold[rank[j]] ? 1 : 0;
+}
+
 // keep[j] = uniform(first + j, DellaKeep lane) < q(rank_of[j]) (each counter's draw is its own:
 // any cut gives the same keeps).
 void della_keep(util::PhiloxKey key, uint64_t first, uint64_t n, const uint32_t* rank_of,
@@ -217,10 +277,7 @@ void della_keep(util::PhiloxKey key, uint64_t first, uint64_t n, const uint32_t*
   for (uint64_t i = 0; i < n; i += kChunk) {
     const uint64_t take = std::min<uint64_t>(kChunk, n - i);
     util::philox_blocks(key, first + i, lane, size_t(take), w0, w1, nullptr, nullptr);
-    for (uint64_t j = 0; j < take; ++j) {
-      keep[i + j] =
-          util::KeyedRng::uniform_bits(w0[j], w1[j]) < t.threshold[rank_of[i + j]] ? 1 : 0;
-    }
+    della_compare(w0, w1, rank_of + i, t.threshold.data(), keep + i, size_t(take));
   }
 }
 
@@ -716,7 +773,8 @@ uint64_t SparsifyStream::state_bytes(const SparsifyArgs& a) {
       return util::RankSelect::bytes(2);
     case StreamMode::Della: {
       const Rows rows = della_rows(a.shape, n);
-      return mask + rows.len * (8 + 4 + 16);  // table + scratch (a block's ranks: with the block)
+      // table + scratch (keys, indices, counting bins; a block's ranks: with the block)
+      return mask + rows.len * (8 + 4 + 16) + della_max_bins(rows.len) * 4;
     }
     default:
       return mask;

@@ -493,6 +493,51 @@ TEST(Della, PaperRescalesSurvivorsByOneOverQ) {
   }
 }
 
+TEST(Della, Bf16RanksAreStableByMagnitudeInEveryKindOfRow) {
+  // Rows of bf16 task vectors that the rank computation treats differently: Gaussian values
+  // without zeros, with many zeros, all zeros, a few distinct values (long runs of equal
+  // magnitudes), magnitudes over 2^-60..2^20 (too many distinct keys to count), one value.
+  // Paper convention without rescale, base 0, one model of weight 1: the output is τ where
+  // uniform(i) < q(rank) and +0 elsewhere, with the rank from a stable sort of |τ|.
+  const size_t rows = 6, len = 600;
+  Case c;
+  c.shape = {static_cast<int64_t>(rows), static_cast<int64_t>(len)};
+  c.work = WorkType::BF16;
+  c.conventions = Conventions::Paper;
+  c.base = Model{std::vector<float>(rows * len, 0.0f), {}, 0};
+  const std::vector<float> g = gaussian(rows * len, 31, 0.01);
+  const util::KeyedRng rng(77, "della rows", 0);
+  std::vector<float> x(rows * len);
+  for (size_t j = 0; j < len; ++j) {
+    const size_t i = j;
+    x[0 * len + j] = g[i] == 0.0f ? 1e-3f : g[i];
+    x[1 * len + j] = rng.below(j, 3) == 0 ? g[len + i] : 0.0f;
+    x[2 * len + j] = 0.0f;
+    x[3 * len + j] = static_cast<float>(static_cast<int>(rng.below(len + j, 5)) - 2) * 0.5f;
+    x[4 * len + j] = std::ldexp(1.0f + static_cast<float>(rng.below(2 * len + j, 128)) / 128.0f,
+                                static_cast<int>(rng.below(3 * len + j, 81)) - 60);
+    x[5 * len + j] = -0.25f;
+  }
+  x = to_bf16(x);
+  const double d = 0.5, eps = 0.3;
+  c.models = {Model{x, {{"weight", 1.0}, {"density", d}, {"epsilon", eps}}, 0}};
+  c.global["rescale"] = 0;
+  const Result res = run("della_linear", c);
+  size_t kept = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const std::vector<double> row(x.begin() + r * len, x.begin() + (r + 1) * len);
+    const std::vector<size_t> idx = ascending(row);
+    for (size_t k = 0; k < len; ++k) {
+      const size_t i = r * len + idx[k];
+      const double q = (d - eps) + 2 * eps * static_cast<double>(k) / static_cast<double>(len - 1);
+      const bool keep = drawn_keep(c.seed, c.name, 0, RandomPurpose::DellaKeep, i, q);
+      kept += keep;
+      ASSERT_EQ(res.out[i], keep ? x[i] : 0.0f) << "row " << r << ", rank " << k;
+    }
+  }
+  EXPECT_GT(kept, rows * len / 4);
+}
+
 TEST(TaskArithmeticFamily, BlocksEqualWholeForTaskArithmetic) {
   Case c = quantized_case({7, 11}, 5);
   c.global["lambda"] = 0.7;
