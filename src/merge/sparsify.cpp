@@ -174,7 +174,7 @@ DellaTable della_table(const SparsifyArgs& a, const Rows& rows) {
 struct DellaScratch {
   std::vector<uint32_t> key, idx, key2, idx2, bins;
 };
-constexpr uint64_t della_max_bins(uint64_t len) { return 4 * len + 1024; }
+constexpr uint64_t della_max_bins(uint64_t len) { return 4 * len + 1016; }
 // key[j] = |τ[j]|'s bits for a contiguous row, with the OR, AND, smallest non-zero and largest of
 // the keys (vector clones: the reductions vectorise with AVX2's unsigned min and max).
 DELTAEDIT_CLONES void row_keys(const float* __restrict tau, uint32_t* __restrict key, uint64_t len,
@@ -218,19 +218,31 @@ void della_ranks(const float* tau, const Rows& rows, uint64_t groups, uint32_t* 
       }
       const uint32_t vary = any ^ all;
       const unsigned lo = vary == 0 ? 0 : unsigned(std::countr_zero(vary));
-      // Bin 0 holds the zeros (pruned task vectors have many, far below the smallest non-zero
-      // magnitude), bins 1.. the non-zero keys from the smallest.
+      // Counting bins for the non-zero keys from the smallest; the zeros (a bf16 task vector has
+      // many, far below its smallest non-zero magnitude) take ranks 0.. in index order from a
+      // counter, and their increments go to eight scratch bins in turn, so that runs of zeros
+      // do not wait on one bin's last store.
       const uint32_t k0 = kmax == 0 ? 0 : kmin >> lo;
-      const uint64_t range = kmax == 0 ? 1 : uint64_t{kmax >> lo} - k0 + 2;
+      const uint64_t range = kmax == 0 ? 0 : uint64_t{kmax >> lo} - k0 + 1;
       if (range <= della_max_bins(rows.len)) {
         std::vector<uint32_t>& bins = sc.bins;
-        bins.assign(range, 0);
-        const auto bin = [&](uint32_t k) { return k != 0 ? (k >> lo) - k0 + 1 : 0u; };
-        for (uint64_t j = 0; j < rows.len; ++j) ++bins[bin(key[j])];
+        bins.assign(range + 8, 0);
+        const auto r32 = static_cast<uint32_t>(range);
+        const auto slot = [&](uint32_t k, uint64_t j) {
+          return k != 0 ? (k >> lo) - k0 : r32 + static_cast<uint32_t>(j & 7);
+        };
+        for (uint64_t j = 0; j < rows.len; ++j) ++bins[slot(key[j], j)];
         uint32_t below = 0;
-        for (uint32_t& b : bins) below += std::exchange(b, below);
-        for (uint64_t j = 0; j < rows.len; ++j)
-          rank_of[base + j * rows.stride] = bins[bin(key[j])]++;
+        for (uint64_t d = 0; d < 8; ++d) below += bins[range + d];
+        for (uint64_t b = 0; b < range; ++b) below += std::exchange(bins[b], below);
+        uint32_t zeros = 0;
+        for (uint64_t j = 0; j < rows.len; ++j) {
+          const uint32_t k = key[j], at = slot(k, j);
+          const uint32_t r = bins[at];
+          bins[at] = r + 1;
+          rank_of[base + j * rows.stride] = k != 0 ? r : zeros;
+          zeros += k == 0;
+        }
         continue;
       }
       idx.resize(rows.len);
@@ -774,7 +786,7 @@ uint64_t SparsifyStream::state_bytes(const SparsifyArgs& a) {
     case StreamMode::Della: {
       const Rows rows = della_rows(a.shape, n);
       // table + scratch (keys, indices, counting bins; a block's ranks: with the block)
-      return mask + rows.len * (8 + 4 + 16) + della_max_bins(rows.len) * 4;
+      return mask + rows.len * (8 + 4 + 16) + (della_max_bins(rows.len) + 8) * 4;
     }
     default:
       return mask;
