@@ -173,6 +173,7 @@ DellaTable della_table(const SparsifyArgs& a, const Rows& rows) {
 // Otherwise an LSD radix sort of the row's keys by bytes, skipping the bytes all keys share.
 struct DellaScratch {
   std::vector<uint32_t> key, idx, key2, idx2, bins;
+  std::vector<float> row;  // a strided row, gathered
 };
 constexpr uint64_t della_max_bins(uint64_t len) { return 4 * len + 1016; }
 // key[j] = |τ[j]|'s bits for a contiguous row, with the OR, AND, smallest non-zero and largest of
@@ -203,19 +204,15 @@ void della_ranks(const float* tau, const Rows& rows, uint64_t groups, uint32_t* 
   for (uint64_t o = 0; o < groups; ++o) {
     for (uint64_t s = 0; s < rows.stride; ++s) {
       const uint64_t base = o * rows.len * rows.stride + s;
-      uint32_t any = 0, all = ~0u, kmin = ~0u, kmax = 0;  // kmin: of the non-zero keys
-      if (rows.stride == 1) {
-        row_keys(tau + base, key.data(), rows.len, any, all, kmin, kmax);
-      } else {
-        for (uint64_t j = 0; j < rows.len; ++j) {
-          const uint32_t k = abs_key(tau[base + j * rows.stride]);
-          key[j] = k;
-          any |= k;
-          all &= k;
-          kmin = std::min(kmin, k != 0 ? k : ~0u);
-          kmax = std::max(kmax, k);
-        }
+      // A strided row is gathered first, so that one loop forms the keys of every row.
+      const float* row = tau + base;
+      if (rows.stride != 1) {
+        sc.row.resize(rows.len);
+        for (uint64_t j = 0; j < rows.len; ++j) sc.row[j] = tau[base + j * rows.stride];
+        row = sc.row.data();
       }
+      uint32_t any, all, kmin, kmax;  // kmin: of the non-zero keys
+      row_keys(row, key.data(), rows.len, any, all, kmin, kmax);
       const uint32_t vary = any ^ all;
       const unsigned lo = vary == 0 ? 0 : unsigned(std::countr_zero(vary));
       // Counting bins for the non-zero keys from the smallest; the zeros (a bf16 task vector has
@@ -786,7 +783,8 @@ uint64_t SparsifyStream::state_bytes(const SparsifyArgs& a) {
     case StreamMode::Della: {
       const Rows rows = della_rows(a.shape, n);
       // table + scratch (keys, indices, counting bins; a block's ranks: with the block)
-      return mask + rows.len * (8 + 4 + 16) + (della_max_bins(rows.len) + 8) * 4;
+      return mask + rows.len * (8 + 4 + 16 + (rows.stride > 1 ? 4 : 0)) +
+             (della_max_bins(rows.len) + 8) * 4;
     }
     default:
       return mask;

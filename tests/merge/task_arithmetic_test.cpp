@@ -538,6 +538,37 @@ TEST(Della, Bf16RanksAreStableByMagnitudeInEveryKindOfRow) {
   EXPECT_GT(kept, rows * len / 4);
 }
 
+TEST(Della, RowsOfAThreeDimensionalTensorRunAlongItsSecondDimension) {
+  // Shape [d0, d1, d2]: d0·d2 rows of length d1 with stride d2 (MERGE.md: ranks along dim 1).
+  // Values k/16 with zeros and runs of equal magnitudes; paper convention without rescale, base
+  // 0, one model of weight 1: the output is τ where uniform(i) < q(rank in its row), +0 elsewhere.
+  const size_t d0 = 2, d1 = 40, d2 = 3, n = d0 * d1 * d2;
+  Case c;
+  c.shape = {static_cast<int64_t>(d0), static_cast<int64_t>(d1), static_cast<int64_t>(d2)};
+  c.conventions = Conventions::Paper;
+  c.base = Model{std::vector<float>(n, 0.0f), {}, 0};
+  const util::KeyedRng rng(5, "della 3d", 0);
+  std::vector<float> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = static_cast<float>(int(rng.below(i, 17)) - 8) / 16.0f;
+  const double d = 0.5, eps = 0.3;
+  c.models = {Model{x, {{"weight", 1.0}, {"density", d}, {"epsilon", eps}}, 0}};
+  c.global["rescale"] = 0;
+  const Result res = run("della_linear", c);
+  for (size_t o = 0; o < d0; ++o) {
+    for (size_t s = 0; s < d2; ++s) {
+      std::vector<double> row(d1);
+      for (size_t j = 0; j < d1; ++j) row[j] = x[(o * d1 + j) * d2 + s];
+      const std::vector<size_t> idx = ascending(row);
+      for (size_t k = 0; k < d1; ++k) {
+        const size_t i = (o * d1 + idx[k]) * d2 + s;
+        const double q = (d - eps) + 2 * eps * static_cast<double>(k) / static_cast<double>(d1 - 1);
+        const bool keep = drawn_keep(c.seed, c.name, 0, RandomPurpose::DellaKeep, i, q);
+        ASSERT_EQ(res.out[i], keep ? x[i] : 0.0f) << "row " << o << "," << s << ", rank " << k;
+      }
+    }
+  }
+}
+
 TEST(TaskArithmeticFamily, BlocksEqualWholeForTaskArithmetic) {
   Case c = quantized_case({7, 11}, 5);
   c.global["lambda"] = 0.7;
