@@ -16,12 +16,24 @@
 #include <vector>
 
 #include "edit/op_impl.h"
+#include "util/clones.h"
 #include "util/reduce.h"
 
 namespace deltaedit::edit::detail {
 namespace {
 
 enum class Stat { Mean, Median, Rms };
+
+// x[i] ← value·sign(x[i]) (zero for x[i] = 0) on the finite entries, NaN and ±Inf unchanged;
+// branch-free, with vector clones.
+DELTAEDIT_CLONES void set_signs_to(float* x, size_t n, float value, float zero) {
+  const float neg = -value;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float r = v > 0.0f ? value : (v < 0.0f ? neg : zero);
+    x[i] = std::fabs(v) <= std::numeric_limits<float>::max() ? r : v;
+  }
+}
 
 // The op's arithmetic, shared by its two execution kinds below.
 class BitDelta {
@@ -99,15 +111,19 @@ class BitDelta {
     util::BlockedSum sum;
     size_t count = 0;
     void add(std::span<const float> x, bool squares) {
-      if (squares) {
-        sum.add(x.size(), [&](size_t i) {
-          const double a = util::finite_abs(x[i]);
-          return a * a;
-        });
-      } else {
-        sum.add(x.size(), [&](size_t i) { return util::finite_abs(x[i]); });
+      // The terms |x| (0 where not finite) through the vector lanes: the same bits as one term
+      // at a time (util::BlockedSum::add_f32).
+      constexpr size_t kPiece = 2048;
+      float a[kPiece];
+      for (size_t o = 0; o < x.size(); o += kPiece) {
+        const size_t c = std::min(kPiece, x.size() - o);
+        util::finite_abs_f32(x.data() + o, a, c);
+        if (squares)
+          sum.add_f32_squares(std::span<const float>(a, c));
+        else
+          sum.add_f32(std::span<const float>(a, c));
       }
-      for (float v : x) count += std::fabs(v) <= std::numeric_limits<float>::max() ? 1 : 0;
+      count += util::count_finite(x);
     }
   };
   float finite_value(const FiniteSum& f) const {
@@ -170,11 +186,7 @@ class BitDelta {
  public:
   // x ← signed_value(x, value) on the finite entries (NaN and ±Inf unchanged), branch-free.
   void set_signs(std::span<float> x, float value) const {
-    const float neg = -value, zero = plus_ ? value : 0.0f;
-    for (float& v : x) {
-      const float r = v > 0.0f ? value : (v < 0.0f ? neg : zero);
-      v = std::fabs(v) <= std::numeric_limits<float>::max() ? r : v;
-    }
+    set_signs_to(x.data(), x.size(), value, plus_ ? value : 0.0f);
   }
 
   void scope(std::span<float> x, std::vector<uint64_t>& keys, std::vector<float>& mags) const {

@@ -62,31 +62,66 @@ class DareOp final : public PointwiseOp {
 };
 
 // rescale=l1: the observe pass draws the mask and sums the selected and the kept L1 mass; the
-// apply pass draws it again and scales.
+// apply pass scales by the same mask. It keeps the mask as bits when they take at most
+// kKeptMaskEntries/8 bytes (8 MiB: every matrix of an 8B Llama but its embeddings), and draws it
+// again for a larger tensor, so memory stays bounded whatever the model size.
+inline constexpr uint64_t kKeptMaskEntries = uint64_t(1) << 26;
+
+// bits[w] = the 64 masks m[64w .. 64w + 63] (each 0 or ~0), bit b for m[64w + b].
+DELTAEDIT_CLONES void pack_mask(const uint32_t* __restrict m, size_t words,
+                                uint64_t* __restrict bits) {
+  for (size_t w = 0; w < words; ++w) {
+    uint64_t x = 0;
+    for (size_t b = 0; b < 64; ++b) x |= uint64_t(m[64 * w + b] & 1u) << b;
+    bits[w] = x;
+  }
+}
+
+// d[j] *= kf where bit j of bits is set, cf elsewhere, for 64·words entries.
+DELTAEDIT_CLONES void scale_by_bits(float* __restrict d, const uint64_t* __restrict bits,
+                                    size_t words, float kf, float cf) {
+  for (size_t w = 0; w < words; ++w) {
+    const uint64_t x = bits[w];
+    for (size_t b = 0; b < 64; ++b) d[64 * w + b] *= ((x >> b) & 1u) != 0 ? kf : cf;
+  }
+}
+
 struct DareL1State {
   explicit DareL1State(util::KeyedRng r) : rng(r) {}
   util::KeyedRng rng;              // the tensor's stream (observe has no context)
   util::BlockedSum dropped, kept;  // Σ|Δ| over the finite selected / unselected entries
   float cf = 1.0f;
+  std::vector<uint64_t> mask;  // bit i: entry i selected (empty: drawn again when applied)
+  bool selected(uint64_t i) const { return ((mask[i >> 6] >> (i & 63)) & 1u) != 0; }
 };
 
 class DareL1Op final : public ObservingOpOf<DareL1State> {
  public:
   DareL1Op(double p, double k) : ObservingOpOf("dare"), p_(p), k_(k) {}
   nlohmann::json own_params() const override { return dare_params(p_, k_, true); }
+  uint64_t workspace_bytes(std::span<const int64_t> shape) const override {
+    const uint64_t n = static_cast<uint64_t>(shape_elements(shape));
+    return keeps_mask(n) ? (n + 63) / 64 * 8 : 0;
+  }
 
  protected:
-  DareL1State begin(const TensorContext& ctx) const override { return DareL1State(rng_for(ctx)); }
+  DareL1State begin(const TensorContext& ctx) const override {
+    DareL1State st(rng_for(ctx));
+    const uint64_t n = static_cast<uint64_t>(shape_elements(ctx.shape));
+    if (keeps_mask(n)) st.mask.assign(static_cast<size_t>((n + 63) / 64), 0);
+    return st;
+  }
   void observe_piece(DareL1State& st, std::span<const float> piece, uint64_t first) const override {
     if (p_ == 0.0) return;
-    for_each_selection(
-        st.rng, piece.size(), p_, first, [&](size_t off, const uint32_t* m, size_t count) {
-          float a[kSelectionBlock], dropped[kSelectionBlock], kept[kSelectionBlock];
-          util::finite_abs_f32(piece.data() + off, a, count);
-          split_by_mask(a, m, dropped, kept, count);
-          st.dropped.add_f32(std::span<const float>(dropped, count));
-          st.kept.add_f32(std::span<const float>(kept, count));
-        });
+    for_each_selection(st.rng, piece.size(), p_, first,
+                       [&](size_t off, const uint32_t* m, size_t count) {
+                         float a[kSelectionBlock], dropped[kSelectionBlock], kept[kSelectionBlock];
+                         util::finite_abs_f32(piece.data() + off, a, count);
+                         split_by_mask(a, m, dropped, kept, count);
+                         st.dropped.add_f32(std::span<const float>(dropped, count));
+                         st.kept.add_f32(std::span<const float>(kept, count));
+                         if (!st.mask.empty()) keep_bits(st, first + off, m, count);
+                       });
   }
   void end(DareL1State& st) const override {
     const double dropped = st.dropped.sum(), kept = st.kept.sum();
@@ -96,10 +131,30 @@ class DareL1Op final : public ObservingOpOf<DareL1State> {
   void apply_piece(const DareL1State& st, std::span<float> piece, uint64_t first,
                    const TensorContext& ctx) const override {
     if (p_ == 0.0) return;
-    scale_selected(piece, first, ctx, p_, static_cast<float>(k_), st.cf);
+    const float kf = static_cast<float>(k_);
+    if (st.mask.empty()) return scale_selected(piece, first, ctx, p_, kf, st.cf);
+    // Whole words of the mask at once, single entries where the piece starts or ends inside one.
+    size_t j = 0;
+    const size_t n = piece.size();
+    for (; j < n && (first + j) % 64 != 0; ++j) piece[j] *= st.selected(first + j) ? kf : st.cf;
+    const size_t words = (n - j) / 64;
+    scale_by_bits(piece.data() + j, st.mask.data() + (first + j) / 64, words, kf, st.cf);
+    for (j += 64 * words; j < n; ++j) piece[j] *= st.selected(first + j) ? kf : st.cf;
   }
 
  private:
+  bool keeps_mask(uint64_t n) const { return p_ != 0.0 && n <= kKeptMaskEntries; }
+  // Sets the bits of the selected entries among [at, at + count) (each entry is observed once).
+  static void keep_bits(DareL1State& st, uint64_t at, const uint32_t* m, size_t count) {
+    size_t j = 0;
+    const auto one = [&](size_t q) {
+      if (m[q] != 0) st.mask[(at + q) >> 6] |= uint64_t(1) << ((at + q) & 63);
+    };
+    for (; j < count && (at + j) % 64 != 0; ++j) one(j);
+    const size_t words = (count - j) / 64;
+    pack_mask(m + j, words, st.mask.data() + (at + j) / 64);
+    for (j += 64 * words; j < count; ++j) one(j);
+  }
   double p_, k_;
 };
 

@@ -16,6 +16,23 @@ DELTAEDIT_CLONES void add_f32_to_lanes(double (&lane)[kReduceLanes], const float
   for (size_t k = 0; k < kReduceLanes; ++k) lane[k] = acc[k];
 }
 
+DELTAEDIT_CLONES void add_f32_squares_to_lanes(double (&lane)[kReduceLanes], const float* x,
+                                               size_t n) {
+  double acc[kReduceLanes];
+  for (size_t k = 0; k < kReduceLanes; ++k) acc[k] = lane[k];
+  size_t i = 0;
+  for (; i + kReduceLanes <= n; i += kReduceLanes)
+    for (size_t k = 0; k < kReduceLanes; ++k) {
+      const double t = x[i + k];
+      acc[k] += t * t;
+    }
+  for (size_t k = 0; i < n; ++i, ++k) {
+    const double t = x[i];
+    acc[k] += t * t;
+  }
+  for (size_t k = 0; k < kReduceLanes; ++k) lane[k] = acc[k];
+}
+
 // In bits, so the select vectorises: finite exactly when the magnitude bits are below Inf's.
 DELTAEDIT_CLONES void finite_abs_f32(const float* x, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) {

@@ -70,6 +70,8 @@ double ordered_sum(size_t n, Term&& term) {
 // add_to_lanes(lane, 0, n, [&](i) { return double(x[i]); }) for f32 terms, with vector clones
 // (reduce.cpp): each lane still adds its terms in index order, so the bits are the same.
 void add_f32_to_lanes(double (&lane)[kReduceLanes], const float* x, size_t n);
+// The same for the terms double(x[i])² (exact: the square of an f32 value fits in f64).
+void add_f32_squares_to_lanes(double (&lane)[kReduceLanes], const float* x, size_t n);
 
 // How many of x are finite (vector clones).
 uint64_t count_finite(std::span<const float> x);
@@ -102,16 +104,28 @@ class BlockedSum {
   }
   // add(terms.size(), [&](j) { return double(terms[j]); }), the lane rows through the vector
   // clones of add_f32_to_lanes: the same bits.
-  void add_f32(std::span<const float> terms) {
+  void add_f32(std::span<const float> terms) { add_f32_terms(terms, false); }
+  // add(terms.size(), [&](j) { double t = terms[j]; return t * t; }), the same way.
+  void add_f32_squares(std::span<const float> terms) { add_f32_terms(terms, true); }
+  double sum() const { return next_ % kReduceBlock == 0 ? total_ : total_ + fold_lanes(lane_); }
+  uint64_t count() const { return next_; }
+
+ private:
+  void add_f32_terms(std::span<const float> terms, bool squares) {
     size_t j = 0;
     const size_t count = terms.size();
     while (j < count) {
       const size_t in_block = static_cast<size_t>(next_ % kReduceBlock);
       const size_t take = std::min(count - j, kReduceBlock - in_block);
       size_t k = 0;
-      for (; k < take && (in_block + k) % kReduceLanes != 0; ++k)
-        lane_[(in_block + k) % kReduceLanes] += static_cast<double>(terms[j + k]);
-      add_f32_to_lanes(lane_, terms.data() + j + k, take - k);
+      for (; k < take && (in_block + k) % kReduceLanes != 0; ++k) {
+        const double t = terms[j + k];
+        lane_[(in_block + k) % kReduceLanes] += squares ? t * t : t;
+      }
+      if (squares)
+        add_f32_squares_to_lanes(lane_, terms.data() + j + k, take - k);
+      else
+        add_f32_to_lanes(lane_, terms.data() + j + k, take - k);
       next_ += take;
       j += take;
       if (next_ % kReduceBlock == 0) {
@@ -120,10 +134,7 @@ class BlockedSum {
       }
     }
   }
-  double sum() const { return next_ % kReduceBlock == 0 ? total_ : total_ + fold_lanes(lane_); }
-  uint64_t count() const { return next_; }
 
- private:
   double total_ = 0.0;
   double lane_[kReduceLanes] = {};
   uint64_t next_ = 0;

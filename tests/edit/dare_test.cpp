@@ -1,8 +1,8 @@
 // dare, drop and biased: closed-form identities of Δ' = k·M⊙Δ + (1−k·p)/(1−p)·(1−M)⊙Δ.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <numeric>
-
-#include <gtest/gtest.h>
 
 #include "edit_test_util.h"
 #include "util/error.h"
@@ -111,7 +111,8 @@ TEST(Dare, PrefixInvariance) {
   // (so chunking and threads cannot change results).
   const std::vector<float> d = nonzero_delta(10000, 5);
   const std::vector<float> full = edited("dare:p=0.6,k=0.3", d);
-  const std::vector<float> head = edited("dare:p=0.6,k=0.3", std::vector<float>(d.begin(), d.begin() + 777));
+  const std::vector<float> head =
+      edited("dare:p=0.6,k=0.3", std::vector<float>(d.begin(), d.begin() + 777));
   EXPECT_TRUE(std::equal(head.begin(), head.end(), full.begin()));
 }
 
@@ -151,6 +152,50 @@ TEST(Dare, L1RescaleKeepsL1Norm) {
   for (size_t i = 0; i < d.size(); ++i) EXPECT_EQ(paper[i] == 0.0f, l1[i] == 0.0f);
 }
 
+TEST(Dare, L1RescaleInPiecesUsesTheDrawnMaskAndTheL1Multiplier) {
+  // The observe pass keeps the mask it draws as bits and the apply pass reads them, here in
+  // pieces that start and end inside 64-entry words. Reference: the mask of rescale=paper (which
+  // draws it from the keyed stream while it applies), and c = (Σ_M|Δ| + Σ_{1−M}|Δ| − k·Σ_M|Δ|) /
+  // Σ_{1−M}|Δ| computed here in f64 (any order: c is rounded to f32, and the sums' order moves
+  // it by far less than an f32 step but for a rare tie, which the bound below allows).
+  const std::vector<float> d = nonzero_delta(3 * 4096 + 77, 21);
+  const double k = 0.25;
+  const std::vector<float> paper = edited("dare:p=0.6,k=0", d);
+  const std::unique_ptr<Op> o = op("dare:p=0.6,k=0.25,rescale=l1");
+  const ObservingOp* obs = as_observing(*o);
+  ASSERT_NE(obs, nullptr);
+  const std::vector<int64_t> shape = {int64_t(d.size())};
+  TensorContext ctx;  // as edited() makes it
+  ctx.name = "t";
+  ctx.shape = shape;
+  ctx.seed = 1;
+  ctx.op_index = 0;
+  for (size_t piece : {size_t(1), size_t(63), size_t(100), size_t(4096)}) {
+    auto st = obs->observe_begin(ctx);
+    for (size_t at = 0; at < d.size(); at += piece)
+      obs->observe(*st, std::span<const float>(d.data() + at, std::min(piece, d.size() - at)), at);
+    EXPECT_FALSE(obs->observe_again(*st));
+    obs->observe_end(*st);
+    std::vector<float> out = d;
+    for (size_t at = 0; at < out.size(); at += piece)
+      obs->apply_observed(*st, std::span<float>(out.data() + at, std::min(piece, out.size() - at)),
+                          at, ctx);
+    double sel = 0, kept = 0;
+    for (size_t i = 0; i < d.size(); ++i) (paper[i] == 0.0f ? sel : kept) += std::fabs(d[i]);
+    const float cf = float((sel + kept - k * sel) / kept), kf = float(k);
+    size_t off = 0;
+    for (size_t i = 0; i < d.size(); ++i) {
+      const float want = d[i] * (paper[i] == 0.0f ? kf : cf);
+      if (out[i] != want) ++off;
+    }
+    EXPECT_EQ(off, 0u) << "piece " << piece;
+  }
+  // The mask is kept up to 2^26 entries (8 MiB of bits); a larger tensor draws it again.
+  EXPECT_EQ(o->workspace_bytes(std::vector<int64_t>{int64_t(1) << 26}), uint64_t(1) << 23);
+  EXPECT_EQ(o->workspace_bytes(std::vector<int64_t>{(int64_t(1) << 26) + 1}), 0u);
+  EXPECT_EQ(op("dare:p=0,rescale=l1")->workspace_bytes(std::vector<int64_t>{4096}), 0u);
+}
+
 TEST(Drop, POneZeroes) {
   const std::vector<float> out = edited("drop:p=1", nonzero_delta(1000, 8));
   for (float v : out) EXPECT_EQ(v, 0.0f);
@@ -176,7 +221,7 @@ TEST(Biased, ByDeltaMatchesFormula) {
 
 TEST(Biased, EdgeFractions) {
   std::vector<float> pos(100, 0.5f), neg(100, -0.5f);
-  EXPECT_TRUE(same_bytes(edited("biased:k=0.3", pos), pos));  // p = 0: identity
+  EXPECT_TRUE(same_bytes(edited("biased:k=0.3", pos), pos));   // p = 0: identity
   const std::vector<float> out = edited("biased:k=0.3", neg);  // p = 1: Δ' = k·Δ
   for (float v : out) EXPECT_EQ(v, -0.5f * 0.3f);
   EXPECT_TRUE(same_bytes(edited("biased:k=1", nonzero_delta(100, 1)), nonzero_delta(100, 1)));

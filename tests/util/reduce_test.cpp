@@ -16,12 +16,12 @@ bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; 
 
 // The order as reduce.h states it: blocks of kReduceBlock; in a block term i to lane i mod 16,
 // each lane in index order from +0; lanes folded in halves; block sums added in order from +0.
-double by_definition(const std::vector<float>& x) {
+double by_definition(const std::vector<float>& x, bool squares = false) {
   double total = 0.0;
   for (size_t b = 0; b < x.size(); b += kReduceBlock) {
     double lane[kReduceLanes] = {};
     for (size_t i = b; i < std::min(x.size(), b + kReduceBlock); ++i)
-      lane[(i - b) % kReduceLanes] += double(x[i]);
+      lane[(i - b) % kReduceLanes] += squares ? double(x[i]) * double(x[i]) : double(x[i]);
     for (size_t w = kReduceLanes / 2; w >= 1; w /= 2)
       for (size_t k = 0; k < w; ++k) lane[k] += lane[k + w];
     total += lane[0];
@@ -56,6 +56,26 @@ TEST(BlockedSum, AddF32InAnyPiecesIsTheDefinedOrder) {
       EXPECT_TRUE(same_bits(f32.sum(), want)) << n << " " << seed;
       EXPECT_TRUE(same_bits(generic.sum(), want)) << n << " " << seed;
       EXPECT_EQ(f32.count(), n);
+    }
+  }
+}
+
+TEST(BlockedSum, AddF32SquaresInAnyPiecesIsTheDefinedOrder) {
+  for (size_t n : {size_t(3), size_t(4099), size_t(2 * kReduceBlock + 37)}) {
+    const auto x = terms(n, uint32_t(n) + 7);
+    const double want = by_definition(x, true);
+    EXPECT_FALSE(same_bits(want, by_definition(x))) << n;  // squares, not the terms
+    for (uint32_t seed : {1u, 2u, 3u}) {
+      std::mt19937 g(seed);
+      std::uniform_int_distribution<size_t> len(0, seed == 3 ? 9000 : 40);
+      BlockedSum sq;
+      for (size_t i = 0; i < n;) {
+        const size_t m = std::min(len(g), n - i);
+        sq.add_f32_squares(std::span<const float>(x.data() + i, m));
+        i += m;
+      }
+      EXPECT_TRUE(same_bits(sq.sum(), want)) << n << " " << seed;
+      EXPECT_EQ(sq.count(), n);
     }
   }
 }
