@@ -11,7 +11,8 @@
 // (abs_bits), a strict total order in which NaN ranks above +Inf, so NaN entries are kept first
 // and stay visible. scope=row selects per row (rows = shape[0]; a tensor with < 2 dims is one row).
 // scope=tensor also streams: a multi-pass op that finds the same T from histograms of the
-// streamed Δ (two or three reads of the inputs, no whole-tensor buffer; see Stream).
+// streamed Δ (one to three reads of the inputs before the output pass, no whole-tensor
+// buffer; see Stream).
 #include <algorithm>
 #include <bit>
 #include <functional>
@@ -57,6 +58,19 @@ class Magnitude {
   //  Ties: (only when some keys equal to T must go and their positions are not known) the index
   //        of the (keep − above)-th key equal to T, in index order.
   // Then Δ'_i = Δ_i iff key_i > T, or key_i = T at an index ≤ that last tie kept.
+  //
+  // The window: in a tensor of at least kWindowMin keys, the High pass also guesses where T lies
+  // from the histogram of its first kPrefix keys (the bins holding the ascending ranks within
+  // ±kWindowRank·kPrefix of the keep-th largest key's rank in that prefix) and keeps every key in
+  // those bins with its index (at most kWindowKeys). When the bin h found by the High pass is
+  // inside the window, those keys are the Low pass's keys, in index order, and the Low pass needs
+  // no read of the inputs: one read fewer, the same T, the same ties. When h falls outside (a
+  // prefix unlike the rest of the tensor) or the window overflows, the Low pass reads the inputs.
+  static constexpr int64_t kWindowMin = int64_t{1} << 22;
+  static constexpr size_t kPrefix = size_t{1} << 20;
+  static constexpr double kWindowRank = 0.002;
+  static constexpr size_t kWindowKeys = size_t{1} << 20;
+
   enum class Phase { High, Low, Ties, Done };
   struct Stream {
     int64_t n = 0, keep = 0;
@@ -69,6 +83,12 @@ class Magnitude {
     int64_t ties_needed = 0, ties_seen = 0;  // keys equal to T to keep; seen so far
     uint64_t last_tie = 0;
     bool all_ties = false;  // every key equal to T is kept
+    // The window (High pass): the prefix's keys until the window is chosen, then the kept keys
+    // as (index << 32) | key, in index order; off when not used or overflowed.
+    bool window = false, window_chosen = false;
+    uint32_t wlo = 0, whi = 0;  // high bins [wlo, whi]
+    std::vector<uint32_t> prefix;
+    std::vector<uint64_t> win;
   };
 
   Magnitude(double p, bool rows) : p_(p), rows_(rows) {}
@@ -78,7 +98,12 @@ class Magnitude {
     const int64_t per = rows_ && shape.size() >= 2 && shape[0] > 0 ? n / shape[0] : n;
     if (per < kRadixMin) return static_cast<uint64_t>(per) * sizeof(uint32_t);
     // The histograms, and in the streamed form the candidate positions of the threshold's bin.
-    return util::RankSelect64::bytes(1, true) + (rows_ ? 0 : kCandidates * sizeof(uint64_t));
+    return util::RankSelect64::bytes(1, true) +
+           (rows_
+                ? 0
+                : kCandidates * sizeof(uint64_t) +
+                      (n >= kWindowMin ? kPrefix * sizeof(uint32_t) + kWindowKeys * sizeof(uint64_t)
+                                       : 0));
   }
 
   OpOutcome apply(std::span<float> delta, const TensorContext& ctx) const {
@@ -106,6 +131,8 @@ class Magnitude {
                         std::vector<uint64_t>{uint64_t(st.n - st.keep)},
                         /*per_bin=*/true);
       st.select->next_pass();
+      st.window = st.n >= kWindowMin && static_cast<uint64_t>(st.n) <= (uint64_t{1} << 32);
+      if (st.window) st.prefix.reserve(kPrefix);
     }
     return st;
   }
@@ -113,6 +140,7 @@ class Magnitude {
     switch (st.phase) {
       case Phase::High:
         st.select->add(piece.size(), [&](size_t i) { return abs_bits(piece[i]); });
+        if (st.window) collect_window(st, piece, first);
         break;
       case Phase::Low: {
         // One scan for the keys in bin h: they are the low pass's keys (RankSelect counts only
@@ -153,8 +181,17 @@ class Magnitude {
         if (st.select->next_pass()) {  // the bin of the keep-th largest key holds several keys
           st.h = st.select->bin(0);
           st.phase = Phase::Low;
-          return true;
+          const bool covered = st.window && st.window_chosen && st.wlo <= st.h && st.h <= st.whi;
+          release(st.prefix);
+          if (!covered) {
+            release(st.win);
+            return true;
+          }
+          low_from_window(st);
+          return observe_again(st);  // the Low pass is complete
         }
+        release(st.prefix);
+        release(st.win);
         const util::RankCut c = take_cut(st);
         return settle_ties(st, static_cast<int64_t>(c.equal));
       }
@@ -197,6 +234,93 @@ class Magnitude {
     // Kept: keys above T, and keys equal to T up to the last tie kept (all of them if all_ties).
     const uint64_t last = st.all_ties ? ~uint64_t{0} : st.last_tie;
     keep_above(piece.data(), piece.size(), st.t, first, last);
+  }
+
+  // The High pass's share of the window for a piece at `first` (pieces come in index order).
+  static void collect_window(Stream& st, std::span<const float> piece, uint64_t first) {
+    size_t i = 0;
+    if (!st.window_chosen) {
+      if (first != st.prefix.size()) {  // not the first pieces in order: no window
+        st.window = false;
+        release(st.prefix);
+        return;
+      }
+      for (; i < piece.size() && st.prefix.size() < kPrefix; ++i)
+        st.prefix.push_back(abs_bits(piece[i]));
+      if (st.prefix.size() < kPrefix) return;
+      choose_window(st);
+      if (!st.window) return;
+    }
+    const uint32_t lo = st.wlo, span = st.whi - st.wlo;
+    for (; i < piece.size(); ++i) {
+      const uint32_t b = abs_bits(piece[i]);
+      if ((b >> 16) - lo > span) continue;
+      if (st.win.size() == kWindowKeys) {
+        st.window = false;  // overflowed: the Low pass reads the inputs
+        release(st.win);
+        return;
+      }
+      st.win.push_back(((first + i) << 32) | b);
+    }
+  }
+  // The window's bins from the prefix (its first kPrefix keys), and the prefix's keys inside it.
+  static void choose_window(Stream& st) {
+    std::vector<uint32_t> hist(size_t{1} << 16, 0);
+    for (const uint32_t b : st.prefix) ++hist[b >> 16];
+    const double m = static_cast<double>(st.prefix.size());
+    const double r = static_cast<double>(st.n - st.keep) / static_cast<double>(st.n) * m;
+    const double lo_rank = std::max(0.0, r - kWindowRank * m);
+    const double hi_rank = std::min(m - 1.0, r + kWindowRank * m);
+    uint64_t below = 0;
+    bool have_lo = false;
+    for (uint32_t b = 0; b < hist.size(); ++b) {
+      const uint64_t next = below + hist[b];
+      if (!have_lo && static_cast<double>(next) > lo_rank) {
+        st.wlo = b;
+        have_lo = true;
+      }
+      if (static_cast<double>(next) > hi_rank) {
+        st.whi = b;
+        break;
+      }
+      below = next;
+    }
+    st.window_chosen = true;
+    st.win.reserve(kWindowKeys);  // address space only: pages are touched as keys arrive
+    const uint32_t lo = st.wlo, span = st.whi - st.wlo;
+    for (size_t i = 0; i < st.prefix.size(); ++i) {
+      const uint32_t b = st.prefix[i];
+      if ((b >> 16) - lo > span) continue;
+      if (st.win.size() == kWindowKeys) {
+        st.window = false;
+        release(st.win);
+        break;
+      }
+      st.win.push_back((uint64_t{i} << 32) | b);
+    }
+    release(st.prefix);
+  }
+  // The Low pass from the window's keys of bin h, in index order: what the streamed Low pass
+  // hands the select and keeps as candidates.
+  static void low_from_window(Stream& st) {
+    constexpr size_t kTile = 4096;
+    uint32_t in_bin[kTile];
+    size_t m = 0;
+    for (const uint64_t e : st.win) {
+      const uint32_t b = static_cast<uint32_t>(e);
+      if ((b >> 16) != st.h) continue;
+      in_bin[m++] = b;
+      if (st.cand.size() < kCandidates)
+        st.cand.push_back(((e >> 32) << 16) | (b & 0xFFFFu));
+      else
+        st.cand_complete = false;
+      if (m == kTile) {
+        st.select->add(m, [&](size_t j) { return in_bin[j]; });
+        m = 0;
+      }
+    }
+    st.select->add(m, [&](size_t j) { return in_bin[j]; });
+    release(st.win);
   }
 
   // T and the count of keys above it, from the finished select (released).

@@ -198,5 +198,36 @@ TEST(Magnitude, StreamedMatchesReference) {
   EXPECT_EQ(op("magnitude:scope=row")->kind(), ExecKind::WholeTensor);
 }
 
+// A tensor of ≥ 2^22 entries: the High pass guesses T's bin from the first 2^20 keys and keeps
+// the keys near it with their positions; when T's bin is among them, the Low pass reads nothing
+// (one pass in all), and when the guess misses, the Low pass reads the inputs (two passes). The
+// bytes are those of the full-sort reference either way.
+TEST(Magnitude, StreamedWindowSkipsTheSecondReadWhenItHoldsTheThreshold) {
+  const size_t n = (size_t{1} << 22) + 12345;
+  const std::vector<float> gauss = gaussian(n, 41);
+  // On a grid of 2^-19: a few distinct keys per high bin, many entries each, so T ties and its
+  // cut comes from the window's positions.
+  std::vector<float> grid = gauss;
+  for (float& v : grid) v = std::round(v * 524288.0f) / 524288.0f;
+  // The first 2^20 entries 64 times larger than the rest: the prefix's guess misses.
+  std::vector<float> skewed = gauss;
+  for (size_t i = 0; i < (size_t{1} << 20); ++i) skewed[i] *= 64.0f;
+  struct Case {
+    const std::vector<float>* d;
+    double p;
+    int passes;
+  };
+  for (const Case& c :
+       {Case{&gauss, 0.9, 1}, Case{&grid, 0.9, 1}, Case{&grid, 0.5, 1}, Case{&skewed, 0.9, 2}}) {
+    const int64_t keep = static_cast<int64_t>(std::floor((1 - c.p) * double(n) + 1e-9));
+    const std::vector<float> ref = reference(*c.d, keep);
+    for (size_t piece : {size_t(4096), size_t(100003)}) {
+      const auto [out, passes] = streamed("magnitude:p=" + std::to_string(c.p), *c.d, piece);
+      ASSERT_TRUE(same_bytes(out, ref)) << "p=" << c.p << " piece " << piece;
+      EXPECT_EQ(passes, c.passes) << "p=" << c.p << " piece " << piece;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace deltaedit::edit
