@@ -15,6 +15,7 @@
 // buffer; see Stream).
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <functional>
 #include <optional>
 #include <utility>
@@ -61,14 +62,14 @@ class Magnitude {
   //
   // The window: in a tensor of at least kWindowMin keys, the High pass also guesses where T lies
   // from the histogram of its first kPrefix keys (the bins holding the ascending ranks within
-  // ±kWindowRank·kPrefix of the keep-th largest key's rank in that prefix) and keeps every key in
-  // those bins with its index (at most kWindowKeys). When the bin h found by the High pass is
-  // inside the window, those keys are the Low pass's keys, in index order, and the Low pass needs
-  // no read of the inputs: one read fewer, the same T, the same ties. When h falls outside (a
+  // kWindowSd standard deviations of the keep-th largest key's rank in that prefix) and keeps every
+  // key in those bins with its index (at most kWindowKeys). When the bin h found by the High pass
+  // is inside the window, those keys are the Low pass's keys, in index order, and the Low pass
+  // needs no read of the inputs: one read fewer, the same T, the same ties. When h falls outside (a
   // prefix unlike the rest of the tensor) or the window overflows, the Low pass reads the inputs.
   static constexpr int64_t kWindowMin = int64_t{1} << 22;
   static constexpr size_t kPrefix = size_t{1} << 20;
-  static constexpr double kWindowRank = 0.002;
+  static constexpr double kWindowSd = 4.0;
   static constexpr size_t kWindowKeys = size_t{1} << 20;
 
   enum class Phase { High, Low, Ties, Done };
@@ -269,8 +270,13 @@ class Magnitude {
     for (const uint32_t b : st.prefix) ++hist[b >> 16];
     const double m = static_cast<double>(st.prefix.size());
     const double r = static_cast<double>(st.n - st.keep) / static_cast<double>(st.n) * m;
-    const double lo_rank = std::max(0.0, r - kWindowRank * m);
-    const double hi_rank = std::min(m - 1.0, r + kWindowRank * m);
+    // kWindowSd standard deviations of the rank of quantile q in a sample of m keys (√(m·q·(1−q))
+    // for independent keys): wide enough that a tensor like its prefix rarely misses, narrow
+    // enough that the window is a bin or two.
+    const double q = static_cast<double>(st.n - st.keep) / static_cast<double>(st.n);
+    const double delta = kWindowSd * std::sqrt(m * q * (1.0 - q)) + 1.0;
+    const double lo_rank = std::max(0.0, r - delta);
+    const double hi_rank = std::min(m - 1.0, r + delta);
     uint64_t below = 0;
     bool have_lo = false;
     for (uint32_t b = 0; b < hist.size(); ++b) {
