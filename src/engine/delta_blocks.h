@@ -1,5 +1,5 @@
-// Block-wise reading of a (base, post) pair: the f32 values of both and Δ = post − base, in
-// blocks that stay in cache, grouped in chunks after which the consumed input pages may go.
+// Block-wise reading of a (base, post) pair: Δ = post − base in f32, in blocks that stay in cache,
+// grouped in chunks after which the consumed input pages may go.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -14,15 +14,15 @@ namespace deltaedit::engine {
 inline constexpr size_t kDeltaChunk = size_t(1) << 20;  // elements per chunk
 inline constexpr size_t kDeltaBlock = 4096;             // elements per in-cache block
 
-// block(at, count, delta, base, post) gets the f32 base, post and Δ = post − base (delta and post
-// are null when post is empty); chunk_done(elem_offset, elems) follows each chunk. Checks for
-// SIGINT/SIGTERM between chunks.
+// block(at, count, delta) gets Δ = post − base of elements [at, at + count) in f32 (two BF16
+// inputs decoded in registers, others decoded first: the same bits); chunk_done(elem_offset,
+// elems) follows each chunk. Checks for SIGINT/SIGTERM between chunks.
 template <class Block, class ChunkDone>
 void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_dt,
                           std::span<const std::byte> post_bytes, io::DType post_dt, uint64_t n,
                           Block&& block, ChunkDone&& chunk_done) {
   const size_t bsz = io::dtype_bits(base_dt) / 8, psz = io::dtype_bits(post_dt) / 8;
-  const bool have_post = !post_bytes.empty();
+  const bool both_bf16 = base_dt == io::DType::BF16 && post_dt == io::DType::BF16;
   float b[kDeltaBlock], d[kDeltaBlock], p[kDeltaBlock];
   for (uint64_t off = 0; off < n; off += kDeltaChunk) {
     io::check_interrupted();
@@ -30,8 +30,11 @@ void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_
     for (size_t k = 0; k < m; k += kDeltaBlock) {
       const size_t c = std::min(kDeltaBlock, m - k);
       const uint64_t at = off + k;
-      io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
-      if (have_post) {
+      if (both_bf16) {
+        io::bf16_delta_to_f32(base_bytes.subspan(at * bsz, c * bsz),
+                              post_bytes.subspan(at * psz, c * psz), std::span(d, c));
+      } else {
+        io::to_f32(base_bytes.subspan(at * bsz, c * bsz), base_dt, std::span(b, c));
         io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(p, c));
         for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
       }
@@ -39,11 +42,9 @@ void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_
       // prefetch_input): advice only, never a fault.
       for (uint64_t b2 = (at + c) * bsz; b2 < std::min<uint64_t>(n, at + 2 * c) * bsz; b2 += 64)
         __builtin_prefetch(base_bytes.data() + b2, 0, 2);
-      for (uint64_t b2 = (at + c) * psz; have_post && b2 < std::min<uint64_t>(n, at + 2 * c) * psz;
-           b2 += 64)
+      for (uint64_t b2 = (at + c) * psz; b2 < std::min<uint64_t>(n, at + 2 * c) * psz; b2 += 64)
         __builtin_prefetch(post_bytes.data() + b2, 0, 2);
-      block(at, c, have_post ? static_cast<const float*>(d) : nullptr, static_cast<const float*>(b),
-            have_post ? static_cast<const float*>(p) : nullptr);
+      block(at, c, static_cast<const float*>(d));
     }
     chunk_done(off, uint64_t(m));
   }

@@ -23,7 +23,8 @@ DELTAEDIT_CLONES void delta_and_copy(const float* __restrict p, const float* __r
 }
 
 // Finite inputs, non-finite sum: w = b + e where b and q (the other input) are finite.
-DELTAEDIT_CLONES uint64_t compose(const float* b, const float* e, const float* q, float* w, size_t c) {
+DELTAEDIT_CLONES uint64_t compose(const float* b, const float* e, const float* q, float* w,
+                                  size_t c) {
   constexpr float kMax = std::numeric_limits<float>::max();
   uint32_t newly_bad = 0;
   for (size_t i = 0; i < c; ++i) {
@@ -84,7 +85,11 @@ void prepare_streamed(EditTensorState& st, const OpChain& chain, const io::Check
     do {  // one pass for a two-pass op, as many as it asks for a multi-pass op
       for_each_delta_block(
           base.data(name), bi.dtype, post.data(name), pi.dtype, n,
-          [&](uint64_t at, size_t c, const float* d, const float*, const float*) {
+          [&](uint64_t at, size_t c, const float* d) {
+            if (k == 0) {  // no op before it: it observes Δ itself
+              op.observe(*state, std::span<const float>(d, c), at);
+              return;
+            }
             std::copy(d, d + c, e);
             run_steps(st, k, e, c, at);
             op.observe(*state, std::span<const float>(e, c), at);

@@ -87,7 +87,7 @@ TensorEdit edit_tensor(const OpChain& chain, const io::Checkpoint& base,
     const size_t bsz = io::dtype_bits(bi.dtype) / 8, psz = io::dtype_bits(pi.dtype) / 8;
     for_each_delta_block(
         base.data(name), bi.dtype, post.data(name), pi.dtype, n,
-        [&](uint64_t at, size_t c, const float* d, const float*, const float*) {
+        [&](uint64_t at, size_t c, const float* d) {
           std::copy(d, d + c, te.edited.data() + at);
         },
         // The inputs are read again (from the page cache) when the output is composed;
