@@ -96,6 +96,9 @@ struct RunResult {
 inline RunResult run_cli(const std::vector<std::string>& args, rlim_t fsize_limit = RLIM_INFINITY) {
   TempDir t;
   const fs::path o = t / "out", e = t / "err";
+  // Flushed first: the child's freopen would otherwise write the parent's pending output to the
+  // parent's stdout under the child's file-size limit (killed by SIGXFSZ when that is a file).
+  std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     if (fsize_limit != RLIM_INFINITY) {
