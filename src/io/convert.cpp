@@ -21,8 +21,7 @@ typedef uint32_t v8u __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef float v8f __attribute__((vector_size(32)));
 
-DELTAEDIT_KERNEL void bf16_block_to_f32(const unsigned char* __restrict p, float* __restrict out,
-                                        size_t blocks) {
+DELTAEDIT_KERNEL void bf16_block_to_f32(const unsigned char* __restrict p, float* __restrict out, size_t blocks) {
   for (size_t k = 0; k < blocks * (kBlk / kVec); ++k) {
     v8h h;
     std::memcpy(&h, p + k * kVec * 2, sizeof h);
@@ -31,22 +30,19 @@ DELTAEDIT_KERNEL void bf16_block_to_f32(const unsigned char* __restrict p, float
   }
 }
 
-DELTAEDIT_KERNEL void bf16_block_delta(const unsigned char* __restrict b,
-                                       const unsigned char* __restrict p, float* __restrict out,
-                                       size_t blocks) {
+DELTAEDIT_KERNEL void bf16_block_delta(const unsigned char* __restrict b, const unsigned char* __restrict p,
+                                       float* __restrict out, size_t blocks) {
   for (size_t k = 0; k < blocks * (kBlk / kVec); ++k) {
     v8h hb, hp;
     std::memcpy(&hb, b + k * kVec * 2, sizeof hb);
     std::memcpy(&hp, p + k * kVec * 2, sizeof hp);
-    const v8u ub = __builtin_convertvector(hb, v8u) << 16, up = __builtin_convertvector(hp, v8u)
-                                                                << 16;
+    const v8u ub = __builtin_convertvector(hb, v8u) << 16, up = __builtin_convertvector(hp, v8u) << 16;
     const v8f d = (v8f)up - (v8f)ub;
     std::memcpy(out + k * kVec, &d, sizeof d);
   }
 }
 
-DELTAEDIT_KERNEL void f16_block_to_f32(const unsigned char* __restrict p, float* __restrict out,
-                                       size_t blocks) {
+DELTAEDIT_KERNEL void f16_block_to_f32(const unsigned char* __restrict p, float* __restrict out, size_t blocks) {
   for (size_t k = 0; k < blocks * (kBlk / kVec); ++k) {
     v8h h;
     std::memcpy(&h, p + k * kVec * 2, sizeof h);
@@ -68,8 +64,7 @@ DELTAEDIT_KERNEL void f16_block_to_f32(const unsigned char* __restrict p, float*
 
 // Narrows whole blocks; returns whether any element needs NarrowStats accounting (non-finite
 // input, or a result of ±Inf or ±0), so the caller can account that block element by element.
-DELTAEDIT_KERNEL bool f32_block_to_bf16(const float* __restrict src, unsigned char* __restrict p,
-                                        size_t blocks) {
+DELTAEDIT_KERNEL bool f32_block_to_bf16(const float* __restrict src, unsigned char* __restrict p, size_t blocks) {
   v8i flag = {};
   for (size_t k = 0; k < blocks * (kBlk / kVec); ++k) {
     v8u b;
@@ -114,10 +109,7 @@ float f16_to_f32(uint16_t h) {
       bits = sign;
     } else {  // subnormal: normalise
       int e = -1;
-      do {
-        ++e;
-        man <<= 1;
-      } while ((man & 0x400u) == 0);
+      do { ++e; man <<= 1; } while ((man & 0x400u) == 0);
       bits = sign | (uint32_t(127 - 15 - e) << 23) | ((man & 0x3FFu) << 13);
     }
   } else if (exp == 0x1F) {
@@ -154,8 +146,7 @@ uint16_t f32_to_f16(float f) {
   return uint16_t(sign | q);
 }
 
-void bf16_delta_to_f32(std::span<const std::byte> base, std::span<const std::byte> post,
-                       std::span<float> out) {
+void bf16_delta_to_f32(std::span<const std::byte> base, std::span<const std::byte> post, std::span<float> out) {
   const size_t n = out.size();
   const auto* b = reinterpret_cast<const unsigned char*>(base.data());
   const auto* p = reinterpret_cast<const unsigned char*>(post.data());
@@ -180,8 +171,7 @@ void to_f32(std::span<const std::byte> src, DType dtype, std::span<float> out) {
       const size_t body = n / kBlk * kBlk;
       bf16_block_to_f32(p, out.data(), n / kBlk);
       for (size_t i = body; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
+        uint16_t h; std::memcpy(&h, p + 2 * i, 2);
         out[i] = bf16_to_f32(h);
       }
       return;
@@ -190,16 +180,14 @@ void to_f32(std::span<const std::byte> src, DType dtype, std::span<float> out) {
       const size_t body = n / kBlk * kBlk;
       f16_block_to_f32(p, out.data(), n / kBlk);
       for (size_t i = body; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
+        uint16_t h; std::memcpy(&h, p + 2 * i, 2);
         out[i] = f16_to_f32(h);
       }
       return;
     }
     case DType::F64:
       for (size_t i = 0; i < n; ++i) {
-        double d;
-        std::memcpy(&d, p + 8 * i, 8);
+        double d; std::memcpy(&d, p + 8 * i, 8);
         out[i] = static_cast<float>(d);
       }
       return;
@@ -212,18 +200,10 @@ void to_f32(std::span<const std::byte> src, DType dtype, std::span<float> out) {
 
 namespace {
 inline void account(float in, float back, NarrowStats& s) {
-  if (std::isnan(in)) {
-    ++s.nan;
-    return;
-  }
-  if (std::isinf(in)) {
-    ++s.inf;
-    return;
-  }
-  if (std::isinf(back))
-    ++s.overflow;
-  else if (back == 0.0f && in != 0.0f)
-    ++s.underflow;
+  if (std::isnan(in)) { ++s.nan; return; }
+  if (std::isinf(in)) { ++s.inf; return; }
+  if (std::isinf(back)) ++s.overflow;
+  else if (back == 0.0f && in != 0.0f) ++s.underflow;
 }
 }  // namespace
 
