@@ -111,18 +111,7 @@ class BitDelta {
     util::BlockedSum sum;
     size_t count = 0;
     void add(std::span<const float> x, bool squares) {
-      // The terms |x| (0 where not finite) through the vector lanes: the same bits as one term
-      // at a time (util::BlockedSum::add_f32).
-      constexpr size_t kPiece = 2048;
-      float a[kPiece];
-      for (size_t o = 0; o < x.size(); o += kPiece) {
-        const size_t c = std::min(kPiece, x.size() - o);
-        util::finite_abs_f32(x.data() + o, a, c);
-        if (squares)
-          sum.add_f32_squares(std::span<const float>(a, c));
-        else
-          sum.add_f32(std::span<const float>(a, c));
-      }
+      sum.add_finite_abs(x, squares);
       count += util::count_finite(x);
     }
   };

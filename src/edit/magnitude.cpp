@@ -147,23 +147,12 @@ class Magnitude {
         // One scan for the keys in bin h: they are the low pass's keys (RankSelect counts only
         // the keys of h there, so handing it just those gives the same histogram) and the
         // candidate positions.
-        const uint32_t h = st.h;
-        constexpr size_t kTile = 4096;
-        uint32_t in_bin[kTile];
-        for (size_t i0 = 0; i0 < piece.size(); i0 += kTile) {
-          const size_t len = std::min(kTile, piece.size() - i0);
-          size_t m = 0;
-          for (size_t i = i0; i < i0 + len; ++i) {
-            const uint32_t b = abs_bits(piece[i]);
-            if ((b >> 16) != h) continue;
-            in_bin[m++] = b;
-            if (st.cand.size() < kCandidates)
-              st.cand.push_back(((first + i) << 16) | (b & 0xFFFFu));
-            else
-              st.cand_complete = false;
-          }
-          st.select->add(m, [&](size_t j) { return in_bin[j]; });
+        LowKeys low(st);
+        for (size_t i = 0; i < piece.size(); ++i) {
+          const uint32_t b = abs_bits(piece[i]);
+          if ((b >> 16) == st.h) low.add(first + i, b);
         }
+        low.flush();
         break;
       }
       case Phase::Ties:
@@ -250,33 +239,37 @@ class Magnitude {
         st.prefix.push_back(abs_bits(piece[i]));
       if (st.prefix.size() < kPrefix) return;
       choose_window(st);
-      if (!st.window) return;
     }
+    if (!st.window) return;
     const uint32_t lo = st.wlo, span = st.whi - st.wlo;
     for (; i < piece.size(); ++i) {
       const uint32_t b = abs_bits(piece[i]);
-      if ((b >> 16) - lo > span) continue;
-      if (st.win.size() == kWindowKeys) {
-        st.window = false;  // overflowed: the Low pass reads the inputs
-        release(st.win);
-        return;
-      }
-      st.win.push_back(((first + i) << 32) | b);
+      if ((b >> 16) - lo <= span && !keep_in_window(st, first + i, b)) return;
     }
+  }
+  // Keeps key b (in a window bin) at `index`; false, with the window off (the Low pass then reads
+  // the inputs), when the window would hold more than kWindowKeys.
+  static bool keep_in_window(Stream& st, uint64_t index, uint32_t b) {
+    if (st.win.size() == kWindowKeys) {
+      st.window = false;
+      release(st.win);
+      return false;
+    }
+    st.win.push_back((index << 32) | b);
+    return true;
   }
   // The window's bins from the prefix (its first kPrefix keys), and the prefix's keys inside it.
   static void choose_window(Stream& st) {
     std::vector<uint32_t> hist(size_t{1} << 16, 0);
     for (const uint32_t b : st.prefix) ++hist[b >> 16];
+    // The bins holding the ranks within kWindowSd standard deviations of the rank of quantile q
+    // in a sample of m keys (√(m·q·(1−q)) for independent keys): wide enough that a tensor like
+    // its prefix rarely misses, narrow enough that the window is a bin or two.
     const double m = static_cast<double>(st.prefix.size());
-    const double r = static_cast<double>(st.n - st.keep) / static_cast<double>(st.n) * m;
-    // kWindowSd standard deviations of the rank of quantile q in a sample of m keys (√(m·q·(1−q))
-    // for independent keys): wide enough that a tensor like its prefix rarely misses, narrow
-    // enough that the window is a bin or two.
     const double q = static_cast<double>(st.n - st.keep) / static_cast<double>(st.n);
     const double delta = kWindowSd * std::sqrt(m * q * (1.0 - q)) + 1.0;
-    const double lo_rank = std::max(0.0, r - delta);
-    const double hi_rank = std::min(m - 1.0, r + delta);
+    const double lo_rank = std::max(0.0, q * m - delta);
+    const double hi_rank = std::min(m - 1.0, q * m + delta);
     uint64_t below = 0;
     bool have_lo = false;
     for (uint32_t b = 0; b < hist.size(); ++b) {
@@ -296,36 +289,42 @@ class Magnitude {
     const uint32_t lo = st.wlo, span = st.whi - st.wlo;
     for (size_t i = 0; i < st.prefix.size(); ++i) {
       const uint32_t b = st.prefix[i];
-      if ((b >> 16) - lo > span) continue;
-      if (st.win.size() == kWindowKeys) {
-        st.window = false;
-        release(st.win);
-        break;
-      }
-      st.win.push_back((uint64_t{i} << 32) | b);
+      if ((b >> 16) - lo <= span && !keep_in_window(st, i, b)) break;
     }
     release(st.prefix);
   }
-  // The Low pass from the window's keys of bin h, in index order: what the streamed Low pass
-  // hands the select and keeps as candidates.
+  // The Low pass's keys of bin h, in index order: to the select, in tiles, and to the candidate
+  // positions while there is room for them.
+  class LowKeys {
+   public:
+    explicit LowKeys(Stream& st) : st_(st) {}
+    void add(uint64_t index, uint32_t b) {
+      key_[m_++] = b;
+      if (st_.cand.size() < kCandidates)
+        st_.cand.push_back((index << 16) | (b & 0xFFFFu));
+      else
+        st_.cand_complete = false;
+      if (m_ == kTile) flush();
+    }
+    void flush() {
+      st_.select->add(m_, [&](size_t j) { return key_[j]; });
+      m_ = 0;
+    }
+
+   private:
+    static constexpr size_t kTile = 4096;
+    Stream& st_;
+    uint32_t key_[kTile];
+    size_t m_ = 0;
+  };
+  // The Low pass from the window's keys of bin h, as the streamed Low pass would find them.
   static void low_from_window(Stream& st) {
-    constexpr size_t kTile = 4096;
-    uint32_t in_bin[kTile];
-    size_t m = 0;
+    LowKeys low(st);
     for (const uint64_t e : st.win) {
       const uint32_t b = static_cast<uint32_t>(e);
-      if ((b >> 16) != st.h) continue;
-      in_bin[m++] = b;
-      if (st.cand.size() < kCandidates)
-        st.cand.push_back(((e >> 32) << 16) | (b & 0xFFFFu));
-      else
-        st.cand_complete = false;
-      if (m == kTile) {
-        st.select->add(m, [&](size_t j) { return in_bin[j]; });
-        m = 0;
-      }
+      if ((b >> 16) == st.h) low.add(e >> 32, b);
     }
-    st.select->add(m, [&](size_t j) { return in_bin[j]; });
+    low.flush();
     release(st.win);
   }
 

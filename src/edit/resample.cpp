@@ -59,13 +59,7 @@ class ResampleOp final : public ObservingOpOf<ResampleState> {
  protected:
   ResampleState begin(const TensorContext&) const override { return {}; }
   void observe_piece(ResampleState& st, std::span<const float> piece, uint64_t) const override {
-    constexpr size_t kBlock = 2048;
-    float a[kBlock];
-    for (size_t off = 0; off < piece.size(); off += kBlock) {
-      const size_t c = std::min(kBlock, piece.size() - off);
-      util::finite_abs_f32(piece.data() + off, a, c);
-      st.sum_abs.add_f32(std::span<const float>(a, c));
-    }
+    st.sum_abs.add_finite_abs(piece);
     st.finite += util::count_finite(piece);
   }
   void end(ResampleState& st) const override {

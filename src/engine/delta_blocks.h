@@ -8,6 +8,7 @@
 
 #include "io/convert.h"
 #include "io/writer.h"
+#include "util/prefetch.h"
 
 namespace deltaedit::engine {
 
@@ -38,12 +39,10 @@ void for_each_delta_block(std::span<const std::byte> base_bytes, io::DType base_
         io::to_f32(post_bytes.subspan(at * psz, c * psz), post_dt, std::span(p, c));
         for (size_t i = 0; i < c; ++i) d[i] = p[i] - b[i];
       }
-      // The next block's bytes into the cache while `block` computes (see the executor's
-      // prefetch_input): advice only, never a fault.
-      for (uint64_t b2 = (at + c) * bsz; b2 < std::min<uint64_t>(n, at + 2 * c) * bsz; b2 += 64)
-        __builtin_prefetch(base_bytes.data() + b2, 0, 2);
-      for (uint64_t b2 = (at + c) * psz; b2 < std::min<uint64_t>(n, at + 2 * c) * psz; b2 += 64)
-        __builtin_prefetch(post_bytes.data() + b2, 0, 2);
+      // The next block's bytes into the cache while `block` computes.
+      const uint64_t next = std::min<uint64_t>(n - at - c, c);
+      util::prefetch_read(base_bytes.subspan((at + c) * bsz, next * bsz));
+      util::prefetch_read(post_bytes.subspan((at + c) * psz, next * psz));
       block(at, c, static_cast<const float*>(d));
     }
     chunk_done(off, uint64_t(m));

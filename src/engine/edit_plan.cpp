@@ -1,6 +1,7 @@
 #include "engine/edit_plan.h"
 
 #include <fmt/format.h>
+
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -26,8 +27,7 @@ std::map<std::string, std::string> shard_metadata(const json& provenance) {
 namespace {
 
 uint64_t free_bytes(const fs::path& target) {
-  fs::path p = target.empty() ? fs::current_path()
-                              : fs::absolute(target).parent_path();  // dry run without --out
+  fs::path p = target.empty() ? fs::current_path() : fs::absolute(target).parent_path();  // dry run without --out
   while (!p.empty() && !fs::exists(p)) p = p.parent_path();
   struct statvfs v {};
   if (p.empty() || ::statvfs(p.c_str(), &v) != 0) return 0;
@@ -96,21 +96,18 @@ EditPlan plan_edit(const EditRequest& req) {
     if (p.status == PairStatus::Editable) editable.push_back(p.name);
     if (shared_rows) {
       if (e) resized_numel[p.name] = base.info(p.name).numel();
-      resized.push_back(
-          {{"name", p.name},
-           {"status", to_string(p.status)},
-           {"shared_rows", p.shared_rows},
-           {"post_rows", p.post_rows},
-           {"note", e ? fmt::format("the {} rows shared with base edited; post's {} added rows "
-                                    "copied unchanged",
-                                    p.shared_rows, p.post_rows - p.shared_rows)
-                      : std::string("not touched by the ops; copied from post unchanged")}});
+      resized.push_back({{"name", p.name},
+                         {"status", to_string(p.status)},
+                         {"shared_rows", p.shared_rows},
+                         {"post_rows", p.post_rows},
+                         {"note", e ? fmt::format("the {} rows shared with base edited; post's {} added rows "
+                                                  "copied unchanged",
+                                                  p.shared_rows, p.post_rows - p.shared_rows)
+                                    : std::string("not touched by the ops; copied from post unchanged")}});
     } else if (p.status != PairStatus::Editable) {
-      skipped.push_back(
-          {{"name", p.name},
-           {"status", to_string(p.status)},
-           {"note",
-            p.status == PairStatus::Resized ? p.note + " (a pack stores it whole)" : p.note}});
+      skipped.push_back({{"name", p.name},
+                         {"status", to_string(p.status)},
+                         {"note", p.status == PairStatus::Resized ? p.note + " (a pack stores it whole)" : p.note}});
     }
   }
   if (chain.needs_grad()) {
@@ -141,8 +138,7 @@ EditPlan plan_edit(const EditRequest& req) {
   for (const auto& t : layout.tensors) {
     out_bytes += t.nbytes();
     if (edit_it.at(t.name)) {
-      edited_params +=
-          resized_numel.count(t.name) ? resized_numel.at(t.name) : post.info(t.name).numel();
+      edited_params += resized_numel.count(t.name) ? resized_numel.at(t.name) : post.info(t.name).numel();
       ++edited_count;
     }
   }
@@ -169,13 +165,14 @@ EditPlan plan_edit(const EditRequest& req) {
       const OutTensor& t = layout.tensors[i];
       const auto& ti = post.info(t.name);
       const uint64_t n = ti.numel();
-      uint64_t b = 0;
-      uint64_t ws = 0;
+      uint64_t b = 0, ws = 0;
       bool grad_needed = false;
-      for (size_t k = 0; edit_it.at(t.name) && k < chain.ops.size(); ++k) {
-        if (!chain.touches(k, t.name, ti.shape)) continue;
-        ws = std::max(ws, chain.ops[k]->workspace_bytes(ti.shape));
-        grad_needed |= chain.ops[k]->needs_grad();
+      if (edit_it.at(t.name)) {
+        for (size_t k = 0; k < chain.ops.size(); ++k) {
+          if (!chain.touches(k, t.name, ti.shape)) continue;
+          ws = std::max(ws, chain.ops[k]->workspace_bytes(ti.shape));
+          grad_needed |= chain.ops[k]->needs_grad();
+        }
       }
       if (!edit_it.at(t.name)) {
         b = (req.pack ? 2 * t.nbytes() : 0) + post.formed_bytes(t.name);
@@ -239,8 +236,7 @@ EditPlan plan_edit(const EditRequest& req) {
       P.report["warnings"].push_back("op '" + chain.specs[i].text + "' matches no tensor");
   for (size_t i = 0; i < layout.tensors.size(); ++i) {
     tplan[i].edited = edit_it.at(layout.tensors[i].name);
-    if (resized_numel.count(layout.tensors[i].name))
-      tplan[i].shared = resized_numel.at(layout.tensors[i].name);
+    if (resized_numel.count(layout.tensors[i].name)) tplan[i].shared = resized_numel.at(layout.tensors[i].name);
   }
   P.out_bytes = out_bytes;
   P.workers = workers;

@@ -13,6 +13,7 @@
 #include "util/big_buffer.h"
 #include "util/error.h"
 #include "util/memory_budget.h"
+#include "util/prefetch.h"
 #include "util/thread_pool.h"
 
 namespace fs = std::filesystem;
@@ -56,15 +57,13 @@ void decode(const ExecSource& s, const ExecTensor& t, uint64_t first, std::span<
   round_to(t.work, info.dtype, out);
 }
 
-// Asks for elements [first, first + count) of a streamed (uncropped) input to be brought into
-// the cache while the kernel computes on the block before them: the loads of the next block's
-// decode then overlap with the current block's arithmetic, which the hardware prefetchers do not
-// do across pages. Advice only (a prefetch never faults; an unmapped page is simply skipped).
+// Elements [first, first + count) of a streamed (uncropped) input into the cache while the kernel
+// computes on the block before them.
 void prefetch_input(const ExecSource& s, uint64_t first, uint64_t count) {
   const auto bytes = s.checkpoint->data(s.tensor);
   const uint64_t esz = io::dtype_bits(s.checkpoint->info(s.tensor).dtype) / 8;
-  const uint64_t begin = first * esz, end = std::min<uint64_t>(bytes.size(), (first + count) * esz);
-  for (uint64_t b = begin; b < end; b += 64) __builtin_prefetch(bytes.data() + b, 0, 2);
+  const uint64_t begin = std::min<uint64_t>(bytes.size(), first * esz);
+  util::prefetch_read(bytes.subspan(begin, std::min<uint64_t>(bytes.size() - begin, count * esz)));
 }
 
 // Encodes `values` into the output dtype and hands them to the sink at element offset `first`;

@@ -10,16 +10,8 @@
 
 namespace deltaedit::io {
 
-inline float bits_to_f32(uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-inline uint32_t f32_to_bits(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  return b;
-}
+inline float bits_to_f32(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+inline uint32_t f32_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
 
 // bf16 -> f32 is exact.
 inline float bf16_to_f32(uint16_t h) { return bits_to_f32(uint32_t(h) << 16); }
@@ -33,8 +25,7 @@ inline uint16_t f32_to_bf16(float f) {
 }
 
 float f16_to_f32(uint16_t h);
-// f32 -> IEEE binary16, round to nearest even; NaN -> 0x7E00 (sign kept); |x| > 65504 rounds to
-// ±Inf.
+// f32 -> IEEE binary16, round to nearest even; NaN -> 0x7E00 (sign kept); |x| > 65504 rounds to ±Inf.
 uint16_t f32_to_f16(float f);
 
 // Counts of what narrowing did, so it can be reported rather than silent.
@@ -49,8 +40,7 @@ struct NarrowStats {
 void to_f32(std::span<const std::byte> src, DType dtype, std::span<float> out);
 // out[i] = to_f32(post)[i] − to_f32(base)[i] for two BF16 inputs of out.size() values, decoded in
 // registers (the same f32 subtraction, so the same bits as decoding first).
-void bf16_delta_to_f32(std::span<const std::byte> base, std::span<const std::byte> post,
-                       std::span<float> out);
+void bf16_delta_to_f32(std::span<const std::byte> base, std::span<const std::byte> post, std::span<float> out);
 // Encode f32 values into a compute dtype; returns what was lost on the way.
 NarrowStats from_f32(std::span<const float> src, DType dtype, std::span<std::byte> out);
 

@@ -47,4 +47,14 @@ DELTAEDIT_CLONES uint64_t count_finite(std::span<const float> x) {
   return n;
 }
 
+void BlockedSum::add_finite_abs(std::span<const float> x, bool squares) {
+  constexpr size_t kTile = 2048;
+  float a[kTile];
+  for (size_t o = 0; o < x.size(); o += kTile) {
+    const size_t c = std::min(kTile, x.size() - o);
+    finite_abs_f32(x.data() + o, a, c);
+    add_f32_terms(std::span<const float>(a, c), squares);
+  }
+}
+
 }  // namespace deltaedit::util

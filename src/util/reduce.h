@@ -107,6 +107,9 @@ class BlockedSum {
   void add_f32(std::span<const float> terms) { add_f32_terms(terms, false); }
   // add(terms.size(), [&](j) { double t = terms[j]; return t * t; }), the same way.
   void add_f32_squares(std::span<const float> terms) { add_f32_terms(terms, true); }
+  // add(x.size(), [&](j) { return finite_abs(x[j]); }) (squared when `squares`), the terms
+  // formed in small tiles by finite_abs_f32 and summed as add_f32 does: the same bits.
+  void add_finite_abs(std::span<const float> x, bool squares = false);
   double sum() const { return next_ % kReduceBlock == 0 ? total_ : total_ + fold_lanes(lane_); }
   uint64_t count() const { return next_; }
 

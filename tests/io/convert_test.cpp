@@ -1,8 +1,6 @@
 // f32 <-> bf16/f16 conversions: every one of the 2^32 f32 bit patterns against independent
 // references, exact widening of every 16-bit pattern, the span kernels on unaligned memory and
 // the narrowing statistics.
-#include "io/convert.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/convert.h"
 #include "util/error.h"
 
 using namespace deltaedit::io;
@@ -50,7 +49,7 @@ int f32_exponent(uint32_t bits) { return int((bits >> 23) & 0xFFu) - 127; }
 // Returns the multiple n (|x| ~ n * q). Everything is exact in double.
 uint64_t round_to_multiple(double a, int qexp) {
   const double t = a * pow2(-qexp);  // exact: scaling by a power of two; 0 <= t < 2^12
-  uint64_t n = uint64_t(t);          // truncation is floor for t >= 0
+  uint64_t n = uint64_t(t);           // truncation is floor for t >= 0
   const double frac = t - double(n);
   if (frac > 0.5 || (frac == 0.5 && (n & 1u))) ++n;
   return n;
@@ -66,9 +65,8 @@ uint16_t ref_bf16(uint32_t bits) {
   if (std::isinf(f)) return sign | 0x7F80u;
   const double a = std::fabs(double(f));
   if (a == 0.0) return sign;
-  const int e =
-      std::max(f32_exponent(bits), -126);  // exponent of the binade (clamped for subnormals)
-  const uint64_t n = round_to_multiple(a, e - 7);  // n in [0, 256]
+  const int e = std::max(f32_exponent(bits), -126);  // exponent of the binade (clamped for subnormals)
+  const uint64_t n = round_to_multiple(a, e - 7);   // n in [0, 256]
   // n * 2^(e-7) with n = 128 + m is exponent field e+127, mantissa m; n = 256 carries into the
   // next binade, and from e = 127 into the Inf encoding. In the subnormal band the same formula
   // gives the field n directly.
@@ -83,8 +81,8 @@ uint16_t ref_f16(uint32_t bits) {
   if (std::isnan(f)) return sign | 0x7E00u;
   if (std::isinf(f)) return sign | 0x7C00u;
   const double a = std::fabs(double(f));
-  if (a >= 65536.0) return sign | 0x7C00u;  // at least 2^16: beyond the largest binade
-  if (a <= pow2(-25)) return sign;          // at most half the smallest subnormal (ties to 0)
+  if (a >= 65536.0) return sign | 0x7C00u;   // at least 2^16: beyond the largest binade
+  if (a <= pow2(-25)) return sign;            // at most half the smallest subnormal (ties to 0)
   const int e = std::max(f32_exponent(bits), -14);
   const uint64_t n = round_to_multiple(a, e - 10);  // n in [0, 2048]
   return uint16_t(sign | ((uint32_t(e + 15) << 10) + uint32_t(n) - 1024u));
@@ -94,14 +92,12 @@ uint16_t ref_f16(uint32_t bits) {
 double bf16_value(uint16_t h) {
   const int e = (h >> 7) & 0xFF, m = h & 0x7F;
   if (e == 0xFF && m == 0) return (h & 0x8000u) ? -HUGE_VAL : HUGE_VAL;
-  const double mag =
-      e == 0 ? std::ldexp(double(m), -133) : std::ldexp(double(128 + m), e - 127 - 7);
+  const double mag = e == 0 ? std::ldexp(double(m), -133) : std::ldexp(double(128 + m), e - 127 - 7);
   return (h & 0x8000u) ? -mag : mag;
 }
 double f16_value(uint16_t h) {
   const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
-  const double mag =
-      e == 0 ? std::ldexp(double(m), -24) : std::ldexp(double(1024 + m), e - 15 - 10);
+  const double mag = e == 0 ? std::ldexp(double(m), -24) : std::ldexp(double(1024 + m), e - 15 - 10);
   return (h & 0x8000u) ? -mag : mag;
 }
 
@@ -178,8 +174,7 @@ void add(NarrowStats& a, const NarrowStats& b) {
   a.underflow += b.underflow;
 }
 
-void expect_stats(const NarrowStats& s, uint64_t nan, uint64_t inf, uint64_t overflow,
-                  uint64_t underflow) {
+void expect_stats(const NarrowStats& s, uint64_t nan, uint64_t inf, uint64_t overflow, uint64_t underflow) {
   EXPECT_EQ(s.nan, nan);
   EXPECT_EQ(s.inf, inf);
   EXPECT_EQ(s.overflow, overflow);
@@ -187,19 +182,11 @@ void expect_stats(const NarrowStats& s, uint64_t nan, uint64_t inf, uint64_t ove
 }
 
 void tally_reference(float in, uint16_t out, bool is_f16, NarrowStats& s) {
-  if (std::isnan(in)) {
-    ++s.nan;
-    return;
-  }
-  if (std::isinf(in)) {
-    ++s.inf;
-    return;
-  }
+  if (std::isnan(in)) { ++s.nan; return; }
+  if (std::isinf(in)) { ++s.inf; return; }
   const uint16_t mag = out & 0x7FFFu;
-  if (mag == (is_f16 ? 0x7C00u : 0x7F80u))
-    ++s.overflow;
-  else if (mag == 0 && in != 0.0f)
-    ++s.underflow;
+  if (mag == (is_f16 ? 0x7C00u : 0x7F80u)) ++s.overflow;
+  else if (mag == 0 && in != 0.0f) ++s.underflow;
 }
 
 // Chunks of 2^16 consecutive bit patterns; thread t takes chunks t, t+T, ...
@@ -228,14 +215,8 @@ void sweep_part(unsigned t, unsigned nthreads, SweepResult& r) {
       r.bad_bf16_kernel += vb;
       r.bad_f16_scalar += sh;
       r.bad_f16_kernel += vh;
-      if ((sb || vb) && !r.any_bad_bf16) {
-        r.any_bad_bf16 = true;
-        r.first_bad_bf16 = bits;
-      }
-      if ((sh || vh) && !r.any_bad_f16) {
-        r.any_bad_f16 = true;
-        r.first_bad_f16 = bits;
-      }
+      if ((sb || vb) && !r.any_bad_bf16) { r.any_bad_bf16 = true; r.first_bad_bf16 = bits; }
+      if ((sh || vh) && !r.any_bad_f16) { r.any_bad_f16 = true; r.first_bad_f16 = bits; }
     }
   }
 }
@@ -257,8 +238,7 @@ TEST(ConvertSweep, AllF32BitPatternsNarrowExactlyAsTheReferences) {
   const unsigned nthreads = std::max(2u, std::min(8u, std::thread::hardware_concurrency()));
   std::vector<SweepResult> parts(nthreads);
   std::vector<std::thread> threads;
-  for (unsigned t = 0; t < nthreads; ++t)
-    threads.emplace_back(sweep_part, t, nthreads, std::ref(parts[t]));
+  for (unsigned t = 0; t < nthreads; ++t) threads.emplace_back(sweep_part, t, nthreads, std::ref(parts[t]));
   for (auto& th : threads) th.join();
 
   SweepResult all;
@@ -285,13 +265,13 @@ TEST(ConvertSweep, AllF32BitPatternsNarrowExactlyAsTheReferences) {
     std::snprintf(buf, sizeof buf, "0x%08X", v);
     return std::string(buf);
   };
-  EXPECT_EQ(all.bad_bf16_scalar, 0u)
-      << "first f32 pattern: " << hex(all.first_bad_bf16) << " scalar "
-      << f32_to_bf16(as_float(all.first_bad_bf16)) << " ref " << ref_bf16(all.first_bad_bf16);
+  EXPECT_EQ(all.bad_bf16_scalar, 0u) << "first f32 pattern: " << hex(all.first_bad_bf16) << " scalar "
+                                     << f32_to_bf16(as_float(all.first_bad_bf16)) << " ref "
+                                     << ref_bf16(all.first_bad_bf16);
   EXPECT_EQ(all.bad_bf16_kernel, 0u) << "first f32 pattern: " << hex(all.first_bad_bf16);
-  EXPECT_EQ(all.bad_f16_scalar, 0u)
-      << "first f32 pattern: " << hex(all.first_bad_f16) << " scalar "
-      << f32_to_f16(as_float(all.first_bad_f16)) << " ref " << ref_f16(all.first_bad_f16);
+  EXPECT_EQ(all.bad_f16_scalar, 0u) << "first f32 pattern: " << hex(all.first_bad_f16) << " scalar "
+                                    << f32_to_f16(as_float(all.first_bad_f16)) << " ref "
+                                    << ref_f16(all.first_bad_f16);
   EXPECT_EQ(all.bad_f16_kernel, 0u) << "first f32 pattern: " << hex(all.first_bad_f16);
 
   // Counts over all patterns, from the formats' definitions:
@@ -321,8 +301,8 @@ TEST(ConvertSweep, AllF32BitPatternsNarrowExactlyAsTheReferences) {
 // The compiler's _Float16 conversion (IEEE round to nearest even, in software on x86-64) is a
 // second, independent f16 reference. It is slow, so it covers every pattern of the binades where
 // rounding is delicate (the tie to zero, the largest subnormals, the first normals, the top binade
-// with the tie to Inf) plus a stride through all 2^32 patterns, both signs. NaN payloads are ours
-// to define, so NaN is checked separately against the canonical rule.
+// with the tie to Inf) plus a stride through all 2^32 patterns, both signs. NaN payloads are ours to define, so
+// NaN is checked separately against the canonical rule.
 uint16_t compiler_f16(uint32_t bits) {
   const _Float16 h = static_cast<_Float16>(as_float(bits));
   uint16_t r;
@@ -332,8 +312,7 @@ uint16_t compiler_f16(uint32_t bits) {
 
 TEST(ConvertSweep, F16AgreesWithCompilerFloat16) {
   const std::vector<uint32_t> exps = {102, 112, 113, 142};
-  auto check_range = [](uint32_t lo, uint64_t count, uint64_t stride, uint64_t& bad,
-                        uint32_t& first) {
+  auto check_range = [](uint32_t lo, uint64_t count, uint64_t stride, uint64_t& bad, uint32_t& first) {
     for (uint64_t i = 0; i < count; i += stride) {
       const uint32_t bits = uint32_t(lo + i);
       if (std::isnan(as_float(bits))) continue;
@@ -349,8 +328,7 @@ TEST(ConvertSweep, F16AgreesWithCompilerFloat16) {
   std::vector<std::thread> threads;
   for (size_t k = 0; k < exps.size(); ++k) {
     // Every mantissa of the binade (the sign is covered by the stride below).
-    threads.emplace_back(
-        [&, k] { check_range(exps[k] << 23, uint64_t(1) << 23, 1, bad[k], first[k]); });
+    threads.emplace_back([&, k] { check_range(exps[k] << 23, uint64_t(1) << 23, 1, bad[k], first[k]); });
     if (threads.size() == 2) {
       for (auto& th : threads) th.join();
       threads.clear();
@@ -451,8 +429,7 @@ TEST(Convert, EveryF16WidensExactlyAndRoundTrips) {
     EXPECT_EQ(f32_to_f16(f), nan ? uint16_t((v & 0x8000u) | 0x7E00u) : v) << h;
   }
   to_f32(std::span(src.data() + 1, 2 * 65536), DType::F16, wide);
-  for (uint32_t h = 0; h < 65536; ++h)
-    ASSERT_EQ(as_bits(wide[h]), as_bits(f16_to_f32(uint16_t(h)))) << h;
+  for (uint32_t h = 0; h < 65536; ++h) ASSERT_EQ(as_bits(wide[h]), as_bits(f16_to_f32(uint16_t(h)))) << h;
   const NarrowStats s = from_f32(wide, DType::F16, std::span(back.data() + 5, 2 * 65536));
   for (uint32_t h = 0; h < 65536; ++h) {
     uint16_t v;
@@ -467,9 +444,8 @@ TEST(Convert, EveryF16WidensExactlyAndRoundTrips) {
 // ---------------------------------------------------------------- span kernels
 
 TEST(Convert, SpansOnUnalignedMemory) {
-  const std::vector<float> values = {
-      0.0f, -0.0f, 1.0f, -1.5f, 3.14159265f, 1e-3f, -65504.0f, 1e20f, std::ldexp(1.0f, -20),
-      7.0f, 0.1f};
+  const std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.5f, 3.14159265f, 1e-3f, -65504.0f, 1e20f,
+                                     std::ldexp(1.0f, -20), 7.0f, 0.1f};
   const size_t n = values.size();
   for (size_t off = 0; off < 8; ++off) {
     SCOPED_TRACE(off);
@@ -506,8 +482,7 @@ TEST(Convert, SpansOnUnalignedMemory) {
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
         std::memcpy(&h, buf.data() + off + 2 * i, 2);
-        const uint16_t want =
-            d == DType::BF16 ? ref_bf16(as_bits(values[i])) : ref_f16(as_bits(values[i]));
+        const uint16_t want = d == DType::BF16 ? ref_bf16(as_bits(values[i])) : ref_f16(as_bits(values[i]));
         EXPECT_EQ(h, want) << i;
         EXPECT_EQ(as_bits(out[i]), as_bits(d == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h))) << i;
       }
@@ -536,8 +511,7 @@ TEST(Convert, EmptySpans) {
 TEST(Convert, NonComputeDtypesAreRefused) {
   std::vector<std::byte> buf(64);
   std::vector<float> out(4);
-  for (DType d :
-       {DType::I32, DType::U8, DType::I64, DType::BOOL, DType::F8_E4M3, DType::F4, DType::C64}) {
+  for (DType d : {DType::I32, DType::U8, DType::I64, DType::BOOL, DType::F8_E4M3, DType::F4, DType::C64}) {
     SCOPED_TRACE(std::string(dtype_name(d)));
     try {
       to_f32(buf, d, out);
@@ -560,26 +534,16 @@ TEST(Convert, NarrowStatsCountWhatWasLost) {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const std::vector<float> v = {
-      0.0f,
-      -0.0f,
-      1.0f,  // nothing lost
-      65504.0f,
-      65519.99609375f,  // largest f16, and the value just below the tie
-      65520.0f,
-      -65520.0f,
-      1e30f,                              // f16 overflow
-      std::numeric_limits<float>::max(),  // f16 and bf16 overflow
-      inf,
-      -inf,
-      nan,
-      -nan,                   // not counted as overflow
-      std::ldexp(1.0f, -24),  // smallest f16 subnormal: kept
-      std::ldexp(1.0f, -25),
-      1e-10f,
-      -1e-10f,                                   // f16 underflow
-      std::numeric_limits<float>::denorm_min(),  // underflow in both
-      -std::ldexp(1.0f, -134),  // bf16 tie at half its smallest subnormal: underflow
-      std::ldexp(1.0f, -133),   // smallest bf16 subnormal: kept
+      0.0f, -0.0f, 1.0f,                              // nothing lost
+      65504.0f, 65519.99609375f,                      // largest f16, and the value just below the tie
+      65520.0f, -65520.0f, 1e30f,                     // f16 overflow
+      std::numeric_limits<float>::max(),              // f16 and bf16 overflow
+      inf, -inf, nan, -nan,                           // not counted as overflow
+      std::ldexp(1.0f, -24),                          // smallest f16 subnormal: kept
+      std::ldexp(1.0f, -25), 1e-10f, -1e-10f,         // f16 underflow
+      std::numeric_limits<float>::denorm_min(),       // underflow in both
+      -std::ldexp(1.0f, -134),                        // bf16 tie at half its smallest subnormal: underflow
+      std::ldexp(1.0f, -133),                         // smallest bf16 subnormal: kept
   };
   std::vector<std::byte> out(2 * v.size());
   {

@@ -80,6 +80,22 @@ TEST(BlockedSum, AddF32SquaresInAnyPiecesIsTheDefinedOrder) {
   }
 }
 
+TEST(BlockedSum, AddFiniteAbsIsTheSumOfFiniteMagnitudesInTheDefinedOrder) {
+  const size_t n = kReduceBlock + 5000;
+  auto x = terms(n, 77);
+  for (size_t i = 3; i < n; i += 997)
+    x[i] =
+        (i % 2) ? std::numeric_limits<float>::quiet_NaN() : -std::numeric_limits<float>::infinity();
+  std::vector<float> a(n);
+  for (size_t i = 0; i < n; ++i) a[i] = std::isfinite(x[i]) ? std::fabs(x[i]) : 0.0f;
+  for (bool squares : {false, true}) {
+    BlockedSum s;
+    for (size_t i = 0; i < n; i += 3001)
+      s.add_finite_abs(std::span(x.data() + i, std::min<size_t>(3001, n - i)), squares);
+    EXPECT_TRUE(same_bits(s.sum(), by_definition(a, squares))) << squares;
+  }
+}
+
 TEST(FiniteAbs, F32FormAndCountMatchTheScalarDefinitions) {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
